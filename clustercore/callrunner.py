@@ -1,0 +1,255 @@
+"""Threads that read links and run calls: leaders and followers.
+
+A process serves calls concurrently (a call blocked on a Future or a sleep
+must not stop the next one) without paying a thread hand-off per call. Each
+link is read by one thread at a time, its *leader*. When the leader reads a
+call it runs the call itself, right away, and then goes back to reading. If
+the call is still running after ``PROMOTE_AFTER`` seconds, a watchdog makes
+another thread the link's leader, so later calls are not held up. Pooled
+threads are reused; on a worker the main thread takes part too and is
+preferred, because only the main thread can be woken from a blocking system
+call (a sleep) by a signal.
+
+``interrupt()`` raises ``KeyboardInterrupt`` in every user call in flight: by
+``SIGINT`` on the main thread, by an asynchronous exception on the others
+(that reaches Python code, not a C call blocked on another thread).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import CapturedException, RemoteException
+
+Task = Callable[[], None]
+PROMOTE_AFTER = 0.002
+_WATCHDOG_IDLE_ROUNDS = 100
+_POOL_IDLE_SECONDS = 60.0
+
+
+def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc) if exc else None)
+
+
+class _Link:
+    """Read state of one link: is someone reading it, and since when has nobody."""
+
+    __slots__ = ("closed", "conn", "handle", "on_close", "reading", "unread_since")
+
+    def __init__(self, conn: Any, handle: Callable[[Any, Any], Task | None], on_close: Callable[[Any], None]) -> None:
+        self.conn = conn
+        self.handle = handle
+        self.on_close = on_close
+        self.reading = True
+        self.unread_since = 0.0
+        self.closed = False
+
+
+class CallRunner:
+    """Leads links and runs calls on pooled threads (and the main thread on workers)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool_tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
+        self._idle = 0
+        self._main_tasks: queue.SimpleQueue[Task | None] | None = None
+        self._main_idle = False
+        self._main_ident = threading.main_thread().ident
+        self._in_user_code: set[int] = set()
+        self._unread: set[_Link] = set()
+        self._calls_started = 0
+        self._watchdog_wake = threading.Event()
+        self._watchdog_active = False
+        self._watchdog: threading.Thread | None = None
+        self.pid = 0  # the pid RemoteExceptions name; set by the engine
+
+    # --- threads -----------------------------------------------------------------------
+
+    def spawn(self, task: Task) -> None:
+        """Run ``task`` on an idle thread (the main thread first), or a new one."""
+        with self._lock:
+            if self._main_idle and self._main_tasks is not None:
+                self._main_idle = False
+                self._main_tasks.put(task)
+                return
+            if self._idle:
+                self._idle -= 1
+                self._pool_tasks.put(task)
+                return
+        threading.Thread(target=self._pool_loop, args=(task,), name="clustercore-thread", daemon=True).start()
+
+    def _pool_loop(self, task: Task) -> None:
+        while True:
+            task()
+            with self._lock:
+                self._idle += 1
+            while True:
+                try:
+                    task = self._pool_tasks.get(timeout=_POOL_IDLE_SECONDS)
+                    break
+                except queue.Empty:
+                    with self._lock:
+                        if self._idle:  # nobody claimed this thread: retire it
+                            self._idle -= 1
+                            return
+                    # a task was promised to an idle thread: wait for it
+
+    def serve_on_main_thread(self) -> None:
+        """Make the calling (main) thread a member of the pool until :meth:`stop_main_thread`."""
+        self._main_tasks = queue.SimpleQueue()
+        signal.signal(signal.SIGINT, self._on_sigint)
+        while True:
+            with self._lock:
+                self._main_idle = True
+            task = self._main_tasks.get()
+            if task is None:
+                return
+            task()
+
+    def stop_main_thread(self) -> None:
+        if self._main_tasks is not None:
+            self._main_tasks.put(None)
+
+    # --- leading links -------------------------------------------------------------------
+
+    def serve(self, conn: Any, handle: Callable[[Any, Any], Task | None], on_close: Callable[[Any], None]) -> None:
+        """Read ``conn`` from now on; ``handle(conn, frame)`` returns a call to run, or None."""
+        link = _Link(conn, handle, on_close)
+        self.spawn(lambda: self._lead(link))
+
+    def _lead(self, link: _Link) -> None:
+        conn = link.conn
+        while True:
+            try:
+                frame = conn.read_frame()
+                if frame is None:
+                    conn._mark_closed("closed by peer")
+                    break
+                call = link.handle(conn, frame)
+            except (OSError, EOFError) as exc:
+                conn._mark_closed(f"{type(exc).__name__}: {exc}")
+                break
+            except Exception as exc:  # a bug in a handler: drop the link, loudly
+                import logging
+
+                logging.getLogger(__name__).exception("handling a message from pid %s failed", conn.peer)
+                conn._mark_closed(f"handler error: {exc!r}")
+                break
+            if call is None:
+                continue
+            if not self._run_call_then_keep_reading(link, call):
+                return
+        link.closed = True
+        with self._lock:
+            self._unread.discard(link)
+        conn.close()
+        link.on_close(conn)
+
+    def _run_call_then_keep_reading(self, link: _Link, call: Task) -> bool:
+        with self._lock:
+            link.reading = False
+            link.unread_since = time.monotonic()
+            self._unread.add(link)
+            self._calls_started += 1
+            if not self._watchdog_active:
+                self._start_watchdog()
+        call()
+        with self._lock:
+            if link.reading or link.closed:
+                return False  # another thread leads the link now
+            self._unread.discard(link)
+            link.reading = True
+            if self._main_idle and self._main_tasks is not None and threading.get_ident() != self._main_ident:
+                self._main_idle = False  # hand the link back to the main thread
+                self._main_tasks.put(lambda: self._lead(link))
+                return False
+        return True
+
+    def _start_watchdog(self) -> None:
+        self._watchdog_active = True
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="clustercore-watchdog", daemon=True)
+            self._watchdog.start()
+        else:
+            self._watchdog_wake.set()
+
+    def _watch(self) -> None:
+        """Give a link whose leader is busy running a call a new leader."""
+        quiet_rounds = 0
+        seen_calls = -1
+        while True:
+            time.sleep(PROMOTE_AFTER)
+            with self._lock:
+                now = time.monotonic()
+                for link in [x for x in self._unread if now - x.unread_since >= PROMOTE_AFTER]:
+                    self._unread.discard(link)
+                    link.reading = True
+                    self._lock.release()
+                    try:
+                        self.spawn(lambda link=link: self._lead(link))
+                    finally:
+                        self._lock.acquire()
+                busy = bool(self._unread) or self._calls_started != seen_calls
+                seen_calls = self._calls_started
+                quiet_rounds = 0 if busy else quiet_rounds + 1
+                if quiet_rounds < _WATCHDOG_IDLE_ROUNDS:
+                    continue
+                self._watchdog_active = False
+                self._watchdog_wake.clear()
+            self._watchdog_wake.wait()
+            quiet_rounds = 0
+
+    # --- running a user call --------------------------------------------------------------
+
+    def run_work_thunk(
+        self, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], interruptible: bool = True
+    ) -> tuple[Any, bool]:
+        """Call ``f``; returns ``(value, False)`` or ``(RemoteException, True)``."""
+        if not interruptible:
+            try:
+                return f(*args, **kwargs), False
+            except BaseException as exc:  # noqa: BLE001
+                return RemoteException(self.pid, CapturedException.capture(exc)), True
+        ident = threading.get_ident()
+        value: Any = None
+        failed = False
+        try:
+            try:
+                with self._lock:
+                    self._in_user_code.add(ident)
+                value = f(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+                value, failed = RemoteException(self.pid, CapturedException.capture(exc)), True
+            finally:
+                self._leave_user_code(ident)
+        except KeyboardInterrupt:  # an interrupt that landed just after the call ended
+            self._leave_user_code(ident)
+        return value, failed
+
+    def _leave_user_code(self, ident: int) -> None:
+        with self._lock:
+            if ident in self._in_user_code:
+                self._in_user_code.discard(ident)
+                if ident != self._main_ident:
+                    _set_async_exc(ident, None)  # drop an interrupt that came too late
+
+    def interrupt(self) -> int:
+        """Raise ``KeyboardInterrupt`` in each user call in flight; returns how many."""
+        with self._lock:
+            targets = list(self._in_user_code)
+            for ident in targets:
+                if ident == self._main_ident:
+                    signal.pthread_kill(ident, signal.SIGINT)
+                else:
+                    _set_async_exc(ident, KeyboardInterrupt)
+        return len(targets)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._main_ident in self._in_user_code:
+            raise KeyboardInterrupt

@@ -1,0 +1,456 @@
+"""Process-group state: who is in the cluster and how to reach them.
+
+One owner for mutable cluster state: the :data:`PGRP` object (Julia's
+``PGRP``). Pid 1 is the driver; workers are 2, 3, ... and pids are never
+reused. Each process knows the workers it may talk to (``Worker`` records);
+a record gets its connection when pid 1 creates the worker or, between
+workers, lazily on first use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import socket
+import threading
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .callrunner import CallRunner
+from .connection import Connection, ConnectionClosed
+from .errors import HandshakeError, ProcessExitedException
+from .messages import MsgType, PeerInfo
+from .wire import serialize
+from .wire.framing import NO_REF
+from .wire.handshake import connect_handshake
+from .wire.transport import make_transport
+
+if TYPE_CHECKING:
+    from .managers import ClusterManager, WorkerConfig
+
+log = logging.getLogger(__name__)
+TOPOLOGIES = ("all_to_all", "master_worker", "custom")
+
+
+class WorkerState(Enum):
+    CREATED = "created"
+    CONNECTED = "connected"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+
+
+class Waiter:
+    """A one-shot result slot that one or more threads wait on."""
+
+    __slots__ = ("_callbacks", "_lock", "done", "failed", "pid", "value")
+
+    def __init__(self, pid: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.value: Any = None
+        self.failed = False
+        self.done = False
+        self._callbacks: list[Any] | None = None
+        self.pid = pid
+
+    def set(self, value: Any, failed: bool = False) -> bool:
+        """Store the outcome once; later calls return ``False`` and change nothing."""
+        with _waiter_set_lock:
+            if self.done:
+                return False
+            self.value, self.failed, self.done = value, failed, True
+            callbacks, self._callbacks = self._callbacks, None
+        self._lock.release()
+        for callback in callbacks or ():
+            callback(self)
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.done:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            self._lock.release()
+            return True
+        return self.done
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.wait(timeout):
+            raise TimeoutError(f"no result within {timeout:g} s")
+        if self.failed:
+            raise self.value
+        return self.value
+
+    def add_done_callback(self, callback: Any) -> None:
+        with _waiter_set_lock:
+            if not self.done:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+
+_waiter_set_lock = threading.Lock()
+
+
+class Worker:
+    """What this process knows about another process of the cluster."""
+
+    def __init__(
+        self,
+        pid: int,
+        connect_at: Any = None,
+        hostname: str = "",
+        config: WorkerConfig | None = None,
+        manager: ClusterManager | None = None,
+    ) -> None:
+        self.id = pid
+        self.connect_at = connect_at
+        self.hostname = hostname
+        self.config = config
+        self.manager = manager
+        self.conn: Connection | None = None
+        self.state = WorkerState.CREATED
+        self.gone = threading.Event()
+        self.gc_ops: list[tuple[int, int, int, int]] = []
+        self.connect_lock = threading.Lock()
+        self.ospid = 0
+        self.cpu_threads = 0
+        self.exit_reason = ""
+
+    def __repr__(self) -> str:
+        return f"Worker({self.id}, {self.state.value})"
+
+
+class _SerialContext(threading.local):
+    dest = 0
+
+
+SERIAL_CTX = _SerialContext()
+
+
+class ProcessGroup:
+    """The cluster as this process sees it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.myid = 1
+        self.workers: dict[int, Worker] = {}
+        self.exited: dict[int, str] = {}
+        self.topology = "all_to_all"
+        self.lazy = True
+        self.allowed_peers: set[int] | None = None  # custom topology: who we may reach
+        self.manager: ClusterManager | None = None  # how this process reaches other workers
+        self.cookie: str | None = None
+        self.hostname = socket.gethostname()
+        self.driver_hostname = self.hostname
+        self.runner = CallRunner()
+        self.runner.pid = 1
+        self._pids = itertools.count(2)
+        self._waiter_ids = itertools.count(1)
+
+    def next_pid(self) -> int:
+        return next(self._pids)
+
+    def next_waiter_id(self) -> int:
+        return next(self._waiter_ids)
+
+    def set_myid(self, pid: int) -> None:
+        self.myid = pid
+        self.runner.pid = pid
+
+
+PGRP = ProcessGroup()
+
+
+def myid() -> int:
+    """This process's pid: 1 on the driver."""
+    return PGRP.myid
+
+
+def cluster_cookie(cookie: str | None = None) -> str:
+    """The cluster's shared secret; with an argument, set it (before adding workers)."""
+    if cookie is not None:
+        if not isinstance(cookie, str) or not cookie or any(c.isspace() for c in cookie):
+            raise ValueError("a cluster cookie must be a non-empty string without whitespace")
+        PGRP.cookie = cookie
+    elif PGRP.cookie is None:
+        import secrets
+
+        PGRP.cookie = secrets.token_hex(16)
+    return PGRP.cookie
+
+
+def procs(pid: int | None = None) -> list[int]:
+    """All pids, ascending; with ``pid``, those on the same host as ``pid``."""
+    with PGRP.lock:
+        known = {p: w for p, w in PGRP.workers.items() if w.state is not WorkerState.TERMINATED}
+    if pid is None:
+        return sorted({PGRP.myid, *known})
+    host = _hostname_of(pid)
+    mine = [PGRP.myid] if PGRP.hostname == host else []
+    return sorted(mine + [p for p, w in known.items() if w.hostname == host])
+
+
+def _hostname_of(pid: int) -> str:
+    if pid == PGRP.myid:
+        return PGRP.hostname
+    return worker_from_id(pid).hostname
+
+
+def workers() -> list[int]:
+    """Worker pids, ascending; ``[1]`` while there are none (as in Julia)."""
+    pids = [p for p in procs() if p != 1]
+    return pids or [1]
+
+
+def nprocs() -> int:
+    return len(procs())
+
+
+def nworkers() -> int:
+    n = nprocs()
+    return n - 1 if n > 1 else 1
+
+
+def check_pid(pid: Any) -> int:
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise TypeError(f"a pid is an int, not {type(pid).__name__} ({pid!r})")
+    return pid
+
+
+def worker_from_id(pid: int) -> Worker:
+    """The record for ``pid``: ``ValueError`` if unknown, ``ProcessExitedException`` if gone."""
+    check_pid(pid)
+    with PGRP.lock:
+        w = PGRP.workers.get(pid)
+        if w is not None and w.state is not WorkerState.TERMINATED:
+            return w
+        if pid in PGRP.exited or w is not None:
+            raise ProcessExitedException(pid, PGRP.exited.get(pid, ""))
+    raise ValueError(f"no process with pid {pid}; the known pids are {procs()}")
+
+
+# --- sending --------------------------------------------------------------------------
+
+
+def dumps_for(dest: int, obj: Any) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``obj`` for ``dest``; remote references sent along are counted for it."""
+    previous = SERIAL_CTX.dest
+    SERIAL_CTX.dest = dest
+    try:
+        return serialize.dumps(obj)
+    finally:
+        SERIAL_CTX.dest = previous
+
+
+def send_msg(
+    pid: int,
+    msg_type: int,
+    obj: Any,
+    response: tuple[int, int] = NO_REF,
+    notify: tuple[int, int] = NO_REF,
+    flags: int = 0,
+) -> Connection:
+    """Send one message to ``pid``, connecting first if needed; returns the link used."""
+    conn = connection_to(pid)
+    payload, buffers = dumps_for(pid, obj)
+    try:
+        conn.send_frame(msg_type, payload, buffers, response, notify, flags)
+    except ConnectionClosed as exc:
+        raise ProcessExitedException(pid, str(exc)) from None
+    return conn
+
+
+def send_with_waiter(
+    pid: int, msg_type: int, obj: Any, notify_waiter: bool = False, response: tuple[int, int] = NO_REF
+) -> Waiter:
+    """Send a message whose answer (a RESULT) lands in the returned waiter."""
+    conn = connection_to(pid)
+    payload, buffers = dumps_for(pid, obj)
+    waiter = Waiter(pid)
+    wid = PGRP.next_waiter_id()
+    ref = (PGRP.myid, wid)
+    conn.waiters[wid] = waiter  # type: ignore[attr-defined]
+    try:
+        if notify_waiter:
+            conn.send_frame(msg_type, payload, buffers, response=response, notify=ref)
+        else:
+            conn.send_frame(msg_type, payload, buffers, response=ref)
+    except ConnectionClosed as exc:
+        conn.waiters.pop(wid, None)  # type: ignore[attr-defined]
+        raise ProcessExitedException(pid, str(exc)) from None
+    if conn.closed:  # closed while we registered: make sure nobody waits forever
+        fail_waiters(conn)
+    return waiter
+
+
+def connection_to(pid: int) -> Connection:
+    w = worker_from_id(pid)
+    conn = w.conn
+    if conn is not None and not conn.closed:
+        return conn
+    return _connect_lazily(w)
+
+
+def _connect_lazily(w: Worker) -> Connection:
+    """Worker-to-worker links are opened on first use (Julia's lazy ``all_to_all``)."""
+    with w.connect_lock:
+        if w.conn is not None and not w.conn.closed:
+            return w.conn
+        if w.state is WorkerState.TERMINATED or (w.conn is not None and w.conn.closed):
+            raise ProcessExitedException(w.id, w.exit_reason or (w.conn.close_reason if w.conn else ""))
+        if PGRP.myid == 1:
+            raise ProcessExitedException(w.id, "not connected")
+        if PGRP.topology == "master_worker":
+            raise RuntimeError(
+                f"worker {PGRP.myid} cannot reach worker {w.id}: the cluster topology is "
+                "'master_worker', where workers talk only to pid 1"
+            )
+        if PGRP.allowed_peers is not None and w.id not in PGRP.allowed_peers:
+            raise RuntimeError(f"worker {PGRP.myid} is not connected to worker {w.id} in this 'custom' topology")
+        try:
+            return open_connection_to_peer(w)
+        except (OSError, HandshakeError) as exc:
+            raise ProcessExitedException(w.id, f"cannot connect: {exc}") from exc
+
+
+def open_connection_to_peer(w: Worker) -> Connection:
+    from .managers import DefaultClusterManager, WorkerConfig
+
+    manager = PGRP.manager or DefaultClusterManager()
+    instream, outstream = manager.connect(w.id, WorkerConfig(connect_at=w.connect_at))
+    transport = make_transport(instream, outstream)
+    connect_handshake(transport, cluster_cookie())
+    conn = new_connection(transport, w.id)
+    conn.send_frame(MsgType.IDENTIFY_SOCKET, pickle.dumps(PGRP.myid))
+    ack = conn.read_frame()
+    if ack is None or ack.msg_type != MsgType.IDENTIFY_ACK:
+        conn.close("no identify acknowledgement")
+        raise ConnectionError(f"worker {w.id} did not acknowledge our connection")
+    attach_connection(w, conn)
+    return conn
+
+
+# --- connections ------------------------------------------------------------------------
+
+
+def new_connection(transport: Any, peer: int = 0) -> Connection:
+    conn = Connection(transport, peer)
+    conn.waiters = {}  # type: ignore[attr-defined]
+    return conn
+
+
+def attach_connection(w: Worker, conn: Connection) -> None:
+    """Make ``conn`` the link to ``w`` and start serving it."""
+    from .process_messages import handle_msg
+
+    conn.peer = w.id
+    conn.set_before_send(lambda: take_gc_frames(w))
+    with PGRP.lock:
+        if w.conn is None or w.conn.closed:
+            w.conn = conn
+        if w.state is WorkerState.CREATED:
+            w.state = WorkerState.CONNECTED
+    PGRP.runner.serve(conn, handle_msg, on_connection_closed)
+
+
+def serve_incoming(conn: Connection) -> None:
+    """Serve an accepted link whose peer is known (after identification)."""
+    from .process_messages import handle_msg
+
+    PGRP.runner.serve(conn, handle_msg, on_connection_closed)
+
+
+def take_gc_frames(w: Worker) -> list[Any]:
+    """Pending reference-count updates for ``w``'s owner table, as one frame."""
+    if not w.gc_ops:
+        return []
+    from .wire.framing import encode_frame
+
+    with PGRP.lock:
+        ops, w.gc_ops = w.gc_ops, []
+    if not ops:
+        return []
+    return encode_frame(MsgType.GC, pickle.dumps(ops, protocol=5))
+
+
+def fail_waiters(conn: Connection) -> None:
+    waiters = conn.waiters  # type: ignore[attr-defined]
+    while waiters:
+        _, waiter = waiters.popitem()
+        waiter.set(ProcessExitedException(conn.peer, conn.close_reason), failed=True)
+
+
+def on_connection_closed(conn: Connection) -> None:
+    fail_waiters(conn)
+    pid = conn.peer
+    with PGRP.lock:
+        w = PGRP.workers.get(pid)
+        is_main_link = w is not None and w.conn is conn
+    if not is_main_link:
+        return
+    if PGRP.myid != 1 and pid == 1:
+        from .worker import exit_worker
+
+        exit_worker("the driver (pid 1) closed its connection")
+        return
+    deregister_worker(pid, conn.close_reason)
+
+
+def deregister_worker(pid: int, reason: str = "") -> None:
+    """Forget ``pid``: its waiters fail, pid 1 tells the others and its manager."""
+    with PGRP.lock:
+        w = PGRP.workers.get(pid)
+        if w is None or w.state is WorkerState.TERMINATED:
+            return
+        was_terminating = w.state is WorkerState.TERMINATING
+        w.state = WorkerState.TERMINATED
+        w.exit_reason = reason
+        PGRP.exited[pid] = reason
+        del PGRP.workers[pid]
+    if w.conn is not None:
+        w.conn.close(reason or "worker removed")
+        fail_waiters(w.conn)
+    if PGRP.myid == 1:
+        _after_driver_lost_worker(w, was_terminating)
+    w.gone.set()
+
+
+def _after_driver_lost_worker(w: Worker, was_terminating: bool) -> None:
+    from .processes import broadcast_remote_do, forget_peer
+
+    others = [p for p in procs() if p != 1]
+    if others and PGRP.topology != "master_worker":
+        broadcast_remote_do(forget_peer, others, w.id)
+    if w.manager is not None and w.config is not None:
+        manager, config = w.manager, w.config
+        try:
+            manager.manage(w.id, config, "deregister")
+        except Exception:
+            log.exception("manage(deregister) failed for worker %d", w.id)
+        if not was_terminating:  # died by itself: make sure nothing is left behind
+            threading.Thread(target=_kill_quietly, args=(manager, w.id, config), daemon=True).start()
+
+
+def _kill_quietly(manager: ClusterManager, pid: int, config: WorkerConfig) -> None:
+    try:
+        manager.kill(pid, config)
+        manager.manage(pid, config, "finalize")
+    except Exception:
+        log.debug("cleaning up worker %d failed", pid, exc_info=True)
+
+
+def add_peers(peers: list[PeerInfo]) -> None:
+    """Learn about workers this process may reach (lazily connected)."""
+    with PGRP.lock:
+        for peer in peers:
+            if peer.pid == PGRP.myid or peer.pid in PGRP.workers or peer.pid in PGRP.exited:
+                continue
+            PGRP.workers[peer.pid] = Worker(peer.pid, peer.connect_at, peer.hostname)
+
+
+def getpid() -> int:
+    return os.getpid()

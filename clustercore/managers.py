@@ -1,0 +1,183 @@
+"""The cluster-manager interface: ``ClusterManager``, ``WorkerConfig`` and helpers.
+
+A manager decides how worker processes come to exist. The core calls its
+four methods (Julia's ``launch``, ``manage``, ``kill``, ``connect``); the base
+class dispatches them to the plugin hooks, so a manager is either a class
+from a pip-installed plugin or a subclass in user code that overrides them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field
+from threading import Condition
+from typing import IO, Any
+
+from . import hooks
+
+ADDRESS_LINE = re.compile(r"clustercore_worker:(\d+)#(\S+)")
+
+
+def worker_timeout() -> float:
+    """``CLUSTERCORE_WORKER_TIMEOUT`` in seconds (default 60), read at each use."""
+    raw = os.environ.get("CLUSTERCORE_WORKER_TIMEOUT", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"CLUSTERCORE_WORKER_TIMEOUT must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"CLUSTERCORE_WORKER_TIMEOUT must be positive, not {raw!r}")
+    return value
+
+
+@dataclass(eq=False)
+class WorkerConfig:
+    """How to reach and manage one worker (Julia's ``WorkerConfig``); all fields optional."""
+
+    io: IO[Any] | Any | None = None
+    host: str | None = None
+    port: int | None = None
+    count: int | str | None = None
+    exename: str | None = None
+    exeflags: tuple[str, ...] | list[str] | None = None
+    userdata: Any = None
+    tunnel: bool | None = None
+    bind_addr: str | None = None
+    sshflags: tuple[str, ...] | list[str] | None = None
+    max_parallel: int | None = None
+    connect_at: Any = None
+    process: Any = None
+    ospid: int | None = None
+    environ: dict[str, Any] = field(default_factory=dict)
+    ident: Any = None
+    connect_idents: list[Any] | None = None
+    enable_threaded_blas: bool | None = None
+
+
+class ClusterManager:
+    """Base class of cluster managers; methods dispatch to the plugin hooks.
+
+    Override ``launch`` and ``manage`` (and, for a custom transport,
+    ``connect``; for a custom way to end processes, ``kill``) in a subclass,
+    or leave them to the plugin whose hooks recognise this class.
+    """
+
+    def launch(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition) -> None:
+        hooks.call_launch(self, params, launched, launch_ntfy)
+
+    def manage(self, id: int, config: WorkerConfig, op: str) -> None:
+        hooks.call_manage(self, id, config, op)
+
+    def kill(self, pid: int, config: WorkerConfig) -> None:
+        hooks.call_kill(self, pid, config)
+
+    def connect(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
+        return hooks.call_connect(self, pid, config)
+
+
+class DefaultClusterManager(ClusterManager):
+    """The manager a worker uses to reach other workers over TCP."""
+
+
+def worker_command(params: dict[str, Any], *, bind_to: str | None = None, lifeline: bool = False) -> list[str]:
+    """The argv that starts ``clustercore worker`` with the launch parameters."""
+    cmd = [str(params.get("exename") or sys.executable), *map(str, params.get("exeflags") or ())]
+    cmd += ["-m", "clustercore", "worker"]
+    if bind_to:
+        cmd += ["--bind-to", bind_to]
+    if lifeline:
+        cmd.append("--lifeline")
+    return cmd
+
+
+def worker_environment(params: dict[str, Any]) -> dict[str, str]:
+    """Variables a launched worker needs on top of its inherited environment."""
+    env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
+    if not params.get("enable_threaded_blas"):
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")
+    env.setdefault("CLUSTERCORE_WORKER_TIMEOUT", str(worker_timeout()))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+# --- the worker's output and its address line ---------------------------------------
+
+_forwarders: dict[int, OutputForwarder] = {}
+_forwarders_lock = threading.Lock()
+
+
+class OutputForwarder:
+    """Reads a worker's output stream: finds the address line, prints the rest
+    prefixed ``From worker N:`` (Julia's ``redirect_worker_output``)."""
+
+    def __init__(self, pid: int, io: Any) -> None:
+        self.pid = pid
+        self.io = io
+        self.address: tuple[str, int] | None = None
+        self.seen: list[str] = []
+        self.ended = False
+        self._found = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"clustercore-output-{pid}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for raw in iter(self.io.readline, b"" if not hasattr(self.io, "encoding") else ""):
+                line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+                line = line.rstrip("\r\n")
+                if self.address is None:
+                    match = ADDRESS_LINE.search(line)
+                    if match:
+                        self.address = (match.group(2), int(match.group(1)))
+                        self._found.set()
+                        continue
+                    self.seen.append(line)
+                    del self.seen[:-50]
+                print(f"From worker {self.pid}:\t{line}", flush=True)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.ended = True
+            self._found.set()
+
+    def wait_address(self, timeout: float) -> tuple[str, int]:
+        if not self._found.wait(timeout):
+            raise TimeoutError(
+                f"worker {self.pid} did not print its address within {timeout:g} s "
+                f"(CLUSTERCORE_WORKER_TIMEOUT); its output so far: {self._output()}"
+            )
+        if self.address is None:
+            raise ConnectionError(f"worker {self.pid} exited before printing its address; its output: {self._output()}")
+        return self.address
+
+    def _output(self) -> str:
+        return "\n".join(self.seen[-20:]) or "(nothing)"
+
+
+def forward_worker_output(pid: int, io: Any) -> OutputForwarder:
+    """Start (once per stream) forwarding ``io`` as worker ``pid``'s output."""
+    with _forwarders_lock:
+        forwarder = _forwarders.get(id(io))
+        if forwarder is None or forwarder.io is not io:
+            forwarder = _forwarders[id(io)] = OutputForwarder(pid, io)
+        return forwarder
+
+
+def read_worker_host_port(pid: int, config: WorkerConfig, timeout: float | None = None) -> tuple[str, int]:
+    """The ``(host, port)`` a worker printed on ``config.io``."""
+    return forward_worker_output(pid, config.io).wait_address(worker_timeout() if timeout is None else timeout)
+
+
+def connect_to_worker(host: str, port: int, timeout: float | None = None) -> socket.socket:
+    """A TCP connection to a worker; a clear ``ConnectionError`` if it fails."""
+    try:
+        sock = socket.create_connection((host, port), timeout=worker_timeout() if timeout is None else timeout)
+    except OSError as exc:
+        raise ConnectionError(f"cannot connect to worker at {host}:{port}: {exc}") from exc
+    sock.settimeout(None)
+    return sock

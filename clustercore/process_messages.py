@@ -1,0 +1,121 @@
+"""The receive side: what a process does with each message (Julia's ``handle_msg``).
+
+Runs on a link's reader thread. Payloads are unpickled here, in arrival
+order (so reference counts carried by a message are applied before a later
+GC frame); calls are then handed to the :class:`~clustercore.callrunner.CallRunner`.
+A payload that fails to unpickle gets an error reply for that call and the
+link lives on: frames are length-prefixed, so the next one is intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import cluster
+from .cluster import PGRP
+from .connection import Connection, ConnectionClosed
+from .errors import CapturedException, RemoteException
+from .messages import MsgType
+from .remoterefs import RRID, apply_gc_ops, lookup_ref
+from .wire import serialize
+from .wire.framing import FLAG_ERROR, Frame
+
+log = logging.getLogger(__name__)
+
+
+def handle_msg(conn: Connection, frame: Frame) -> Callable[[], None] | None:
+    """Handle one frame; a call is returned for the reading thread to run."""
+    kind = frame.msg_type
+    if kind == MsgType.RESULT:
+        _handle_result(conn, frame)
+    elif kind in (MsgType.CALL, MsgType.CALL_FETCH, MsgType.CALL_WAIT, MsgType.REMOTE_DO):
+        return _handle_call(conn, frame)
+    elif kind == MsgType.GC:
+        apply_gc_ops(pickle.loads(frame.payload))
+    elif kind == MsgType.INTERRUPT:
+        PGRP.runner.interrupt()
+    else:
+        log.warning("ignoring a message of unexpected type %d from pid %s", kind, conn.peer)
+    return None
+
+
+def _handle_result(conn: Connection, frame: Frame) -> None:
+    waiter = conn.waiters.pop(frame.response[1], None)  # type: ignore[attr-defined]
+    if waiter is None:
+        return
+    try:
+        value = serialize.loads(frame.payload, frame.buffers)
+        failed = bool(frame.flags & FLAG_ERROR)
+    except BaseException as exc:  # noqa: BLE001 - a result we cannot read is that call's error
+        value, failed = _capture(exc, f"the result from pid {conn.peer} could not be unpickled here", conn.peer), True
+    waiter.set(value, failed)
+
+
+def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
+    kind = frame.msg_type
+    rv = lookup_ref(RRID(*frame.response)) if kind in (MsgType.CALL, MsgType.CALL_WAIT) else None
+    try:
+        f, args, kwargs = serialize.loads(frame.payload, frame.buffers)
+    except BaseException as exc:  # noqa: BLE001 - answer this call, keep the link
+        error = _capture(exc, "the call could not be unpickled on this worker", PGRP.myid)
+        _finish(conn, kind, frame.response, frame.notify, rv, error, True)
+        return None
+    interruptible = not getattr(f, "_clustercore_internal", False)
+    runner = PGRP.runner
+
+    response, notify = frame.response, frame.notify  # the frame's buffer is reused after we return
+
+    def job() -> None:
+        value, failed = runner.run_work_thunk(f, args, kwargs, interruptible)
+        _finish(conn, kind, response, notify, rv, value, failed)
+
+    return job
+
+
+def _finish(
+    conn: Connection,
+    kind: int,
+    response: tuple[int, int],
+    notify: tuple[int, int],
+    rv: Any,
+    value: Any,
+    failed: bool,
+) -> None:
+    if kind == MsgType.CALL:
+        rv.store.set(value, failed)
+    elif kind == MsgType.CALL_FETCH:
+        send_result(conn, response, value, failed)
+    elif kind == MsgType.CALL_WAIT:
+        rv.store.set(value, failed)
+        send_result(conn, notify, value if failed else None, failed)
+    elif failed:  # REMOTE_DO: nobody waits, so the error goes to this worker's stderr
+        print(f"Error in remote_do on worker {PGRP.myid}:\n{value.captured.traceback}", file=sys.stderr, flush=True)
+
+
+def send_result(conn: Connection, response: tuple[int, int], value: Any, failed: bool) -> None:
+    """Reply to a waiter; a value that cannot be pickled becomes a RemoteException."""
+    try:
+        payload, buffers = cluster.dumps_for(conn.peer, value)
+    except BaseException as exc:  # noqa: BLE001
+        what = "exception" if failed else "result"
+        value = _capture(exc, f"the {what} of type {type(value).__name__} could not be pickled", PGRP.myid)
+        failed = True
+        try:
+            payload, buffers = cluster.dumps_for(conn.peer, value)
+        except BaseException:  # noqa: BLE001 - the original exception itself will not pickle
+            value = RemoteException(PGRP.myid, CapturedException(RuntimeError(str(exc)), value.captured.traceback))
+            payload, buffers = cluster.dumps_for(conn.peer, value)
+    try:
+        conn.send_frame(MsgType.RESULT, payload, buffers, response=response, flags=FLAG_ERROR if failed else 0)
+    except ConnectionClosed:
+        log.debug("pid %s left before its result was sent", conn.peer)
+
+
+def _capture(exc: BaseException, context: str, pid: int) -> RemoteException:
+    captured = CapturedException.capture(exc)
+    captured.traceback = f"{context}:\n{captured.traceback}"
+    return RemoteException(pid, captured)

@@ -1,0 +1,432 @@
+"""Adding and removing workers (Julia's ``addprocs``/``create_worker``/``rmprocs``).
+
+Only pid 1 adds or removes workers. ``addprocs`` runs the manager's
+``launch`` on a thread and, as ``WorkerConfig`` objects appear in
+``launched``, creates each worker: assign the next pid, ``connect``,
+authenticate, send ``JoinPGRP``, wait for ``JoinComplete``. Then the older
+workers learn about the new ones (one broadcast, replies gathered as they
+arrive) and, for ``lazy=False``, every pair is connected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import cluster, hooks
+from .cluster import PGRP, Worker, WorkerState
+from .errors import ProcessExitedException
+from .managers import ClusterManager, WorkerConfig, forward_worker_output, worker_timeout
+from .messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
+from .remotecall import call_fetch_async
+from .remoterefs import _internal
+from .wire import serialize
+from .wire.handshake import connect_handshake
+from .wire.transport import make_transport
+
+log = logging.getLogger(__name__)
+
+GENERIC_PARAMS: dict[str, Any] = {
+    "dir": None,
+    "exename": None,
+    "exeflags": (),
+    "env": None,
+    "topology": "all_to_all",
+    "lazy": True,
+    "enable_threaded_blas": False,
+}
+_addprocs_lock = threading.Lock()
+
+
+def _require_driver(what: str) -> None:
+    if PGRP.myid != 1:
+        raise RuntimeError(f"only pid 1 can {what}; this is pid {PGRP.myid}")
+
+
+def addprocs(what: Any = None, /, **kwargs: Any) -> list[int]:
+    """Add workers; returns their pids, ascending.
+
+    ``addprocs(n)`` / ``addprocs()`` start local workers, ``addprocs([machines])``
+    SSH workers, ``addprocs(manager)`` any manager, ``addprocs("name")`` the
+    manager registered under that entry-point name.
+    """
+    _require_driver("add workers")
+    manager, params = _resolve_manager(what, kwargs)
+    with _addprocs_lock:
+        return _addprocs_locked(manager, params)
+
+
+def _resolve_manager(what: Any, kwargs: dict[str, Any]) -> tuple[ClusterManager, dict[str, Any]]:
+    if isinstance(what, ClusterManager):
+        return what, _check_params(kwargs, extra_ok=True)
+    if what is None:
+        return _manager_by_name("local", {"np": os.cpu_count() or 1, **kwargs})
+    if isinstance(what, bool):
+        raise TypeError("addprocs takes a worker count, a list of machines, a manager or a manager name")
+    if isinstance(what, int):
+        if what < 1:
+            raise ValueError(f"addprocs needs a positive number of workers, not {what}")
+        return _manager_by_name("local", {"np": what, **kwargs})
+    if isinstance(what, str):
+        return _manager_by_name(what, kwargs)
+    if isinstance(what, (list, tuple)):
+        return _manager_by_name("ssh", {"machines": list(what), **kwargs})
+    raise TypeError(
+        f"addprocs takes a worker count, a list of machines, a ClusterManager or a manager name, "
+        f"not {type(what).__name__}"
+    )
+
+
+def _manager_by_name(name: str, kwargs: dict[str, Any]) -> tuple[ClusterManager, dict[str, Any]]:
+    types = hooks.manager_types()
+    cls = types.get(name)
+    if cls is None:
+        known = ", ".join(sorted(types)) or "none"
+        hint = f"; install clustercore-{name}" if name in ("local", "ssh", "slurm", "k8s") else ""
+        raise ValueError(f"no cluster manager named {name!r} (installed: {known}){hint}")
+    own = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    mine = {k: v for k, v in kwargs.items() if k in own and k not in GENERIC_PARAMS}
+    rest = {k: v for k, v in kwargs.items() if k not in mine}
+    for key in set(own) & set(GENERIC_PARAMS) & set(kwargs):
+        mine[key] = kwargs[key]  # a manager may also want a generic parameter itself
+    params = _check_params(rest, extra_ok=False, who=f"addprocs({name!r})")
+    return cls(**mine), params
+
+
+def _check_params(kwargs: dict[str, Any], extra_ok: bool, who: str = "addprocs") -> dict[str, Any]:
+    unknown = set(kwargs) - set(GENERIC_PARAMS)
+    if unknown and not extra_ok:
+        raise TypeError(f"{who} got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    params = {**GENERIC_PARAMS, **kwargs}
+    if params["topology"] not in cluster.TOPOLOGIES:
+        raise ValueError(f"topology must be one of {', '.join(cluster.TOPOLOGIES)}, not {params['topology']!r}")
+    if not isinstance(params["lazy"], bool):
+        raise TypeError("lazy must be True or False")
+    if isinstance(params["exeflags"], str):
+        params["exeflags"] = tuple(params["exeflags"].split())
+    if params["env"] is not None and not isinstance(params["env"], dict):
+        raise TypeError("env must be a dict of environment variables")
+    if params["dir"] is not None and not isinstance(params["dir"], (str, os.PathLike)):
+        raise TypeError("dir must be a path")
+    return params
+
+
+def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[int]:
+    if len(PGRP.workers) and params["topology"] != PGRP.topology:
+        raise ValueError(f"the cluster's topology is {PGRP.topology!r}; cannot add {params['topology']!r} workers")
+    PGRP.topology, PGRP.lazy = params["topology"], params["lazy"] if params["topology"] == "all_to_all" else False
+    cluster.cluster_cookie()
+    launched: list[WorkerConfig] = []
+    ntfy = threading.Condition()
+    outcome: dict[str, BaseException | bool] = {}
+
+    def run_launch() -> None:
+        try:
+            manager.launch(params, launched, ntfy)
+        except BaseException as exc:  # noqa: BLE001
+            outcome["error"] = exc
+        finally:
+            with ntfy:
+                outcome["done"] = True
+                ntfy.notify_all()
+
+    threading.Thread(target=run_launch, name="clustercore-launch", daemon=True).start()
+    new: list[Worker] = []
+    errors: list[BaseException] = []
+    taken = 0
+    while True:
+        with ntfy:
+            while taken == len(launched) and "done" not in outcome:
+                ntfy.wait()
+            batch = launched[taken:]
+            taken = len(launched)
+            finished = "done" in outcome and taken == len(launched)
+        for config in batch:
+            try:
+                new.append(create_worker(manager, config, params))
+            except Exception as exc:  # noqa: BLE001 - keep going, report all at the end
+                errors.append(exc)
+        if finished:
+            break
+    if "error" in outcome:
+        errors.insert(0, outcome["error"])  # type: ignore[arg-type]
+    if errors:
+        if new:
+            rmprocs([w.id for w in new], waitfor=worker_timeout())
+        first = errors[0]
+        for extra in errors[1:]:
+            first.add_note(f"also: {extra}")
+        raise first
+    _introduce(new, params)
+    return sorted(w.id for w in new)
+
+
+def create_worker(manager: ClusterManager, config: WorkerConfig, params: dict[str, Any]) -> Worker:
+    """Connect to one launched worker and make it join (Julia's ``create_worker``)."""
+    pid = PGRP.next_pid()
+    timeout = worker_timeout()
+    try:
+        instream, outstream = manager.connect(pid, config)
+    except BaseException:
+        _kill_unjoined(manager, pid, config)
+        raise
+    if config.io is not None:
+        forward_worker_output(pid, config.io)
+    transport = make_transport(instream, outstream)
+    try:
+        connect_handshake(transport, cluster.cluster_cookie(), deadline=timeout)
+        conn = cluster.new_connection(transport, pid)
+        join = JoinPGRP(
+            self_pid=pid,
+            peers=_peers_for(config),
+            connect_now=_connect_now_for(config, params),
+            topology=PGRP.topology,
+            lazy=PGRP.lazy,
+            enable_threaded_blas=bool(params.get("enable_threaded_blas")),
+            driver_hostname=PGRP.hostname,
+        )
+        payload, buffers = serialize.dumps(join)
+        conn.send_frame(MsgType.JOIN_PGRP, payload, buffers)
+        transport.set_timeout(timeout)
+        frame = conn.read_frame()
+        transport.set_timeout(None)
+        if frame is None or frame.msg_type != MsgType.JOIN_COMPLETE:
+            raise ConnectionError(f"worker {pid} closed the connection while joining")
+        done: JoinComplete = serialize.loads(frame.payload, frame.buffers)
+        if isinstance(done, BaseException):
+            raise done
+    except BaseException:
+        transport.close()
+        _kill_unjoined(manager, pid, config)
+        raise
+    w = Worker(pid, config.connect_at, done.hostname, config, manager)
+    w.ospid, w.cpu_threads = done.ospid, done.cpu_threads
+    config.ospid = config.ospid or done.ospid
+    with PGRP.lock:
+        PGRP.workers[pid] = w
+    cluster.attach_connection(w, conn)
+    manager.manage(pid, config, "register")
+    return w
+
+
+def _kill_unjoined(manager: ClusterManager, pid: int, config: WorkerConfig) -> None:
+    process = config.process
+    if process is not None and hasattr(process, "kill"):
+        try:
+            process.kill()
+        except OSError:
+            pass
+
+
+def _peers_for(config: WorkerConfig) -> list[PeerInfo]:
+    if PGRP.topology == "master_worker":
+        return []
+    with PGRP.lock:
+        others = [w for w in PGRP.workers.values() if w.state is not WorkerState.TERMINATED]
+    if PGRP.topology == "custom":
+        others = [w for w in others if _custom_linked(config, w)]
+    return [_peer_info(w) for w in others]
+
+
+def _custom_linked(config: WorkerConfig, other: Worker) -> bool:
+    theirs = other.config
+    mine_wants = config.connect_idents or []
+    they_want = (theirs.connect_idents or []) if theirs else []
+    return (theirs is not None and theirs.ident in mine_wants) or (config.ident in they_want)
+
+
+def _connect_now_for(config: WorkerConfig, params: dict[str, Any]) -> list[int]:
+    if PGRP.topology == "custom":
+        with PGRP.lock:
+            return [w.id for w in PGRP.workers.values() if w.config and w.config.ident in (config.connect_idents or [])]
+    return []
+
+
+def _introduce(new: list[Worker], params: dict[str, Any]) -> None:
+    """Tell older workers about the new ones; with ``lazy=False`` connect every pair."""
+    if not new or PGRP.topology == "master_worker":
+        return
+    everyone = [p for p in cluster.procs() if p != 1]
+    if PGRP.topology == "custom":  # each worker learns only the new workers it is linked with
+        with PGRP.lock:
+            records = {p: PGRP.workers[p] for p in everyone if p in PGRP.workers}
+        waiters = []
+        for pid, w in records.items():
+            linked = [_peer_info(x) for x in new if x.id != pid and x.config and _custom_linked(x.config, w)]
+            if linked:
+                waiters.append(call_fetch_async(pid, learn_peers, (linked,), {}))
+        for waiter in waiters:
+            waiter.result()
+        return
+    broadcast_call(learn_peers, everyone, [_peer_info(w) for w in new])  # each ignores itself and whom it knows
+    if not PGRP.lazy:
+        broadcast_call(connect_to_lower, everyone)
+
+
+def _peer_info(w: Worker) -> PeerInfo:
+    return PeerInfo(w.id, w.connect_at, w.hostname)
+
+
+# --- what the driver asks workers to do ----------------------------------------------
+
+
+@_internal
+def learn_peers(peers: list[PeerInfo]) -> None:
+    cluster.add_peers(peers)
+    if PGRP.allowed_peers is not None:  # custom topology: pid 1 sent only those we may reach
+        PGRP.allowed_peers.update(p.pid for p in peers)
+
+
+@_internal
+def connect_to_lower() -> None:
+    """Open links to every known worker with a lower pid (higher pids dial lower ones)."""
+    for pid in sorted(cluster.procs()):
+        if 1 < pid < PGRP.myid:
+            cluster.connection_to(pid)
+
+
+@_internal
+def forget_peer(pid: int) -> None:
+    cluster.deregister_worker(pid, "removed by pid 1")
+
+
+@_internal
+def _exit_worker() -> None:
+    from .worker import exit_worker
+
+    exit_worker("asked to exit by pid 1")
+
+
+def remote_exit(pid: int) -> None:
+    """Ask worker ``pid`` to exit (the first rung of every ``kill``)."""
+    try:
+        cluster.send_msg(pid, MsgType.REMOTE_DO, (_exit_worker, (), {}))
+    except (ProcessExitedException, ValueError, OSError):
+        pass
+
+
+def broadcast_call(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> list[Any]:
+    """Call ``f`` on every pid at once and gather the replies as they arrive."""
+    waiters = [call_fetch_async(p, f, args, {}) for p in pids]
+    return [w.result() for w in waiters]
+
+
+def broadcast_remote_do(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> None:
+    for pid in pids:
+        try:
+            cluster.send_msg(pid, MsgType.REMOTE_DO, (f, args, {}))
+        except (ProcessExitedException, ValueError):
+            pass
+
+
+# --- removing workers --------------------------------------------------------------
+
+
+class RemovalHandle:
+    """Returned by ``rmprocs(..., waitfor=0)``: ``wait()`` until the workers are gone."""
+
+    def __init__(self, removing: list[Worker], killers: list[threading.Thread]) -> None:
+        self.pids = [w.id for w in removing]
+        self._removing = removing
+        self._killers = killers
+
+    def done(self) -> bool:
+        return all(w.gone.is_set() for w in self._removing)
+
+    def wait(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for w in self._removing:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not w.gone.wait(left):
+                pending = [x.id for x in self._removing if not x.gone.is_set()]
+                raise TimeoutError(f"workers {pending} were not removed within {timeout:g} s")
+        for killer in self._killers:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            killer.join(left)
+
+
+def _flatten_pids(pids: tuple[Any, ...]) -> list[int]:
+    flat: list[int] = []
+    for p in pids:
+        if isinstance(p, (list, tuple, set, frozenset)):
+            flat.extend(p)
+        else:
+            flat.append(p)
+    return [cluster.check_pid(p) for p in flat]
+
+
+def rmprocs(*pids: Any, waitfor: float | None = None) -> RemovalHandle:
+    """Remove workers: ask each to exit, then end it through its manager.
+
+    ``waitfor=None`` waits until all are gone; a number raises ``TimeoutError``
+    if they are not gone in time; ``0`` returns at once (``.wait()`` later).
+    """
+    _require_driver("remove workers")
+    removing: list[Worker] = []
+    for pid in _flatten_pids(pids):
+        if pid == 1:
+            log.warning("rmprocs: pid 1 cannot be removed")
+            continue
+        with PGRP.lock:
+            w = PGRP.workers.get(pid)
+        if w is None:
+            if pid in PGRP.exited:
+                continue
+            raise ValueError(f"rmprocs: no worker with pid {pid}; the workers are {cluster.workers()}")
+        if w.state is not WorkerState.TERMINATED:
+            w.state = WorkerState.TERMINATING
+        removing.append(w)
+    killers = []
+    for w in removing:
+        thread = threading.Thread(target=_kill_worker, args=(w,), name=f"clustercore-kill-{w.id}", daemon=True)
+        thread.start()
+        killers.append(thread)
+    handle = RemovalHandle(removing, killers)
+    if waitfor != 0:
+        handle.wait(waitfor)
+    return handle
+
+
+def _kill_worker(w: Worker) -> None:
+    manager, config = w.manager, w.config
+    try:
+        if manager is not None and config is not None:
+            manager.kill(w.id, config)
+        else:
+            remote_exit(w.id)
+    except Exception:
+        log.exception("kill failed for worker %d", w.id)
+    finally:
+        if not w.gone.wait(worker_timeout()):
+            cluster.deregister_worker(w.id, "removed (its connection never closed)")
+        if manager is not None and config is not None:
+            try:
+                manager.manage(w.id, config, "finalize")
+            except Exception:
+                log.exception("manage(finalize) failed for worker %d", w.id)
+
+
+def interrupt(*pids: Any) -> None:
+    """Raise ``KeyboardInterrupt`` in the calls running on these workers (all by default)."""
+    _require_driver("interrupt workers")
+    targets = _flatten_pids(pids) or [p for p in cluster.workers() if p != 1]
+    for pid in targets:
+        w = cluster.worker_from_id(pid)
+        cluster.send_msg(pid, MsgType.INTERRUPT, None)
+        if w.manager is not None and w.config is not None:
+            w.manager.manage(pid, w.config, "interrupt")
+
+
+def terminate_all_workers() -> None:
+    """At driver exit: remove every worker, briefly."""
+    if PGRP.myid != 1 or not PGRP.workers:
+        return
+    try:
+        rmprocs(list(PGRP.workers), waitfor=5.0)
+    except Exception:
+        log.debug("terminating workers at exit failed", exc_info=True)

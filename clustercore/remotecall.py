@@ -1,0 +1,141 @@
+"""The remote-call family (Julia's ``remotecall.jl``): run ``f`` on another process.
+
+Calls addressed to this process's own pid run here, with the same semantics:
+``remotecall`` and ``remote_do`` on a thread, ``remotecall_fetch`` inline, and
+errors wrapped in :class:`RemoteException` all the same.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import cluster
+from .cluster import PGRP, Waiter
+from .messages import MsgType
+from .remoterefs import Future, lookup_ref
+
+_any_cycle = itertools.count()
+_any_lock = threading.Lock()
+
+
+def _target(pid_or_pool: Any) -> int:
+    if hasattr(pid_or_pool, "_clustercore_pool"):
+        raise TypeError("worker pools are not supported by this call yet")
+    return cluster.check_pid(pid_or_pool)
+
+
+def _check_callable(f: Any) -> None:
+    if not callable(f):
+        raise TypeError(f"expected a callable to run remotely, got {type(f).__name__}")
+
+
+def call_fetch_async(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Waiter:
+    """Start ``f(*args, **kwargs)`` on ``pid``; the returned waiter gets its result."""
+    if pid == PGRP.myid:
+        waiter = Waiter(pid)
+        value, failed = PGRP.runner.run_work_thunk(f, args, kwargs, not getattr(f, "_clustercore_internal", False))
+        waiter.set(value, failed)
+        return waiter
+    return cluster.send_with_waiter(pid, MsgType.CALL_FETCH, (f, args, kwargs))
+
+
+def remotecall(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Future:
+    """Start ``f(*args, **kwargs)`` on ``pid``; returns a :class:`Future` at once."""
+    _check_callable(f)
+    pid = _target(pid)
+    if pid != PGRP.myid:
+        cluster.worker_from_id(pid)
+    fut = Future._made_for_call(pid)
+    if pid == PGRP.myid:
+        rv = lookup_ref(fut.rrid)
+        runner = PGRP.runner
+        runner.spawn(lambda: rv.store.set(*runner.run_work_thunk(f, args, kwargs)))
+    else:
+        cluster.send_msg(pid, MsgType.CALL, (f, args, kwargs), response=fut.rrid)
+    return fut
+
+
+def remotecall_fetch(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Run ``f(*args, **kwargs)`` on ``pid`` and return its value, in one round trip."""
+    _check_callable(f)
+    return call_fetch_async(_target(pid), f, args, kwargs).result()
+
+
+def remotecall_wait(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Future:
+    """Like :func:`remotecall`, but return once the call has finished on ``pid``."""
+    _check_callable(f)
+    pid = _target(pid)
+    if pid == PGRP.myid:
+        fut = remotecall(f, pid, *args, **kwargs)
+        fut.wait()
+        return fut
+    cluster.worker_from_id(pid)
+    fut = Future._made_for_call(pid)
+    waiter = cluster.send_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), notify_waiter=True, response=fut.rrid)
+    waiter.result()
+    return fut
+
+
+def remote_do(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> None:
+    """Run ``f(*args, **kwargs)`` on ``pid`` and forget it; errors print on its stderr."""
+    _check_callable(f)
+    pid = _target(pid)
+    if pid == PGRP.myid:
+        runner = PGRP.runner
+
+        def job() -> None:
+            value, failed = runner.run_work_thunk(f, args, kwargs)
+            if failed:
+                print(f"Error in remote_do on pid {pid}:\n{value.captured.traceback}", file=sys.stderr, flush=True)
+
+        runner.spawn(job)
+        return
+    cluster.send_msg(pid, MsgType.REMOTE_DO, (f, args, kwargs))
+
+
+def _next_any() -> int:
+    pids = cluster.workers()
+    with _any_lock:
+        return pids[next(_any_cycle) % len(pids)]
+
+
+def spawnat(p: int | str, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    """``remotecall`` on pid ``p``; ``p="any"`` picks workers round robin."""
+    if p == "any":
+        p = _next_any()
+    elif isinstance(p, str):
+        raise ValueError(f"spawnat takes a pid or 'any', not {p!r}")
+    return remotecall(f, p, *args, **kwargs)
+
+
+def fetchfrom(p: int | str, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fetch(spawnat(p, f, ...))``; ``p="any"`` is Julia's ``@fetch``."""
+    if p == "any":
+        p = _next_any()
+    elif isinstance(p, str):
+        raise ValueError(f"fetchfrom takes a pid or 'any', not {p!r}")
+    return remotecall_fetch(f, p, *args, **kwargs)
+
+
+def fetch(x: Any) -> Any:
+    """The value of a Future (or the head of a channel); any other object as is."""
+    method = getattr(x, "fetch", None)
+    return method() if method is not None and hasattr(x, "where") else x
+
+
+def put(ref: Any, value: Any) -> Any:
+    """Set a Future (once) or put into a channel."""
+    return ref.put(value)
+
+
+def isready(ref: Any) -> bool:
+    return bool(ref.isready())
+
+
+def wait(ref: Any, timeout: float | None = None) -> Any:
+    """Wait for a reference to be ready; ``TimeoutError`` after ``timeout`` seconds."""
+    return ref.wait(timeout)

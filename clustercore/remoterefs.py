@@ -1,0 +1,349 @@
+"""Remote references and their distributed garbage collection.
+
+A reference is named by an :class:`RRID` ``(whence, id)``: the pid that made
+it and a counter there. Its value lives on the owner (``where``) in
+:data:`REFS`, with a count of references per client pid. Counts move by
+messages that may arrive in any order across links, so they are signed and
+the value is freed only when every count is back to zero:
+
+* the maker of a reference holds one count from the start;
+* sending a reference to pid ``d`` adds one for ``d`` (done by the sender: at
+  once if it owns the reference, else queued to the owner before any later
+  release of its own); the owner receiving its own reference counts it locally;
+* a process holds one local object per reference: a second copy received
+  cancels the sender's count, and the object's death releases one;
+* a fetched Future keeps its value and releases its count at once.
+
+Releases from ``__del__`` go through a re-entrant queue to a flusher thread,
+which applies local ones and batches remote ones into GC frames that precede
+the next message to the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import weakref
+from collections.abc import Generator
+from typing import Any, NamedTuple
+
+from . import cluster
+from .cluster import PGRP, SERIAL_CTX, Waiter
+
+_UNSET: Any = object()
+
+
+class RRID(NamedTuple):
+    """A remote reference's id: the pid that made it and a counter there."""
+
+    whence: int
+    id: int
+
+
+_ids = iter(range(1, 1 << 62))
+_ids_lock = threading.Lock()
+
+
+def next_rrid() -> RRID:
+    with _ids_lock:
+        return RRID(PGRP.myid, next(_ids))
+
+
+# --- the owner's side ----------------------------------------------------------------
+
+
+class RemoteValue:
+    """The storage behind a reference on its owner, and its client counts."""
+
+    __slots__ = ("clients", "store")
+
+    def __init__(self, store: Any, whence: int) -> None:
+        self.store = store
+        self.clients: dict[int, int] = {whence: 1}
+
+
+REFS: dict[RRID, RemoteValue] = {}
+_refs_lock = threading.Lock()
+
+
+def lookup_ref(rrid: RRID, make_store: Any = Waiter) -> RemoteValue:
+    """The owner's entry for ``rrid``, made on first use (Julia's ``lookup_ref``)."""
+    rv = REFS.get(rrid)
+    if rv is None:
+        with _refs_lock:
+            rv = REFS.get(rrid)
+            if rv is None:
+                rv = REFS[rrid] = RemoteValue(make_store(), rrid.whence)
+    return rv
+
+
+def add_client(rrid: RRID, pid: int, delta: int) -> None:
+    """Change ``pid``'s count on a reference this process owns; free it at all-zero."""
+    with _refs_lock:
+        rv = REFS.get(rrid)
+        if rv is None:
+            if delta > 0 and rrid.whence == pid:
+                return
+            rv = REFS[rrid] = RemoteValue(Waiter(), rrid.whence)
+        count = rv.clients.get(pid, 0) + delta
+        if count:
+            rv.clients[pid] = count
+        else:
+            rv.clients.pop(pid, None)
+        if not rv.clients:
+            del REFS[rrid]
+
+
+def apply_gc_ops(ops: list[tuple[int, int, int, int]]) -> None:
+    for whence, rid, pid, delta in ops:
+        add_client(RRID(whence, rid), pid, delta)
+
+
+# --- queued count changes --------------------------------------------------------------
+
+_GC_QUEUE: queue.SimpleQueue[tuple[int, RRID, int, int]] = queue.SimpleQueue()
+_GC_DOORBELL: queue.SimpleQueue[None] = queue.SimpleQueue()  # wakes the flusher; items stay queued
+_flush_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+
+
+def _queue_gc(owner: int, rrid: RRID, pid: int, delta: int) -> None:
+    """Re-entrant (safe in ``__del__``): queue a count change for the owner."""
+    _GC_QUEUE.put((owner, rrid, pid, delta))
+    _GC_DOORBELL.put(None)
+    if _flusher is None:
+        _start_flusher()
+
+
+def _start_flusher() -> None:
+    global _flusher
+    with _ids_lock:
+        if _flusher is None:
+            _flusher = threading.Thread(target=_flush_forever, name="clustercore-gc", daemon=True)
+            _flusher.start()
+
+
+def _flush_forever() -> None:
+    while True:
+        _GC_DOORBELL.get()
+        flush_gc()
+
+
+def flush_gc() -> None:
+    """Apply or send every queued count change now; once it returns, each change
+    queued before the call is applied here or travels ahead of the next message
+    to its owner."""
+    touched: set[int] = set()
+    with _flush_lock:
+        while True:
+            try:
+                owner, rrid, pid, delta = _GC_QUEUE.get_nowait()
+            except queue.Empty:
+                break
+            if owner == PGRP.myid:
+                add_client(rrid, pid, delta)
+                continue
+            with PGRP.lock:
+                w = PGRP.workers.get(owner)
+                if w is not None:
+                    w.gc_ops.append((rrid.whence, rrid.id, pid, delta))
+                    touched.add(owner)
+        for owner in touched:
+            _send_gc_now(owner)
+
+
+def _send_gc_now(owner: int) -> None:
+    with PGRP.lock:
+        w = PGRP.workers.get(owner)
+    if w is None or not w.gc_ops:
+        return
+    try:
+        cluster.connection_to(owner).flush()
+    except Exception:  # noqa: BLE001 - the owner is gone, and its table with it
+        with PGRP.lock:
+            w.gc_ops.clear()
+
+
+# --- the client's side -----------------------------------------------------------------
+
+_local_refs: weakref.WeakValueDictionary[RRID, Future] = weakref.WeakValueDictionary()
+
+
+def _on_serialize(rrid: RRID, where: int) -> None:
+    dest = SERIAL_CTX.dest
+    if not dest or dest == where:
+        return  # going to the owner, which counts it when it arrives
+    if where == PGRP.myid:
+        add_client(rrid, dest, +1)
+    else:
+        _queue_gc(where, rrid, dest, +1)
+
+
+class Future:
+    """A write-once remote reference (Julia's ``Future``)."""
+
+    __slots__ = ("__weakref__", "_counted", "_value", "id", "whence", "where")
+
+    def __init__(self, pid: int | None = None) -> None:
+        where = PGRP.myid if pid is None else cluster.check_pid(pid)
+        if where != PGRP.myid:
+            cluster.worker_from_id(where)
+        self._init(where, next_rrid(), counted=True)
+
+    def _init(self, where: int, rrid: RRID, counted: bool, value: Any = _UNSET) -> None:
+        self.where = where
+        self.whence, self.id = rrid
+        self._value = value
+        self._counted = counted
+        _local_refs[rrid] = self
+
+    @classmethod
+    def _made_for_call(cls, where: int) -> Future:
+        fut = cls.__new__(cls)
+        fut._init(where, next_rrid(), counted=True)
+        return fut
+
+    @property
+    def rrid(self) -> RRID:
+        return RRID(self.whence, self.id)
+
+    def __repr__(self) -> str:
+        state = "ready" if self._value is not _UNSET else "pending"
+        return f"Future(where={self.where}, whence={self.whence}, id={self.id}, {state})"
+
+    def __del__(self) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            _queue_gc(self.where, RRID(self.whence, self.id), PGRP.myid, -1)
+
+    def _release(self) -> None:
+        """The value is cached here: the owner no longer needs to keep it for us."""
+        if self._counted:
+            self._counted = False
+            _queue_gc(self.where, self.rrid, PGRP.myid, -1)
+
+    # --- the user API -------------------------------------------------------------
+
+    def fetch(self) -> Any:
+        """The value, waiting for it; cached here after the first fetch."""
+        if self._value is _UNSET:
+            value, failed = self._fetch_outcome()
+            if self._value is _UNSET:
+                self._value = (value, failed)
+            self._release()
+        value, failed = self._value
+        if failed:
+            raise value
+        return value
+
+    def _fetch_outcome(self) -> tuple[Any, bool]:
+        if self.where == PGRP.myid:
+            return _fetch_ref(self.rrid)
+        return _call_on_owner(self, _fetch_ref, self.rrid).result()  # type: ignore[no-any-return]
+
+    def isready(self) -> bool:
+        """Whether a value is there; never waits for it."""
+        if self._value is not _UNSET:
+            return True
+        if self.where == PGRP.myid:
+            return bool(lookup_ref(self.rrid).store.done)
+        return bool(_call_on_owner(self, _isready_ref, self.rrid).result())
+
+    def wait(self, timeout: float | None = None) -> Future:
+        """Wait until a value is there; ``TimeoutError`` after ``timeout`` seconds."""
+        if self._value is not _UNSET:
+            return self
+        if self.where == PGRP.myid:
+            ready = lookup_ref(self.rrid).store.wait(timeout)
+        else:
+            ready = _call_on_owner(self, _wait_ref, self.rrid, timeout).result()
+        if not ready:
+            raise TimeoutError(f"{self!r} was not ready within {timeout:g} s")
+        return self
+
+    def put(self, value: Any) -> Future:
+        """Set the value; a Future can be set only once."""
+        if self._value is not _UNSET:
+            raise RuntimeError("a Future can be set only once")
+        if self.where == PGRP.myid:
+            ok = _put_ref(self.rrid, value)
+        else:
+            ok = _call_on_owner(self, _put_ref, self.rrid, value).result()
+        if not ok:
+            raise RuntimeError("a Future can be set only once")
+        self._value = (value, False)
+        return self
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, self.fetch).__await__()
+
+    def __reduce__(self) -> Any:
+        rrid = self.rrid
+        if self._value is not _UNSET:
+            return _rebuild_future, (self.where, self.whence, self.id, self._value)
+        _on_serialize(rrid, self.where)
+        return _rebuild_future, (self.where, self.whence, self.id)
+
+
+def _rebuild_future(where: int, whence: int, rid: int, value: Any = _UNSET) -> Future:
+    rrid = RRID(whence, rid)
+    me = PGRP.myid
+    existing = _local_refs.get(rrid)
+    if existing is not None:
+        if value is _UNSET and where != me:
+            _queue_gc(where, rrid, me, -1)  # we already hold a count
+        if value is not _UNSET and existing._value is _UNSET:
+            existing._value = value
+        return existing
+    fut = Future.__new__(Future)
+    if value is not _UNSET:
+        fut._init(where, rrid, counted=False, value=value)
+    else:
+        if where == me:
+            add_client(rrid, me, +1)
+        fut._init(where, rrid, counted=True)
+    return fut
+
+
+# --- what owners run for remote holders -------------------------------------------------
+
+
+def _internal(fn: Any) -> Any:
+    """Marks engine functions: an ``interrupt`` does not hit them."""
+    fn._clustercore_internal = True
+    return fn
+
+
+@_internal
+def _fetch_ref(rrid: RRID) -> tuple[Any, bool]:
+    store = lookup_ref(rrid).store
+    store.wait()
+    return store.value, store.failed
+
+
+@_internal
+def _isready_ref(rrid: RRID) -> bool:
+    return bool(lookup_ref(rrid).store.done)
+
+
+@_internal
+def _wait_ref(rrid: RRID, timeout: float | None) -> bool:
+    return bool(lookup_ref(rrid).store.wait(timeout))
+
+
+@_internal
+def _put_ref(rrid: RRID, value: Any) -> bool:
+    return bool(lookup_ref(rrid).store.set(value))
+
+
+def _call_on_owner(ref: Future, fn: Any, *args: Any) -> Waiter:
+    from .remotecall import call_fetch_async
+
+    return call_fetch_async(ref.where, fn, args, {})
+
+
+def remoteref_id(ref: Any) -> RRID:
+    """The :class:`RRID` of a Future or RemoteChannel."""
+    return RRID(ref.whence, ref.id)

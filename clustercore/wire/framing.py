@@ -1,0 +1,138 @@
+"""Length-prefixed frames with out-of-band buffers.
+
+Every message is one frame (little-endian)::
+
+    offset  size  field
+    0       4     payload length P (u32)
+    4       1     message type (u8)
+    5       1     flags (u8; bit 0: the payload is an exception to raise)
+    6       2     number of out-of-band buffers B (u16)
+    8       4+8   response reference id (whence i32, id u64)   Julia's MsgHeader
+    20      4+8   notify reference id   (whence i32, id u64)
+    32      8*B   length of each out-of-band buffer (u64)
+    ...     P     payload: a pickle (protocol 5)
+    ...           the B buffers, back to back
+
+The payload's pickle refers to the buffers by position (``pickle.loads(...,
+buffers=...)``), so a large numpy array or bytes object goes from the sender's
+memory to the socket with ``sendmsg`` and from the socket into the buffer it
+will live in with ``recv_into``: no copies in between. ``docs/protocol.md``
+describes the same layout; a golden-bytes test keeps the two honest.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from .transport import Transport
+
+HEADER = struct.Struct("<IBBHiQiQ")
+NO_REF = (0, 0)
+FLAG_ERROR = 1
+
+_READ_CHUNK = 256 * 1024  # the reused receive buffer: one recv usually holds a small frame whole
+_MMAP_THRESHOLD = 1 << 20  # buffers this large get their own huge-page-backed mapping
+
+
+@dataclass(slots=True)
+class Frame:
+    """One received message; ``payload`` is valid until the next ``read_frame``."""
+
+    msg_type: int
+    flags: int
+    response: tuple[int, int]
+    notify: tuple[int, int]
+    payload: memoryview
+    buffers: list[Any]
+
+
+def encode_frame(
+    msg_type: int,
+    payload: Any,
+    buffers: list[Any] = (),  # type: ignore[assignment]
+    response: tuple[int, int] = NO_REF,
+    notify: tuple[int, int] = NO_REF,
+    flags: int = 0,
+) -> list[Any]:
+    """The buffers to hand to ``Transport.send_all`` for one frame."""
+    views = [memoryview(b).cast("B") if memoryview(b).format != "B" else memoryview(b) for b in buffers]
+    head = HEADER.pack(len(payload), msg_type, flags, len(views), *response, *notify)
+    if views:
+        head += struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))
+    return [head, payload, *views]
+
+
+def alloc_buffer(size: int) -> Any:
+    """A writable buffer for received data that outlives the frame."""
+    if size >= _MMAP_THRESHOLD:
+        region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            try:
+                region.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:
+                pass
+        return region
+    return bytearray(size)
+
+
+class FrameReader:
+    """Reads frames from a transport through one reused receive buffer."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._buf = bytearray(_READ_CHUNK)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+
+    def read_frame(self) -> Frame | None:
+        """The next frame, or ``None`` at a clean end of stream between frames."""
+        if not self._fill(HEADER.size, eof_ok=True):
+            return None
+        plen, msg_type, flags, nbuf, rw, rid, nw, nid = HEADER.unpack_from(self._buf, self._start)
+        self._start += HEADER.size
+        lengths: tuple[int, ...] = ()
+        if nbuf:
+            self._fill(8 * nbuf)
+            lengths = struct.unpack_from(f"<{nbuf}Q", self._buf, self._start)
+            self._start += 8 * nbuf
+        payload = self._read_exact(plen, into=None)
+        buffers = [self._read_exact(n, into=alloc_buffer(n)) for n in lengths]
+        return Frame(msg_type, flags, (rw, rid), (nw, nid), payload, buffers)
+
+    def _fill(self, need: int, eof_ok: bool = False) -> bool:
+        """Make ``need`` bytes available at ``_start`` (need <= chunk size)."""
+        if self._end - self._start >= need:
+            return True
+        if self._start:
+            kept = self._end - self._start
+            self._buf[:kept] = self._buf[self._start : self._end]
+            self._start, self._end = 0, kept
+        while self._end < need:
+            got = self.transport.recv_into(self._view[self._end :])
+            if not got:
+                if eof_ok and self._end == 0:
+                    return False
+                raise EOFError("connection closed in the middle of a frame")
+            self._end += got
+        return True
+
+    def _read_exact(self, size: int, into: Any) -> memoryview:
+        if into is None and size <= _READ_CHUNK:
+            self._fill(size)
+            view = self._view[self._start : self._start + size]
+            self._start += size
+            return view
+        target = memoryview(into if into is not None else bytearray(size))
+        have = min(size, self._end - self._start)
+        target[:have] = self._view[self._start : self._start + have]
+        self._start += have
+        while have < size:
+            got = self.transport.recv_into(target[have:])
+            if not got:
+                raise EOFError("connection closed in the middle of a frame")
+            have += got
+        return target

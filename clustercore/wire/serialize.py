@@ -1,0 +1,94 @@
+"""Pickling for the wire: cloudpickle, protocol 5, large buffers out of band.
+
+Functions defined in ``__main__``, lambdas and closures travel by value
+(cloudpickle). Contiguous buffers of at least ``OUT_OF_BAND_MIN`` bytes (numpy
+arrays, bytearrays, and ``bytes`` objects among a message's top-level values)
+are not copied into the pickle: they are returned beside it and sent as
+separate frame buffers.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import threading
+from typing import Any
+
+import cloudpickle
+
+OUT_OF_BAND_MIN = 64 * 1024
+
+
+class _LargeBytes:
+    """Carries a ``bytes`` object out of band (the pickler never asks about exact bytes)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: int) -> Any:
+        return bytes, (pickle.PickleBuffer(self.data),)
+
+
+def _wrap_large_bytes(obj: Any, depth: int = 2) -> Any:
+    kind = type(obj)
+    if kind is bytes:
+        return _LargeBytes(obj) if len(obj) >= OUT_OF_BAND_MIN else obj
+    if depth == 0:
+        return obj
+    if kind is tuple or kind is list:
+        if any(type(x) in (bytes, tuple, list, dict) for x in obj):
+            return kind(_wrap_large_bytes(x, depth - 1) for x in obj)
+    elif kind is dict and any(type(v) in (bytes, tuple, list, dict) for v in obj.values()):
+        return {k: _wrap_large_bytes(v, depth - 1) for k, v in obj.items()}
+    return obj
+
+
+class _ReusablePickler:
+    """One cloudpickle pickler per thread, reset between messages (saves its set-up cost)."""
+
+    def __init__(self) -> None:
+        self.out = io.BytesIO()
+        self.buffers: list[memoryview] = []
+        self.busy = False
+        self.pickler = cloudpickle.Pickler(self.out, protocol=5, buffer_callback=self._take_buffer)
+
+    def _take_buffer(self, buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < OUT_OF_BAND_MIN:
+            return True  # a true value means: keep it in band
+        self.buffers.append(raw)
+        return False
+
+    def dump(self, obj: Any) -> tuple[bytes, list[memoryview]]:
+        self.busy = True
+        try:
+            self.pickler.dump(obj)
+            return self.out.getvalue(), self.buffers
+        finally:  # drop every reference the pickler took: the memo keeps objects alive
+            self.pickler.clear_memo()
+            self.pickler.globals_ref.clear()
+            self.out.seek(0)
+            self.out.truncate()
+            self.buffers = []
+            self.busy = False
+
+
+_local = threading.local()
+
+
+def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``obj``; returns the payload and the out-of-band buffers."""
+    obj = _wrap_large_bytes(obj)
+    pickler = getattr(_local, "pickler", None)
+    if pickler is None:
+        pickler = _local.pickler = _ReusablePickler()
+    elif pickler.busy:  # a __reduce__ that pickles again: use a fresh one
+        pickler = _ReusablePickler()
+    return pickler.dump(obj)
+
+
+def loads(payload: Any, buffers: list[Any]) -> Any:
+    """Inverse of :func:`dumps`."""
+    return pickle.loads(payload, buffers=buffers)

@@ -1,0 +1,153 @@
+"""Byte transports under the framing layer: a socket, or a pair of streams.
+
+A custom cluster manager's ``connect`` hook may return any
+``(instream, outstream)`` pair; :func:`make_transport` wraps it.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Protocol
+
+IOV_MAX = 1024  # Linux's cap on the buffers of one sendmsg call
+
+
+class Transport(Protocol):
+    """What the framing layer needs from a connection."""
+
+    def recv_into(self, view: memoryview) -> int:
+        """Read up to ``len(view)`` bytes into ``view``; 0 means end of stream."""
+
+    def send_all(self, parts: list[Any]) -> None:
+        """Write every byte of every buffer in ``parts``, in order."""
+
+    def close(self) -> None:
+        """Close both directions; a blocked ``recv_into`` returns or raises."""
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """Bound each blocking read and write (``None``: no bound)."""
+
+    def describe(self) -> str:
+        """A short text naming the peer, for error messages."""
+
+
+def _byte_views(parts: list[Any]) -> list[memoryview]:
+    views = []
+    for part in parts:
+        view = memoryview(part)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        if view.nbytes:
+            views.append(view)
+    return views
+
+
+def _copy_chunk(chunk: bytes, view: memoryview) -> int:
+    view[: len(chunk)] = chunk
+    return len(chunk)
+
+
+class SocketTransport:
+    """A connected stream socket (TCP or Unix domain); sends with ``sendmsg``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def recv_into(self, view: memoryview) -> int:
+        return self.sock.recv_into(view)
+
+    def send_all(self, parts: list[Any]) -> None:
+        views = _byte_views(parts)
+        while views:
+            sent = self.sock.sendmsg(views[:IOV_MAX])
+            while sent:
+                head = views[0]
+                if sent >= head.nbytes:
+                    sent -= head.nbytes
+                    views.pop(0)
+                else:
+                    views[0] = head[sent:]
+                    sent = 0
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def set_timeout(self, seconds: float | None) -> None:
+        self.sock.settimeout(seconds)
+
+    def describe(self) -> str:
+        try:
+            peer = self.sock.getpeername()
+        except OSError:
+            return "a closed socket"
+        if isinstance(peer, tuple):
+            return f"{peer[0]}:{peer[1]}"
+        return str(peer) or "a unix socket"
+
+
+class StreamTransport:
+    """Any pair of binary streams: ``readinto``/``recv_into``/``recv``/``read`` in,
+    ``sendall``/``write`` out (pipes, SSH channels, websocket adapters)."""
+
+    def __init__(self, instream: Any, outstream: Any) -> None:
+        self.instream = instream
+        self.outstream = outstream
+        self._recv_into = self._pick_reader()
+
+    def recv_into(self, view: memoryview) -> int:
+        return self._recv_into(view)
+
+    def _pick_reader(self) -> Any:
+        stream = self.instream
+        for name in ("recv_into", "readinto"):
+            method = getattr(stream, name, None)
+            if method is not None:
+                return lambda view: method(view) or 0
+        for name in ("recv", "read1", "read"):
+            method = getattr(stream, name, None)
+            if method is not None:
+                return lambda view: _copy_chunk(method(len(view)), view)
+        raise TypeError(f"{type(stream).__name__} has no recv_into/readinto/recv/read method")
+
+    def send_all(self, parts: list[Any]) -> None:
+        stream = self.outstream
+        sendall = getattr(stream, "sendall", None)
+        for view in _byte_views(parts):
+            if sendall is not None:
+                sendall(view)
+            else:
+                stream.write(view)
+        flush = getattr(stream, "flush", None)
+        if flush is not None:
+            flush()
+
+    def close(self) -> None:
+        for stream in (self.outstream, self.instream):
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+    def set_timeout(self, seconds: float | None) -> None:
+        for stream in (self.instream, self.outstream):
+            settimeout = getattr(stream, "settimeout", None)
+            if settimeout is not None:
+                settimeout(seconds)
+
+    def describe(self) -> str:
+        return f"stream {type(self.instream).__name__}"
+
+
+def make_transport(instream: Any, outstream: Any | None = None) -> Transport:
+    """Wrap what a ``connect`` hook returned; one socket for both ways is fastest."""
+    if outstream is None or outstream is instream:
+        if isinstance(instream, socket.socket):
+            return SocketTransport(instream)
+        return StreamTransport(instream, instream)
+    return StreamTransport(instream, outstream)

@@ -1,0 +1,244 @@
+"""The worker side: listening, joining the cluster, serving, exiting.
+
+``clustercore worker`` runs :func:`start_worker`: read the cookie from the
+first line of stdin, listen, print ``clustercore_worker:PORT#HOST``, wait for
+pid 1's ``JoinPGRP`` (exit if it does not come within
+``CLUSTERCORE_WORKER_TIMEOUT``), then run calls on the main thread until
+told to exit or until the link to pid 1 closes (no orphans).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import pickle
+import socket
+import sys
+import threading
+from typing import IO, Any
+
+from . import cluster
+from .cluster import PGRP, Worker
+from .connection import Connection
+from .errors import HandshakeError
+from .managers import ClusterManager, DefaultClusterManager, worker_timeout
+from .messages import JoinComplete, JoinPGRP, MsgType
+from .wire import serialize
+from .wire.handshake import accept_handshake
+from .wire.transport import make_transport
+
+log = logging.getLogger(__name__)
+_joined = threading.Event()
+_exiting = threading.Lock()
+
+
+def init_worker(cookie: str, manager: ClusterManager | None = None) -> None:
+    """Make this process a worker that will be told its pid by pid 1 (Julia's ``init_worker``)."""
+    cluster.cluster_cookie(cookie)
+    PGRP.set_myid(0)
+    PGRP.manager = manager or DefaultClusterManager()
+    logging.getLogger("clustercore").setLevel(os.environ.get("CLUSTERCORE_LOG_LEVEL", "WARNING"))
+
+
+def start_worker(
+    out: IO[str] = sys.stdout,
+    cookie: str | None = None,
+    *,
+    close_stdin: bool = True,
+    stderr_to_stdout: bool = True,
+    bind_to: str | None = None,
+    lifeline: bool = False,
+) -> None:
+    """Run this process as a worker listening on TCP; returns only by exiting."""
+    if cookie is None:
+        cookie = sys.stdin.readline().strip()
+        if not cookie:
+            print("clustercore worker: no cluster cookie on the first line of stdin", file=sys.stderr)
+            raise SystemExit(2)
+    if lifeline:
+        threading.Thread(target=_watch_stdin, name="clustercore-lifeline", daemon=True).start()
+    elif close_stdin:
+        sys.stdin.close()
+    if stderr_to_stdout:
+        os.dup2(sys.stdout.fileno(), sys.stderr.fileno())
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+    init_worker(cookie)
+    listener, host = _listen(bind_to)
+    port = listener.getsockname()[1]
+    threading.Thread(target=_accept_forever, args=(listener,), name="clustercore-accept", daemon=True).start()
+    timeout = worker_timeout()
+    print(f"clustercore_worker:{port}#{host}", file=out, flush=True)
+    threading.Thread(target=_exit_unless_joined, args=(timeout,), name="clustercore-join-timer", daemon=True).start()
+    PGRP.runner.serve_on_main_thread()
+    exit_worker("")
+
+
+def _watch_stdin() -> None:
+    try:
+        while sys.stdin.buffer.read1(65536):
+            pass
+    except (OSError, ValueError):
+        pass
+    exit_worker("its stdin (the launcher's lifeline) closed")
+
+
+def _exit_unless_joined(timeout: float) -> None:
+    if not _joined.wait(timeout):
+        print(
+            f"clustercore worker: pid 1 did not connect within {timeout:g} s (CLUSTERCORE_WORKER_TIMEOUT); exiting",
+            file=sys.stderr,
+            flush=True,
+        )
+        exit_worker("not joined in time", code=1)
+
+
+def parse_bind_to(bind_to: str) -> tuple[str, int]:
+    """``ADDR``, ``ADDR:PORT``, ``[V6]`` or ``[V6]:PORT`` -> ``(addr, port)`` (0: any port)."""
+    if bind_to.startswith("["):
+        host, _, rest = bind_to[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else rest
+    elif bind_to.count(":") == 1:
+        host, port_text = bind_to.split(":")
+    else:
+        host, port_text = bind_to, ""
+    if not host or (port_text and not port_text.isdigit()):
+        raise ValueError(f"--bind-to takes ADDR[:PORT], not {bind_to!r}")
+    return host, int(port_text or 0)
+
+
+def _listen(bind_to: str | None) -> tuple[socket.socket, str]:
+    host, port = parse_bind_to(bind_to) if bind_to else ("0.0.0.0", 0)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(128)
+    shown = host if host not in ("0.0.0.0", "::") else _public_address()
+    return listener, f"[{shown}]" if ":" in shown else shown
+
+
+def _public_address() -> str:
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+        if not address.startswith("127."):
+            return address
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+def _accept_forever(listener: socket.socket) -> None:
+    while True:
+        try:
+            sock, _ = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=_serve_accepted, args=(sock,), name="clustercore-incoming", daemon=True).start()
+
+
+def _serve_accepted(sock: socket.socket) -> None:
+    process_messages(sock, sock, incoming=True)
+
+
+def process_messages(r_stream: Any, w_stream: Any, incoming: bool = True) -> None:
+    """Authenticate a link and serve it (Julia's ``process_messages``); for custom transports."""
+    transport = make_transport(r_stream, w_stream)
+    try:
+        if incoming:
+            accept_handshake(transport, cluster.cluster_cookie())
+        else:
+            from .wire.handshake import connect_handshake
+
+            connect_handshake(transport, cluster.cluster_cookie())
+        conn = cluster.new_connection(transport)
+        transport.set_timeout(worker_timeout())
+        first = conn.read_frame()
+        transport.set_timeout(None)
+    except (HandshakeError, OSError, EOFError) as exc:
+        log.warning("rejected a connection: %s", exc)
+        transport.close()
+        return
+    if first is None:
+        transport.close()
+        return
+    if first.msg_type == MsgType.JOIN_PGRP:
+        _join_cluster(conn, serialize.loads(first.payload, first.buffers))
+    elif first.msg_type == MsgType.IDENTIFY_SOCKET:
+        _identify_peer(conn, pickle.loads(first.payload))
+    else:
+        log.warning("closing a connection whose first message was of type %d", first.msg_type)
+        transport.close()
+
+
+def _join_cluster(conn: Connection, join: JoinPGRP) -> None:
+    """Pid 1 tells us who we are (Julia's ``JoinPGRPMsg`` handler)."""
+    if _joined.is_set():
+        log.warning("a second JoinPGRP was ignored")
+        conn.close()
+        return
+    PGRP.set_myid(join.self_pid)
+    PGRP.topology, PGRP.lazy = join.topology, join.lazy
+    PGRP.driver_hostname = join.driver_hostname
+    if join.topology == "custom":
+        PGRP.allowed_peers = {p.pid for p in join.peers}
+    driver = Worker(1, None, join.driver_hostname)
+    with PGRP.lock:
+        PGRP.workers[1] = driver
+    cluster.add_peers(join.peers)
+    if not join.enable_threaded_blas:
+        _limit_blas_threads()
+    try:
+        for pid in join.connect_now:
+            cluster.connection_to(pid)
+        reply: Any = JoinComplete(os.cpu_count() or 1, os.getpid(), PGRP.hostname)
+    except Exception as exc:  # noqa: BLE001 - tell pid 1 why we cannot join
+        reply = exc
+    payload, buffers = serialize.dumps(reply)
+    conn.send_frame(MsgType.JOIN_COMPLETE, payload, buffers)
+    _joined.set()
+    cluster.attach_connection(driver, conn)
+
+
+def _identify_peer(conn: Connection, pid: int) -> None:
+    """Another worker dialed us (Julia's ``IdentifySocketMsg`` handler)."""
+    with PGRP.lock:
+        w = PGRP.workers.get(pid)
+        if w is None:
+            w = PGRP.workers[pid] = Worker(pid)
+        if PGRP.allowed_peers is not None:
+            PGRP.allowed_peers.add(pid)
+    conn.send_frame(MsgType.IDENTIFY_ACK, pickle.dumps(None))
+    if w.conn is None or w.conn.closed:
+        cluster.attach_connection(w, conn)
+    else:  # both dialed at once: keep serving this link too
+        conn.peer = pid
+        conn.set_before_send(lambda: [])
+        cluster.serve_incoming(conn)
+
+
+def _limit_blas_threads() -> None:
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    threadpool_limits(1, "blas")
+
+
+def exit_worker(reason: str, code: int = 0) -> None:
+    """End this worker process now, running ``atexit`` handlers and flushing output."""
+    if not _exiting.acquire(blocking=False):
+        return
+    if reason:
+        log.debug("worker %d exiting: %s", PGRP.myid, reason)
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)

@@ -1,0 +1,255 @@
+"""Adding, removing, interrupting and losing workers (real local processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import clustercore as cc
+from clustercore import cluster
+
+from .conftest import pid_alive, wait_until_gone
+
+
+def test_no_workers_yet(fresh: None) -> None:
+    assert cc.myid() == 1
+    assert cc.procs() == [1]
+    assert cc.workers() == [1]
+    assert cc.nprocs() == 1
+    assert cc.nworkers() == 1
+
+
+def test_addprocs_returns_new_pids_ascending_never_reused(fresh: None) -> None:
+    first = cc.addprocs(2)
+    assert first == sorted(first) and len(first) == 2
+    assert cc.workers() == first and cc.nprocs() == 3 and cc.nworkers() == 2
+    cc.rmprocs(first[0])
+    assert cc.workers() == [first[1]]
+    second = cc.addprocs(1)
+    assert second[0] > first[1]
+    assert cc.procs() == [1, first[1], second[0]]
+
+
+def test_addprocs_by_manager_name_and_instance(fresh: None) -> None:
+    from clustercore_local import LocalManager
+
+    by_name = cc.addprocs("local", np=1, restrict=True)
+    by_instance = cc.addprocs(LocalManager(np=1))
+    assert len(by_name) == len(by_instance) == 1
+    assert cc.remotecall_fetch(cc.myid, by_instance[0]) == by_instance[0]
+
+
+def test_addprocs_rejects_bad_input_before_launching(fresh: None) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        cc.addprocs(0)
+    with pytest.raises(TypeError, match="manager name"):
+        cc.addprocs(2.5)
+    with pytest.raises(ValueError, match="no cluster manager named 'nope'"):
+        cc.addprocs("nope")
+    with pytest.raises(TypeError, match="unexpected keyword arguments: colour"):
+        cc.addprocs(1, colour="red")
+    with pytest.raises(ValueError, match="topology"):
+        cc.addprocs(1, topology="ring")
+    assert cc.procs() == [1]
+
+
+def test_addprocs_options_reach_the_worker(fresh: None, tmp_path: os.PathLike[str]) -> None:
+    (pid,) = cc.addprocs(1, dir=str(tmp_path), env={"CC_TEST_VAR": "hello"}, exeflags=["-X", "utf8"])
+    assert cc.remotecall_fetch(os.getcwd, pid) == str(tmp_path)
+    assert cc.remotecall_fetch(lambda: os.environ.get("CC_TEST_VAR"), pid) == "hello"
+    assert cc.remotecall_fetch(lambda: sys.flags.utf8_mode, pid) == 1
+    assert cc.remotecall_fetch(lambda: os.environ.get("OPENBLAS_NUM_THREADS"), pid) == "1"
+
+
+def test_procs_of_a_pid_groups_by_host(two: list[int]) -> None:
+    assert cc.procs(two[0]) == [1, *two]
+    assert cc.procs(1) == [1, *two]
+    with pytest.raises(ValueError):
+        cc.procs(99)
+
+
+def test_rmprocs_waitfor_variants(fresh: None) -> None:
+    pids = cc.addprocs(3)
+    ospids = {p: cc.remotecall_fetch(os.getpid, p) for p in pids}
+    handle = cc.rmprocs(pids[0], waitfor=0)
+    handle.wait(30)
+    assert pids[0] not in cc.procs()
+    cc.rmprocs([pids[1]], waitfor=30)
+    assert cc.workers() == [pids[2]]
+    assert wait_until_gone([ospids[pids[0]], ospids[pids[1]]]) == []
+    with pytest.raises(ValueError, match="no worker with pid 99"):
+        cc.rmprocs(99)
+    cc.rmprocs(pids[0])  # already removed: nothing to do
+    with pytest.raises(cc.ProcessExitedException):
+        cc.remotecall_fetch(cc.myid, pids[0])
+
+
+def test_rmprocs_timeout_raises(fresh: None) -> None:
+    from clustercore_local import LocalManager
+
+    (pid,) = cc.addprocs(LocalManager(np=1, exit_timeout=30, term_timeout=30))
+    cc.remotecall_fetch(lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN), pid)
+    cc.remotecall_fetch(lambda: __import__("atexit").register(time.sleep, 60), pid)  # exits slowly
+    with pytest.raises(TimeoutError, match="not removed within"):
+        cc.rmprocs(pid, waitfor=0.5)
+    os.kill(cc.remotecall_fetch(os.getpid, pid) if pid in cc.procs() else 0, signal.SIGKILL)
+
+
+def test_interrupt_stops_only_the_call_in_flight(two: list[int]) -> None:
+    w = two[0]
+    sleeping = cc.remotecall(time.sleep, w, 60)
+    started = time.monotonic()
+    while not cc.remotecall_fetch(lambda: bool(cluster.PGRP.runner._in_user_code), w):
+        time.sleep(0.01)  # wait until the sleep has started on the worker
+    cc.interrupt(w)
+    with pytest.raises(cc.RemoteException) as info:
+        sleeping.fetch()
+    assert isinstance(info.value.captured.ex, KeyboardInterrupt)
+    assert time.monotonic() - started < 30
+    assert cc.remotecall_fetch(lambda: "still serving", w) == "still serving"
+    assert cc.remotecall_fetch(cc.myid, two[1]) == two[1]  # the other worker was not touched
+
+
+def test_interrupt_reaches_python_code_on_a_secondary_thread(two: list[int]) -> None:
+    w = two[0]
+    gate = cc.Future(1)
+    cc.remotecall(lambda g: cc.fetch(g), w, gate)  # keeps the main thread busy
+
+    def spin() -> int:
+        n = 0
+        while True:
+            n += 1
+
+    spinning = cc.remotecall(spin, w)
+    while cc.remotecall_fetch(lambda: len(cluster.PGRP.runner._in_user_code), w) < 2:
+        time.sleep(0.01)
+    cc.interrupt(w)
+    with pytest.raises(cc.RemoteException) as info:
+        spinning.fetch()
+    assert isinstance(info.value.captured.ex, KeyboardInterrupt)
+    gate.put(None)
+    assert cc.remotecall_fetch(lambda: 3, w) == 3
+
+
+def test_a_worker_killed_mid_call_releases_every_waiter(two: list[int]) -> None:
+    w = two[0]
+    ospid = cc.remotecall_fetch(os.getpid, w)
+    pending = [cc.remotecall(time.sleep, w, 60) for _ in range(3)]
+    other = cc.remotecall(lambda other: cc.remotecall_fetch(time.sleep, other, 60), two[1], w)
+    os.kill(ospid, signal.SIGKILL)
+    started = time.monotonic()
+    for fut in pending:
+        with pytest.raises(cc.ProcessExitedException) as info:
+            fut.fetch()
+        assert info.value.worker_id == w
+    with pytest.raises(cc.RemoteException) as info2:
+        other.fetch()  # the worker-to-worker waiter on the other worker fails too
+    assert isinstance(info2.value.captured.ex, cc.ProcessExitedException)
+    assert time.monotonic() - started < 5
+    assert w not in cc.procs()
+    with pytest.raises(cc.ProcessExitedException):
+        cc.remotecall_fetch(cc.myid, w)
+    assert cc.remotecall_fetch(cc.myid, two[1]) == two[1]
+
+
+def test_worker_output_is_forwarded_with_its_pid(two: list[int], capfd: pytest.CaptureFixture[str]) -> None:
+    w = two[1]
+    cc.remotecall_fetch(lambda: print("hello from a worker"), w)
+    cc.remotecall_fetch(lambda: print("to stderr", file=sys.stderr), w)
+    deadline = time.monotonic() + 10
+    text = ""
+    while text.count("From worker") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # lines travel through the worker's stdout pipe to a reader thread
+        text += capfd.readouterr().out
+    assert f"From worker {w}:\thello from a worker" in text
+    assert f"From worker {w}:\tto stderr" in text
+
+
+def _run_driver(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_workers_exit_when_the_driver_is_killed(tmp_path: os.PathLike[str]) -> None:
+    out = f"{tmp_path}/pids"
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import os, time, clustercore as cc
+            pids = cc.addprocs(2)
+            ospids = [cc.remotecall_fetch(os.getpid, p) for p in pids]
+            with open({out!r} + ".tmp", "w") as f:
+                f.write(" ".join(map(str, ospids)))
+            os.rename({out!r} + ".tmp", {out!r})
+            time.sleep(600)
+            """),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(out) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the driver writes the file when its workers are up
+        ospids = [int(p) for p in open(out).read().split()]
+        assert all(pid_alive(p) for p in ospids)
+        driver.kill()
+        driver.wait()
+        assert wait_until_gone(ospids, timeout=5) == []
+    finally:
+        driver.kill()
+
+
+def test_driver_exit_removes_workers_cleanly() -> None:
+    result = _run_driver("""
+        import os, clustercore as cc
+        pids = cc.addprocs(2)
+        print(*[cc.remotecall_fetch(os.getpid, p) for p in pids])
+    """)
+    assert result.returncode == 0, result.stderr
+    assert wait_until_gone([int(p) for p in result.stdout.split()], timeout=10) == []
+
+
+def test_worker_exits_when_pid_1_never_joins() -> None:
+    env = {**os.environ, "CLUSTERCORE_WORKER_TIMEOUT": "1"}
+    worker = subprocess.run(
+        [sys.executable, "-m", "clustercore", "worker", "--bind-to", "127.0.0.1"],
+        input="some-cookie\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert worker.returncode == 1
+    assert worker.stdout.startswith("clustercore_worker:")
+    assert "did not connect within 1 s" in worker.stdout + worker.stderr
+
+
+def test_only_pid_1_adds_or_removes_workers(two: list[int]) -> None:
+    with pytest.raises(cc.RemoteException, match="only pid 1 can add workers"):
+        cc.remotecall_fetch(lambda: cc.addprocs(1), two[0])
+    with pytest.raises(cc.RemoteException, match="only pid 1 can remove workers"):
+        cc.remotecall_fetch(lambda p: cc.rmprocs(p), two[0], two[1])
+
+
+def test_cookie_is_not_on_the_worker_command_line(two: list[int]) -> None:
+    cookie = cc.cluster_cookie()
+    for w in two:
+        ospid = cc.remotecall_fetch(os.getpid, w)
+        with open(f"/proc/{ospid}/cmdline", "rb") as f:
+            assert cookie.encode() not in f.read()
+        with open(f"/proc/{ospid}/environ", "rb") as f:
+            assert cookie.encode() not in f.read()
+
+
+def test_worker_timeout_variable_is_validated(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTERCORE_WORKER_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="CLUSTERCORE_WORKER_TIMEOUT"):
+        cc.addprocs(1)
