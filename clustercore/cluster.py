@@ -230,6 +230,11 @@ def worker_from_id(pid: int) -> Worker:
             return w
         if pid in PGRP.exited or w is not None:
             raise ProcessExitedException(pid, PGRP.exited.get(pid, ""))
+    if PGRP.myid != 1 and PGRP.topology != "all_to_all":
+        raise RuntimeError(
+            f"worker {PGRP.myid} is not connected to pid {pid}: in the {PGRP.topology!r} topology "
+            f"it reaches only {procs()}"
+        )
     raise ValueError(f"no process with pid {pid}; the known pids are {procs()}")
 
 
@@ -345,7 +350,7 @@ def new_connection(transport: Any, peer: int = 0) -> Connection:
 
 def attach_connection(w: Worker, conn: Connection) -> None:
     """Make ``conn`` the link to ``w`` and start serving it."""
-    from .process_messages import handle_msg
+    from .message_handlers import handle_msg
 
     conn.peer = w.id
     conn.set_before_send(lambda: take_gc_frames(w))
@@ -359,7 +364,7 @@ def attach_connection(w: Worker, conn: Connection) -> None:
 
 def serve_incoming(conn: Connection) -> None:
     """Serve an accepted link whose peer is known (after identification)."""
-    from .process_messages import handle_msg
+    from .message_handlers import handle_msg
 
     PGRP.runner.serve(conn, handle_msg, on_connection_closed)
 

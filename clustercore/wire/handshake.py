@@ -85,17 +85,16 @@ class _Deadline:
 
 
 def _run(transport: Transport, deadline: float, step: object) -> None:
+    peer = transport.describe()
     with _Deadline(transport, deadline) as timer:
         try:
             step()  # type: ignore[operator]
-        except HandshakeError:
-            raise
-        except OSError as exc:
+        except (HandshakeError, OSError) as exc:
             if timer.expired:
-                raise HandshakeError(
-                    f"handshake with {transport.describe()} did not finish within {deadline:g} s"
-                ) from None
-            raise HandshakeError(f"handshake with {transport.describe()} failed: {exc}") from exc
+                raise HandshakeError(f"handshake with {peer} did not finish within {deadline:g} s") from None
+            if isinstance(exc, HandshakeError):
+                raise
+            raise HandshakeError(f"handshake with {peer} failed: {exc}") from exc
 
 
 def connect_handshake(transport: Transport, cookie: str, deadline: float = DEFAULT_DEADLINE) -> None:

@@ -2,7 +2,7 @@
 
 Functions defined in ``__main__``, lambdas and closures travel by value
 (cloudpickle). Contiguous buffers of at least ``OUT_OF_BAND_MIN`` bytes (numpy
-arrays, bytearrays, and ``bytes`` objects among a message's top-level values)
+arrays, and ``bytes``/``bytearray`` objects among a message's top two levels)
 are not copied into the pickle: they are returned beside it and sent as
 separate frame buffers.
 """
@@ -20,27 +20,30 @@ OUT_OF_BAND_MIN = 64 * 1024
 
 
 class _LargeBytes:
-    """Carries a ``bytes`` object out of band (the pickler never asks about exact bytes)."""
+    """Carries a ``bytes``/``bytearray`` out of band (the pickler keeps exact ones in band)."""
 
     __slots__ = ("data",)
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | bytearray) -> None:
         self.data = data
 
     def __reduce_ex__(self, protocol: int) -> Any:
-        return bytes, (pickle.PickleBuffer(self.data),)
+        return type(self.data), (pickle.PickleBuffer(self.data),)
+
+
+_CONTAINERS = (bytes, bytearray, tuple, list, dict)
 
 
 def _wrap_large_bytes(obj: Any, depth: int = 2) -> Any:
     kind = type(obj)
-    if kind is bytes:
+    if kind is bytes or kind is bytearray:
         return _LargeBytes(obj) if len(obj) >= OUT_OF_BAND_MIN else obj
     if depth == 0:
         return obj
     if kind is tuple or kind is list:
-        if any(type(x) in (bytes, tuple, list, dict) for x in obj):
+        if any(type(x) in _CONTAINERS for x in obj):
             return kind(_wrap_large_bytes(x, depth - 1) for x in obj)
-    elif kind is dict and any(type(v) in (bytes, tuple, list, dict) for v in obj.values()):
+    elif kind is dict and any(type(v) in _CONTAINERS for v in obj.values()):
         return {k: _wrap_large_bytes(v, depth - 1) for k, v in obj.items()}
     return obj
 

@@ -1,0 +1,102 @@
+"""Topologies: who may call whom (Julia's test/topology.jl, ported)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from threading import Condition
+from typing import Any
+
+import pytest
+
+import clustercore as cc
+from clustercore import cluster
+from clustercore.managers import worker_command, worker_environment
+
+
+def connected_peers(pid: int) -> list[int]:
+    """Pids that worker ``pid`` has an open link to."""
+    return cc.remotecall_fetch(
+        lambda: sorted(p for p, w in cluster.PGRP.workers.items() if w.conn is not None and not w.conn.closed),
+        pid,
+    )
+
+
+def test_all_to_all_is_lazy_by_default(fresh: None) -> None:
+    a, b, c = cc.addprocs(3)
+    assert connected_peers(a) == [1]  # nobody dialed yet
+    assert cc.remotecall_fetch(lambda: cc.remotecall_fetch(cc.myid, c), a) == c
+    assert connected_peers(a) == [1, c]
+    assert b not in connected_peers(c)
+
+
+def test_all_to_all_not_lazy_connects_every_pair(fresh: None) -> None:
+    pids = cc.addprocs(3, lazy=False)
+    for p in pids:
+        assert connected_peers(p) == [1, *[q for q in pids if q != p]]
+
+
+def test_master_worker_forbids_worker_to_worker(fresh: None) -> None:
+    a, b = cc.addprocs(2, topology="master_worker")
+    with pytest.raises(cc.RemoteException) as info:
+        cc.remotecall_fetch(lambda other: cc.remotecall_fetch(cc.myid, other), a, b)
+    assert "master_worker" in str(info.value)
+    assert cc.remotecall_fetch(cc.procs, a) == [1, a]
+    assert cc.remotecall_fetch(cc.myid, b) == b
+
+
+def test_topology_cannot_change_while_workers_exist(fresh: None) -> None:
+    cc.addprocs(1)
+    with pytest.raises(ValueError, match="topology is 'all_to_all'"):
+        cc.addprocs(1, topology="master_worker")
+
+
+class IdentManager(cc.ClusterManager):
+    """Local workers with idents: worker k connects to the idents listed for it."""
+
+    def __init__(self, links: dict[int, list[int]]) -> None:
+        self.links = links
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def launch(self, params: dict[str, Any], launched: list[cc.WorkerConfig], launch_ntfy: Condition) -> None:
+        for ident, connect_to in self.links.items():
+            proc = subprocess.Popen(
+                worker_command(params, bind_to="127.0.0.1"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={**__import__("os").environ, **worker_environment(params)},
+            )
+            assert proc.stdin is not None
+            proc.stdin.write((cc.cluster_cookie() + "\n").encode())
+            proc.stdin.close()
+            self.processes.append(proc)
+            with launch_ntfy:
+                launched.append(cc.WorkerConfig(io=proc.stdout, process=proc, ident=ident, connect_idents=connect_to))
+                launch_ntfy.notify_all()
+
+    def manage(self, id: int, config: cc.WorkerConfig, op: str) -> None:
+        pass
+
+
+@pytest.fixture
+def ring(fresh: None) -> Iterator[dict[int, int]]:
+    """Four workers in a ring: ident k connects to ident k+1 (Julia's topology test)."""
+    links = {0: [1], 1: [2], 2: [3], 3: []}
+    pids = cc.addprocs(IdentManager(links), topology="custom")
+    yield dict(enumerate(pids))  # launched, and so numbered, in ident order
+
+
+def test_custom_topology_connects_only_listed_pairs(ring: dict[int, int]) -> None:
+    def reach(src: int, dst: int) -> bool:
+        try:
+            return cc.remotecall_fetch(lambda d: cc.remotecall_fetch(cc.myid, d) == d, src, dst)
+        except cc.RemoteException as exc:
+            assert "custom" in str(exc)
+            return False
+
+    for i in range(4):
+        for j in range(4):
+            if i != j:
+                linked = j == i + 1 or i == j + 1
+                assert reach(ring[i], ring[j]) == linked, (i, j)
