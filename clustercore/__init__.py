@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import atexit
 
-from .cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
-from .errors import CapturedException, ProcessExitedException, RemoteException
-from .hooks import hookimpl
-from .managers import ClusterManager, WorkerConfig
-from .processes import addprocs, interrupt, rmprocs, terminate_all_workers
-from .remotecall import (
+from .calls import (
     fetch,
     fetchfrom,
     isready,
@@ -24,35 +19,59 @@ from .remotecall import (
     remotecall_fetch,
     remotecall_wait,
     spawnat,
+    take,
     wait,
 )
+from .channels import Channel, RemoteChannel, channel_from_id
+from .cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
+from .errors import CapturedException, ProcessExitedException, RemoteException
+from .executor import Executor
+from .hooks import hookimpl as hookimpl
+from .macros import clear, distributed_for, everywhere
+from .managers import ClusterManager, WorkerConfig
+from .parallelmap import pmap
+from .processes import addprocs, interrupt, rmprocs, terminate_all_workers, worker_id_from_socket
 from .remoterefs import RRID, Future, remoteref_id
+from .syncblock import sync
 from .worker import init_worker, process_messages, start_worker
+from .workerpool import AbstractWorkerPool, CachingPool, WorkerPool, default_worker_pool, remote
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RRID",
+    "AbstractWorkerPool",
+    "CachingPool",
     "CapturedException",
+    "Channel",
     "ClusterManager",
+    "Executor",
     "Future",
     "ProcessExitedException",
+    "RemoteChannel",
     "RemoteException",
     "WorkerConfig",
+    "WorkerPool",
     "addprocs",
+    "channel_from_id",
+    "clear",
     "cluster_cookie",
+    "default_worker_pool",
+    "distributed_for",
+    "everywhere",
     "fetch",
     "fetchfrom",
-    "hookimpl",
     "init_worker",
     "interrupt",
     "isready",
     "myid",
     "nprocs",
     "nworkers",
+    "pmap",
     "process_messages",
     "procs",
     "put",
+    "remote",
     "remote_do",
     "remotecall",
     "remotecall_fetch",
@@ -61,7 +80,10 @@ __all__ = [
     "rmprocs",
     "spawnat",
     "start_worker",
+    "sync",
+    "take",
     "wait",
+    "worker_id_from_socket",
     "workers",
 ]
 

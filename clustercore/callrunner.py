@@ -127,6 +127,10 @@ class CallRunner:
         conn = link.conn
         while True:
             try:
+                if conn.has_buffered_frame():
+                    conn.cork()  # more to do at once: answer it all in one write
+                elif conn.corked_by_me():
+                    conn.uncork()  # about to wait: send what we owe first
                 frame = conn.read_frame()
                 if frame is None:
                     conn._mark_closed("closed by peer")
@@ -162,6 +166,12 @@ class CallRunner:
         call()
         with self._lock:
             if link.reading or link.closed:
+                if link.conn.corked_by_me():
+                    self._lock.release()
+                    try:
+                        link.conn.uncork()
+                    finally:
+                        self._lock.acquire()
                 return False  # another thread leads the link now
             self._unread.discard(link)
             link.reading = True
@@ -192,6 +202,7 @@ class CallRunner:
                     link.reading = True
                     self._lock.release()
                     try:
+                        link.conn.uncork()  # results the busy leader was holding
                         self.spawn(lambda link=link: self._lead(link))
                     finally:
                         self._lock.acquire()

@@ -251,6 +251,18 @@ def dumps_for(dest: int, obj: Any) -> tuple[bytes, list[memoryview]]:
         SERIAL_CTX.dest = previous
 
 
+def dumps_in_band_for(dest: int, obj: Any) -> bytes:
+    """Like :func:`dumps_for`, with every buffer inside the pickle (to be stored whole)."""
+    import cloudpickle
+
+    previous = SERIAL_CTX.dest
+    SERIAL_CTX.dest = dest
+    try:
+        return cloudpickle.dumps(obj, protocol=5)
+    finally:
+        SERIAL_CTX.dest = previous
+
+
 def send_msg(
     pid: int,
     msg_type: int,
@@ -426,7 +438,9 @@ def deregister_worker(pid: int, reason: str = "") -> None:
 
 def _after_driver_lost_worker(w: Worker, was_terminating: bool) -> None:
     from .processes import broadcast_remote_do, forget_peer
+    from .workerpool import worker_left
 
+    worker_left(w.id)
     others = [p for p in procs() if p != 1]
     if others and PGRP.topology != "master_worker":
         broadcast_remote_do(forget_peer, others, w.id)

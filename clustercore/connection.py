@@ -25,6 +25,8 @@ class Connection:
         self._reader = FrameReader(transport)
         self._send_lock = threading.Lock()
         self._before_send: Callable[[], list[Any]] | None = None
+        self._corked_by = 0  # a thread whose sends wait in _pending until it uncorks
+        self._pending: list[Any] = []
 
     def set_before_send(self, fn: Callable[[], list[Any]]) -> None:
         """``fn`` returns frames to send ahead of the next message (GC batches)."""
@@ -45,18 +47,47 @@ class Connection:
                 raise ConnectionClosed(self.close_reason or "connection closed")
             if self._before_send is not None:
                 parts = self._before_send() + parts
-            try:
-                self.transport.send_all(parts)
-            except OSError as exc:
-                self._mark_closed(f"send failed: {exc}")
-                raise ConnectionClosed(self.close_reason) from exc
+            if self._corked_by == threading.get_ident():
+                self._pending += parts
+                return
+            if self._pending:
+                parts, self._pending = self._pending + parts, []
+            self._send_parts(parts)
+
+    def _send_parts(self, parts: list[Any]) -> None:
+        try:
+            self.transport.send_all(parts)
+        except OSError as exc:
+            self._mark_closed(f"send failed: {exc}")
+            raise ConnectionClosed(self.close_reason) from exc
+
+    def cork(self) -> None:
+        """Hold this thread's sends until :meth:`uncork`, to write them in one system call."""
+        self._corked_by = threading.get_ident()
+
+    def uncork(self) -> None:
+        """Send whatever is held, now."""
+        with self._send_lock:
+            self._corked_by = 0
+            parts, self._pending = self._pending, []
+            if parts and not self.closed:
+                self._send_parts(parts)
+
+    def corked_by_me(self) -> bool:
+        return self._corked_by == threading.get_ident()
+
+    def has_buffered_frame(self) -> bool:
+        """Whether a whole frame has already been received (reading it will not block)."""
+        return self._reader.has_frame()
 
     def flush(self) -> None:
         """Send what ``before_send`` has pending, with no message after it."""
         with self._send_lock:
             parts = self._before_send() if self._before_send is not None and not self.closed else []
+            if self._pending:
+                parts, self._pending = self._pending + parts, []
             if parts:
-                self.transport.send_all(parts)
+                self._send_parts(parts)
 
     def read_frame(self) -> Frame | None:
         return self._reader.read_frame()

@@ -5,6 +5,8 @@ Exception tree::
     Exception
      +-- RemoteException            a call failed on another process (``.pid``, ``.captured``)
      +-- ProcessExitedException     the worker died or was removed
+     +-- RuntimeError (builtin)
+          +-- InvalidStateError     e.g. a put on, or a take from an empty, closed channel
      +-- ConnectionError (builtin)
           +-- HandshakeError        a peer failed the connection handshake
                +-- AuthenticationError   the peer does not hold the cluster cookie
@@ -58,6 +60,10 @@ class ProcessExitedException(Exception):
     def __str__(self) -> str:
         text = f"worker {self.worker_id} has exited or was removed"
         return f"{text}: {self.reason}" if self.reason else text
+
+
+class InvalidStateError(RuntimeError):
+    """An operation that the object's state does not allow (Julia's InvalidStateException)."""
 
 
 class HandshakeError(ConnectionError):

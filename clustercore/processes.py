@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import cluster, hooks
+from .calls import call_fetch_async
 from .cluster import PGRP, Worker, WorkerState
 from .errors import ProcessExitedException
 from .managers import ClusterManager, WorkerConfig, forward_worker_output, worker_timeout
 from .messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
-from .remotecall import call_fetch_async
 from .remoterefs import _internal
 from .wire import serialize
 from .wire.handshake import connect_handshake
@@ -163,6 +163,10 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
             first.add_note(f"also: {extra}")
         raise first
     _introduce(new, params)
+    from .workerpool import worker_joined
+
+    for w in sorted(new, key=lambda w: w.id):
+        worker_joined(w.id)
     return sorted(w.id for w in new)
 
 
@@ -420,6 +424,17 @@ def interrupt(*pids: Any) -> None:
         cluster.send_msg(pid, MsgType.INTERRUPT, None)
         if w.manager is not None and w.config is not None:
             w.manager.manage(pid, w.config, "interrupt")
+
+
+def worker_id_from_socket(s: Any) -> int:
+    """The pid at the other end of a connection's socket; -1 if it is not one of ours."""
+    with PGRP.lock:
+        links = [w.conn for w in PGRP.workers.values() if w.conn is not None]
+    for conn in links:
+        transport = conn.transport
+        if getattr(transport, "sock", None) is s or getattr(transport, "instream", None) is s:
+            return conn.peer
+    return -1
 
 
 def terminate_all_workers() -> None:

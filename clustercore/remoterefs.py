@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from . import cluster
 from .cluster import PGRP, SERIAL_CTX, Waiter
+from .wire.serialize import register_plain_type
 
 _UNSET: Any = object()
 
@@ -40,6 +41,8 @@ class RRID(NamedTuple):
     whence: int
     id: int
 
+
+register_plain_type(RRID)
 
 _ids = iter(range(1, 1 << 62))
 _ids_lock = threading.Lock()
@@ -167,7 +170,7 @@ def _send_gc_now(owner: int) -> None:
 
 # --- the client's side -----------------------------------------------------------------
 
-_local_refs: weakref.WeakValueDictionary[RRID, Future] = weakref.WeakValueDictionary()
+_local_refs: weakref.WeakValueDictionary[RRID, AbstractRemoteRef] = weakref.WeakValueDictionary()
 
 
 def _on_serialize(rrid: RRID, where: int) -> None:
@@ -180,37 +183,26 @@ def _on_serialize(rrid: RRID, where: int) -> None:
         _queue_gc(where, rrid, dest, +1)
 
 
-class Future:
-    """A write-once remote reference (Julia's ``Future``)."""
+class AbstractRemoteRef:
+    """A reference to storage on process ``where``, counted there while it lives here."""
 
-    __slots__ = ("__weakref__", "_counted", "_value", "id", "whence", "where")
+    __slots__ = ("__weakref__", "_counted", "id", "whence", "where")
 
-    def __init__(self, pid: int | None = None) -> None:
-        where = PGRP.myid if pid is None else cluster.check_pid(pid)
-        if where != PGRP.myid:
-            cluster.worker_from_id(where)
-        self._init(where, next_rrid(), counted=True)
-
-    def _init(self, where: int, rrid: RRID, counted: bool, value: Any = _UNSET) -> None:
+    def _init(self, where: int, rrid: RRID, counted: bool) -> None:
         self.where = where
         self.whence, self.id = rrid
-        self._value = value
         self._counted = counted
         _local_refs[rrid] = self
 
     @classmethod
-    def _made_for_call(cls, where: int) -> Future:
-        fut = cls.__new__(cls)
-        fut._init(where, next_rrid(), counted=True)
-        return fut
+    def _new(cls, where: int, rrid: RRID | None = None, counted: bool = True) -> Any:
+        ref = cls.__new__(cls)
+        ref._init(where, rrid or next_rrid(), counted)
+        return ref
 
     @property
     def rrid(self) -> RRID:
         return RRID(self.whence, self.id)
-
-    def __repr__(self) -> str:
-        state = "ready" if self._value is not _UNSET else "pending"
-        return f"Future(where={self.where}, whence={self.whence}, id={self.id}, {state})"
 
     def __del__(self) -> None:
         if getattr(self, "_counted", False):
@@ -218,10 +210,55 @@ class Future:
             _queue_gc(self.where, RRID(self.whence, self.id), PGRP.myid, -1)
 
     def _release(self) -> None:
-        """The value is cached here: the owner no longer needs to keep it for us."""
+        """This process no longer needs the owner to keep the storage."""
         if self._counted:
             self._counted = False
             _queue_gc(self.where, self.rrid, PGRP.myid, -1)
+
+    def __reduce__(self) -> Any:
+        _on_serialize(self.rrid, self.where)
+        return _rebuild_ref, (type(self), self.where, self.whence, self.id)
+
+
+def _rebuild_ref(cls: type[AbstractRemoteRef], where: int, whence: int, rid: int) -> Any:
+    rrid = RRID(whence, rid)
+    me = PGRP.myid
+    existing = _local_refs.get(rrid)
+    if existing is not None:
+        if where != me:
+            _queue_gc(where, rrid, me, -1)  # we already hold a count: cancel the sender's
+        return existing
+    if where == me:
+        add_client(rrid, me, +1)
+    return cls._new(where, rrid, counted=True)
+
+
+def _check_owner(pid: int | None) -> int:
+    where = PGRP.myid if pid is None else cluster.check_pid(pid)
+    if where != PGRP.myid:
+        cluster.worker_from_id(where)
+    return where
+
+
+class Future(AbstractRemoteRef):
+    """A write-once remote reference (Julia's ``Future``)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, pid: int | None = None) -> None:
+        self._init(_check_owner(pid), next_rrid(), counted=True)
+
+    def _init(self, where: int, rrid: RRID, counted: bool, value: Any = _UNSET) -> None:
+        self._value = value
+        super()._init(where, rrid, counted)
+
+    @classmethod
+    def _made_for_call(cls, where: int) -> Future:
+        return cls._new(where)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        state = "ready" if self._value is not _UNSET else "pending"
+        return f"Future(where={self.where}, whence={self.whence}, id={self.id}, {state})"
 
     # --- the user API -------------------------------------------------------------
 
@@ -280,30 +317,20 @@ class Future:
         return loop.run_in_executor(None, self.fetch).__await__()
 
     def __reduce__(self) -> Any:
-        rrid = self.rrid
-        if self._value is not _UNSET:
-            return _rebuild_future, (self.where, self.whence, self.id, self._value)
-        _on_serialize(rrid, self.where)
-        return _rebuild_future, (self.where, self.whence, self.id)
+        if self._value is not _UNSET:  # the value travels; no count is needed
+            return _rebuild_fetched_future, (self.where, self.whence, self.id, self._value)
+        return super().__reduce__()
 
 
-def _rebuild_future(where: int, whence: int, rid: int, value: Any = _UNSET) -> Future:
+def _rebuild_fetched_future(where: int, whence: int, rid: int, value: Any) -> Future:
     rrid = RRID(whence, rid)
-    me = PGRP.myid
     existing = _local_refs.get(rrid)
-    if existing is not None:
-        if value is _UNSET and where != me:
-            _queue_gc(where, rrid, me, -1)  # we already hold a count
-        if value is not _UNSET and existing._value is _UNSET:
+    if isinstance(existing, Future):
+        if existing._value is _UNSET:
             existing._value = value
         return existing
     fut = Future.__new__(Future)
-    if value is not _UNSET:
-        fut._init(where, rrid, counted=False, value=value)
-    else:
-        if where == me:
-            add_client(rrid, me, +1)
-        fut._init(where, rrid, counted=True)
+    fut._init(where, rrid, counted=False, value=value)
     return fut
 
 
@@ -339,7 +366,7 @@ def _put_ref(rrid: RRID, value: Any) -> bool:
 
 
 def _call_on_owner(ref: Future, fn: Any, *args: Any) -> Waiter:
-    from .remotecall import call_fetch_async
+    from .calls import call_fetch_async
 
     return call_fetch_async(ref.where, fn, args, {})
 

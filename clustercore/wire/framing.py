@@ -103,6 +103,19 @@ class FrameReader:
         buffers = [self._read_exact(n, into=alloc_buffer(n)) for n in lengths]
         return Frame(msg_type, flags, (rw, rid), (nw, nid), payload, buffers)
 
+    def has_frame(self) -> bool:
+        """Whether the buffer already holds a whole frame."""
+        have = self._end - self._start
+        if have < HEADER.size:
+            return False
+        plen, _, _, nbuf, *_ = HEADER.unpack_from(self._buf, self._start)
+        need = HEADER.size + 8 * nbuf + plen
+        if have < need:
+            return False
+        if nbuf:
+            need += sum(struct.unpack_from(f"<{nbuf}Q", self._buf, self._start + HEADER.size))
+        return have >= need
+
     def _fill(self, need: int, eof_ok: bool = False) -> bool:
         """Make ``need`` bytes available at ``_start`` (need <= chunk size)."""
         if self._end - self._start >= need:

@@ -12,11 +12,18 @@ from __future__ import annotations
 import io
 import pickle
 import threading
+import types
 from typing import Any
 
 import cloudpickle
 
+try:  # cloudpickle's own rule for "importable, so by reference"; checked in tests
+    from cloudpickle.cloudpickle import _should_pickle_by_reference
+except ImportError:  # pragma: no cover - a future cloudpickle: always take the safe path
+    _should_pickle_by_reference = None
+
 OUT_OF_BAND_MIN = 64 * 1024
+_SCAN_ITEMS = 64  # containers longer than this are not searched: the C pickler handles them well
 
 
 class _LargeBytes:
@@ -38,8 +45,8 @@ def _wrap_large_bytes(obj: Any, depth: int = 2) -> Any:
     kind = type(obj)
     if kind is bytes or kind is bytearray:
         return _LargeBytes(obj) if len(obj) >= OUT_OF_BAND_MIN else obj
-    if depth == 0:
-        return obj
+    if depth == 0 or (kind in (tuple, list, dict) and len(obj) > _SCAN_ITEMS):
+        return obj  # large containers are not searched (their bytes stay in band)
     if kind is tuple or kind is list:
         if any(type(x) in _CONTAINERS for x in obj):
             return kind(_wrap_large_bytes(x, depth - 1) for x in obj)
@@ -80,9 +87,73 @@ class _ReusablePickler:
 
 _local = threading.local()
 
+# --- the fast path: plain data and importable functions need no cloudpickle -----------
+
+_ATOMS = frozenset({type(None), bool, int, float, complex, str})
+_by_reference: dict[Any, bool] = {}
+_plain_types: set[type] = set()
+
+
+def register_plain_type(cls: type) -> type:
+    """Mark a class whose instances pickle to plain data (its ``__reduce__`` needs no cloudpickle)."""
+    _plain_types.add(cls)
+    return cls
+
+
+def _importable(obj: Any) -> bool:
+    known = _by_reference.get(obj)
+    if known is None:
+        known = bool(_should_pickle_by_reference is not None and _should_pickle_by_reference(obj))
+        if len(_by_reference) < 4096:
+            _by_reference[obj] = known
+    return known
+
+
+def _plain(obj: Any, depth: int = 6) -> bool:
+    """Whether the stock C pickler gives the same result as cloudpickle, with no large bytes."""
+    kind = type(obj)
+    if kind in _ATOMS or kind in _plain_types:
+        return True
+    if kind is bytes or kind is bytearray:
+        return len(obj) < OUT_OF_BAND_MIN
+    if kind is tuple or kind is list:
+        return depth > 0 and len(obj) <= _SCAN_ITEMS and all(_plain(x, depth - 1) for x in obj)
+    if kind is dict:
+        return (
+            depth > 0
+            and len(obj) <= _SCAN_ITEMS
+            and all(type(k) in _ATOMS and _plain(v, depth - 1) for k, v in obj.items())
+        )
+    if kind is types.FunctionType or kind is type:
+        return _importable(obj)
+    if kind is types.BuiltinFunctionType:
+        owner = getattr(obj, "__self__", None)
+        return owner is None or isinstance(owner, types.ModuleType)
+    return kind.__module__ == "numpy" and kind.__name__ == "ndarray" and not obj.dtype.hasobject
+
+
+def _dump_plain(obj: Any) -> tuple[bytes, list[memoryview]] | None:
+    buffers: list[memoryview] = []
+
+    def keep_large(buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < OUT_OF_BAND_MIN:
+            return True
+        buffers.append(raw)
+        return False
+
+    try:
+        return pickle.dumps(obj, protocol=5, buffer_callback=keep_large), buffers
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
+
 
 def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
     """Pickle ``obj``; returns the payload and the out-of-band buffers."""
+    if _plain(obj):
+        done = _dump_plain(obj)
+        if done is not None:
+            return done
     obj = _wrap_large_bytes(obj)
     pickler = getattr(_local, "pickler", None)
     if pickler is None:

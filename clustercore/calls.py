@@ -14,18 +14,24 @@ from collections.abc import Callable
 from typing import Any
 
 from . import cluster
+from . import syncblock as _sync
 from .cluster import PGRP, Waiter
 from .messages import MsgType
-from .remoterefs import Future, lookup_ref
+from .remoterefs import AbstractRemoteRef, Future, lookup_ref
 
 _any_cycle = itertools.count()
 _any_lock = threading.Lock()
 
 
-def _target(pid_or_pool: Any) -> int:
-    if hasattr(pid_or_pool, "_clustercore_pool"):
-        raise TypeError("worker pools are not supported by this call yet")
-    return cluster.check_pid(pid_or_pool)
+def _is_pool(target: Any) -> bool:
+    return getattr(target, "_clustercore_pool", False) is True
+
+
+def _pooled(kind: str, f: Callable[..., Any], pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    from .workerpool import remotecall_pool
+
+    _check_callable(f)
+    return remotecall_pool(kind, f, pool, args, kwargs)
 
 
 def _check_callable(f: Any) -> None:
@@ -44,9 +50,11 @@ def call_fetch_async(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwa
 
 
 def remotecall(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Future:
-    """Start ``f(*args, **kwargs)`` on ``pid``; returns a :class:`Future` at once."""
+    """Start ``f(*args, **kwargs)`` on ``pid`` (or a free worker of a pool); returns a :class:`Future`."""
+    if _is_pool(pid):
+        return _pooled("remotecall", f, pid, args, kwargs)  # type: ignore[no-any-return]
     _check_callable(f)
-    pid = _target(pid)
+    pid = cluster.check_pid(pid)
     if pid != PGRP.myid:
         cluster.worker_from_id(pid)
     fut = Future._made_for_call(pid)
@@ -56,19 +64,39 @@ def remotecall(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) ->
         runner.spawn(lambda: rv.store.set(*runner.run_work_thunk(f, args, kwargs)))
     else:
         cluster.send_msg(pid, MsgType.CALL, (f, args, kwargs), response=fut.rrid)
+    _sync.record(fut)
     return fut
 
 
-def remotecall_fetch(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Any:
-    """Run ``f(*args, **kwargs)`` on ``pid`` and return its value, in one round trip."""
+def remotecall_notifying(f: Callable[..., Any], pid: int, /, *args: Any, **kwargs: Any) -> tuple[Future, Waiter]:
+    """``remotecall`` plus a waiter that is set when the call has finished (for pools)."""
     _check_callable(f)
-    return call_fetch_async(_target(pid), f, args, kwargs).result()
+    if pid == PGRP.myid:
+        fut = remotecall(f, pid, *args, **kwargs)
+        waiter = Waiter(pid)
+        PGRP.runner.spawn(lambda: (fut.wait(), waiter.set(None)))
+        return fut, waiter
+    cluster.worker_from_id(pid)
+    fut = Future._made_for_call(pid)
+    waiter = cluster.send_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), notify_waiter=True, response=fut.rrid)
+    _sync.record(fut)
+    return fut, waiter
+
+
+def remotecall_fetch(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Run ``f(*args, **kwargs)`` on ``pid`` (or a free worker of a pool) and return its value."""
+    if _is_pool(pid):
+        return _pooled("remotecall_fetch", f, pid, args, kwargs)
+    _check_callable(f)
+    return call_fetch_async(cluster.check_pid(pid), f, args, kwargs).result()
 
 
 def remotecall_wait(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Future:
     """Like :func:`remotecall`, but return once the call has finished on ``pid``."""
+    if _is_pool(pid):
+        return _pooled("remotecall_wait", f, pid, args, kwargs)  # type: ignore[no-any-return]
     _check_callable(f)
-    pid = _target(pid)
+    pid = cluster.check_pid(pid)
     if pid == PGRP.myid:
         fut = remotecall(f, pid, *args, **kwargs)
         fut.wait()
@@ -76,14 +104,18 @@ def remotecall_wait(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: An
     cluster.worker_from_id(pid)
     fut = Future._made_for_call(pid)
     waiter = cluster.send_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), notify_waiter=True, response=fut.rrid)
+    _sync.record(fut)
     waiter.result()
     return fut
 
 
 def remote_do(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> None:
     """Run ``f(*args, **kwargs)`` on ``pid`` and forget it; errors print on its stderr."""
+    if _is_pool(pid):
+        _pooled("remote_do", f, pid, args, kwargs)
+        return
     _check_callable(f)
-    pid = _target(pid)
+    pid = cluster.check_pid(pid)
     if pid == PGRP.myid:
         runner = PGRP.runner
 
@@ -122,20 +154,29 @@ def fetchfrom(p: int | str, f: Callable[..., Any], /, *args: Any, **kwargs: Any)
 
 
 def fetch(x: Any) -> Any:
-    """The value of a Future (or the head of a channel); any other object as is."""
-    method = getattr(x, "fetch", None)
-    return method() if method is not None and hasattr(x, "where") else x
+    """The value of a Future, or the head of a channel (without taking it); anything else as is."""
+    from .channels import Channel
+
+    if isinstance(x, (AbstractRemoteRef, Channel)):
+        return x.fetch()  # type: ignore[attr-defined]
+    return x
 
 
 def put(ref: Any, value: Any) -> Any:
-    """Set a Future (once) or put into a channel."""
+    """Set a Future (once), or put into a channel (waiting while it is full)."""
     return ref.put(value)
 
 
+def take(channel: Any) -> Any:
+    """Remove and return the first item of a channel, waiting for one."""
+    return channel.take()
+
+
 def isready(ref: Any) -> bool:
+    """Whether a Future has its value, or a channel an item (or a pool a free worker)."""
     return bool(ref.isready())
 
 
 def wait(ref: Any, timeout: float | None = None) -> Any:
-    """Wait for a reference to be ready; ``TimeoutError`` after ``timeout`` seconds."""
+    """Wait until a reference is ready; ``TimeoutError`` after ``timeout`` seconds."""
     return ref.wait(timeout)
