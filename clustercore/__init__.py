@@ -25,8 +25,6 @@ from .calls import (
 from .channels import Channel, RemoteChannel, channel_from_id
 from .cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
 from .errors import CapturedException, ProcessExitedException, RemoteException
-from .executor import Executor
-from .hooks import hookimpl as hookimpl
 from .macros import clear, distributed_for, everywhere
 from .managers import ClusterManager, WorkerConfig
 from .parallelmap import pmap
@@ -37,6 +35,20 @@ from .worker import init_worker, process_messages, start_worker
 from .workerpool import AbstractWorkerPool, CachingPool, WorkerPool, default_worker_pool, remote
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """Names whose modules are imported on first use: workers never pay for them."""
+    if name == "Executor":
+        from .executor import Executor
+
+        return Executor
+    if name == "hookimpl":  # for plugins: ``from clustercore import hookimpl``
+        from .hooks import hookimpl
+
+        return hookimpl
+    raise AttributeError(f"module 'clustercore' has no attribute {name!r}")
+
 
 __all__ = [
     "RRID",

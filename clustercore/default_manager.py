@@ -12,12 +12,7 @@ import subprocess
 from typing import Any
 
 from .hooks import hookimpl
-from .managers import (
-    ClusterManager,
-    WorkerConfig,
-    connect_to_worker,
-    read_worker_host_port,
-)
+from .managers import ClusterManager, WorkerConfig, default_connect
 
 EXIT_TIMEOUT = 5.0
 TERM_TIMEOUT = 5.0
@@ -25,24 +20,7 @@ TERM_TIMEOUT = 5.0
 
 @hookimpl(trylast=True)
 def connect(manager: ClusterManager, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
-    if config.connect_at is not None:  # worker-to-worker: the address pid 1 told us
-        host, port = config.connect_at
-        sock = connect_to_worker(host, port)
-        return sock, sock
-    if config.io is not None:
-        bind_addr, port = read_worker_host_port(pid, config)
-        host = config.host or bind_addr
-    elif config.host is not None and config.port is not None:
-        host, port = config.host, config.port
-        bind_addr = config.bind_addr or host
-    else:
-        raise ValueError(f"worker {pid}: WorkerConfig needs io, or host and port, to connect")
-    config.host, config.port = host, port
-    host = host.rsplit("@", 1)[-1]
-    sock = connect_to_worker(host, port)
-    # the address other workers use to reach this one
-    config.connect_at = (sock.getpeername()[0] if bind_addr in ("0.0.0.0", "::") else bind_addr, port)
-    return sock, sock
+    return default_connect(pid, config)
 
 
 @hookimpl(trylast=True)

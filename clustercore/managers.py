@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from threading import Condition
 from typing import IO, Any
 
-from . import hooks
-
 ADDRESS_LINE = re.compile(r"clustercore_worker:(\d+)#(\S+)")
 
 
@@ -67,20 +65,31 @@ class ClusterManager:
     """
 
     def launch(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition) -> None:
+        from . import hooks
+
         hooks.call_launch(self, params, launched, launch_ntfy)
 
     def manage(self, id: int, config: WorkerConfig, op: str) -> None:
+        from . import hooks
+
         hooks.call_manage(self, id, config, op)
 
     def kill(self, pid: int, config: WorkerConfig) -> None:
+        from . import hooks
+
         hooks.call_kill(self, pid, config)
 
     def connect(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
+        from . import hooks
+
         return hooks.call_connect(self, pid, config)
 
 
 class DefaultClusterManager(ClusterManager):
-    """The manager a worker uses to reach other workers over TCP."""
+    """The manager a worker uses to reach other workers over TCP (no plugin involved)."""
+
+    def connect(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
+        return default_connect(pid, config)
 
 
 def worker_command(params: dict[str, Any], *, bind_to: str | None = None, lifeline: bool = False) -> list[str]:
@@ -181,3 +190,25 @@ def connect_to_worker(host: str, port: int, timeout: float | None = None) -> soc
         raise ConnectionError(f"cannot connect to worker at {host}:{port}: {exc}") from exc
     sock.settimeout(None)
     return sock
+
+
+def default_connect(pid: int, config: WorkerConfig) -> tuple[Any, Any]:
+    """Julia's default ``connect``: the address line on ``config.io`` (or host/port), then TCP."""
+    if config.connect_at is not None:  # worker-to-worker: the address pid 1 told us
+        host, port = config.connect_at
+        sock = connect_to_worker(host, port)
+        return sock, sock
+    if config.io is not None:
+        bind_addr, port = read_worker_host_port(pid, config)
+        host = config.host or bind_addr
+    elif config.host is not None and config.port is not None:
+        host, port = config.host, config.port
+        bind_addr = config.bind_addr or host
+    else:
+        raise ValueError(f"worker {pid}: WorkerConfig needs io, or host and port, to connect")
+    config.host, config.port = host, port
+    host = host.rsplit("@", 1)[-1]
+    sock = connect_to_worker(host, port)
+    # the address other workers use to reach this one
+    config.connect_at = (sock.getpeername()[0] if bind_addr in ("0.0.0.0", "::") else bind_addr, port)
+    return sock, sock

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import cluster, hooks
+from . import cluster
 from .calls import call_fetch_async
 from .cluster import PGRP, Worker, WorkerState
 from .errors import ProcessExitedException
@@ -83,6 +83,8 @@ def _resolve_manager(what: Any, kwargs: dict[str, Any]) -> tuple[ClusterManager,
 
 
 def _manager_by_name(name: str, kwargs: dict[str, Any]) -> tuple[ClusterManager, dict[str, Any]]:
+    from . import hooks
+
     types = hooks.manager_types()
     cls = types.get(name)
     if cls is None:

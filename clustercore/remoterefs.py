@@ -21,7 +21,6 @@ the next message to the owner.
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import weakref
@@ -313,6 +312,8 @@ class Future(AbstractRemoteRef):
         return self
 
     def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(None, self.fetch).__await__()
 

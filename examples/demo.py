@@ -1,4 +1,4 @@
-"""Estimate pi by Monte Carlo on local workers: each worker throws darts, pid 1 adds up.
+"""Estimate pi by Monte Carlo on local workers: pmap spreads the darts, pid 1 adds up.
 
 Run with ``make demo`` (or ``python examples/demo.py [workers] [darts]``).
 """
@@ -13,7 +13,7 @@ import time
 import clustercore as cc
 
 
-def throw_darts(n: int, seed: int) -> tuple[int, int, int]:
+def throw_darts(seed: int, n: int) -> tuple[int, int, int]:
     """Darts landing inside the unit quarter circle, with this worker's pid and os pid."""
     rng = random.Random(seed)
     inside = sum(1 for _ in range(n) if rng.random() ** 2 + rng.random() ** 2 <= 1.0)
@@ -26,13 +26,13 @@ def main() -> None:
     started = time.perf_counter()
     cc.addprocs(nworkers)
     ready = time.perf_counter()
-    chunks = 4 * nworkers
-    futures = [cc.remotecall(throw_darts, cc.workers()[i % nworkers], darts // chunks, i) for i in range(chunks)]
-    results = [cc.fetch(f) for f in futures]
+    chunks = 64
+    per_chunk = darts // chunks
+    results = cc.pmap(throw_darts, range(chunks), [per_chunk] * chunks, progress=True)
     inside = sum(r[0] for r in results)
-    pi = 4 * inside / (darts // chunks * chunks)
+    pi = 4 * inside / (per_chunk * chunks)
     done = time.perf_counter()
-    print(f"pi ~= {pi:.6f} (error {abs(pi - 3.141592653589793):.2e}) from {darts:,} darts")
+    print(f"pi ~= {pi:.6f} (error {abs(pi - 3.141592653589793):.2e}) from {per_chunk * chunks:,} darts")
     print("work done by:", ", ".join(sorted({f"pid {r[1]} (os pid {r[2]})" for r in results})))
     print(f"{nworkers} workers started in {ready - started:.2f} s; the computation took {done - ready:.2f} s")
     cc.rmprocs(cc.workers())

@@ -1,0 +1,119 @@
+"""Command line: ``python -m bench [--quick] [--only ...] [--peers ...] [--json out.json]``."""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+QUICK_HANG_S = 90  # --quick normally takes well under 60 s
+
+
+def _export_repo_root() -> None:
+    """Let every worker process, of every peer, import ``bench.tasks``."""
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if REPO_ROOT not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, *parts])
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from bench.config import MEASUREMENTS
+
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark clustercore against its peers; prints ratios measured in one run.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, one repetition: a smoke test, not a measurement",
+    )
+    p.add_argument(
+        "--only",
+        default=",".join(MEASUREMENTS),
+        help=f"comma-separated subset of {','.join(MEASUREMENTS)}",
+    )
+    p.add_argument(
+        "--peers",
+        default="",
+        help="comma-separated peer names to run (default: all), e.g. clustercore,loky",
+    )
+    p.add_argument("--no-pinned", action="store_true", help="skip the second latency run pinned to CPU 0")
+    p.add_argument("--json", metavar="PATH", help="also write all results as JSON")
+    p.add_argument("--_latency-child", dest="latency_child", help=argparse.SUPPRESS)
+    p.add_argument("--_pin-self", dest="pin_self", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    only = tuple(m.strip() for m in args.only.split(",") if m.strip())
+    bad = [m for m in only if m not in MEASUREMENTS]
+    if bad:
+        p.error(f"unknown measurement(s) {bad}; choose from {MEASUREMENTS}")
+    args.only = tuple(m for m in MEASUREMENTS if m in only)
+    args.peers = [n.strip() for n in args.peers.split(",") if n.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    _export_repo_root()
+    args = _parse(argv)
+
+    from bench import pinned, procs, report
+    from bench.config import FULL, QUICK
+    from bench.peers import all_peers
+    from bench.runner import Runner, log
+
+    if args.pin_self:
+        pinned.pin_self()
+    sizes = QUICK if args.quick else FULL
+    if args.quick:  # a hung smoke test dumps every thread's stack instead of eating CI's budget
+        faulthandler.dump_traceback_later(QUICK_HANG_S, exit=True)
+    peers = all_peers()
+    if args.peers:
+        wanted = {n.lower() for n in args.peers}
+        unknown = wanted - {p.name.lower() for p in peers}
+        if unknown:
+            print(
+                f"unknown peer(s) {sorted(unknown)}; known: {[p.name for p in peers]}",
+                file=sys.stderr,
+            )
+            return 2
+        peers = [p for p in peers if p.name.lower() in wanted]
+
+    results = Runner(sizes, args.only, peers, args.quick).run()
+
+    if args.latency_child:  # the pinned half, re-executed by bench.pinned
+        results["leftover_processes"] = procs.leftover_children()
+        with open(args.latency_child, "w") as f:
+            json.dump(results, f)
+        return 0
+
+    if "latency" in args.only and not args.no_pinned:
+        log("latency again, pinned to CPU 0 (child run)")
+        try:
+            child = pinned.run_pinned_latency(args.quick, args.peers, timeout=180 if args.quick else 1800)
+        except Exception as e:  # noqa: BLE001 - reported, the rest of the run stands
+            results["errors"].append(f"pinned latency run: {type(e).__name__}: {e}")
+            results["latency"]["pinned"] = {"floor": {"error": "pinned run failed"}}
+        else:
+            results["latency"]["pinned"] = child["latency"]["unpinned"]
+            results["latency"]["pinned_how"] = child["how"]
+            results["latency"]["pinned_affinity"] = child["meta"]["affinity"]
+            results["errors"] += [f"pinned run: {e}" for e in child.get("errors", [])]
+            results.setdefault("child_leftovers", child.get("leftover_processes", []))
+
+    left = procs.leftover_children()
+    left += [f"(pinned run) {d}" for d in results.pop("child_leftovers", [])]
+    results["leftover_processes"] = left
+
+    print(report.render(results, tasks=sizes.tasks if "throughput" in args.only else None))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 1 if results["errors"] or left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

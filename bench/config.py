@@ -1,0 +1,41 @@
+"""Problem sizes and repetition counts for a full run and for ``--quick``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Sizes:
+    workers: int = 2  # workers for latency, throughput, bandwidth
+    latency_warmup: int = 200
+    latency_calls: int = 2000
+    latency_budget_s: float = 5.0  # a slow peer samples for this long at most
+    floor_pingpongs: int = 10000
+    tasks: int = 20_000  # throughput: number of x + 1 tasks
+    throughput_repeats: int = 3
+    throughput_budget_s: float = 8.0  # a slower variant runs once, on fewer tasks
+    bandwidth_bytes: int = 100 * MIB
+    bandwidth_warmup: int = 1
+    bandwidth_repeats: int = 5
+    startup_workers: int = 4
+    startup_repeats: int = 3
+
+
+FULL = Sizes()
+
+QUICK = Sizes(
+    latency_warmup=5,
+    latency_calls=30,
+    floor_pingpongs=200,
+    tasks=2000,
+    throughput_repeats=1,
+    bandwidth_bytes=4 * MIB,
+    bandwidth_warmup=0,
+    bandwidth_repeats=1,
+    startup_repeats=1,
+)
+
+MEASUREMENTS = ("latency", "throughput", "bandwidth", "startup")

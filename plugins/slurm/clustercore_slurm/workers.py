@@ -1,0 +1,77 @@
+"""One worker's life after launch: connect, register, removal, and making sure its task ends."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from clustercore import WorkerConfig
+from clustercore import default_manager as defaults
+
+from .manager import SlurmManager
+
+log = logging.getLogger(__name__)
+
+EXIT_GRACE = 5.0  # how long a removed worker gets to exit before its process is killed on its node
+KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}  # a dead node is noticed in ~1 min
+
+
+def connect(manager: SlurmManager, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
+    """The core's TCP connect, plus keepalive, and the socket remembered so a dead task's link can be cut."""
+    instream, outstream = defaults.connect(manager, pid, config)
+    found = manager.steps.lookup(config)
+    if isinstance(instream, socket.socket):
+        _keepalive(instream)
+        if found is not None:
+            step, task = found
+            with step.changed:
+                task.sock = instream
+                ended = task.ended
+            if ended:  # it died while we connected: the core must see the link drop
+                from .step import drop_connection
+
+                drop_connection(instream)
+    return instream, outstream
+
+
+def register(manager: SlurmManager, pid: int, config: WorkerConfig) -> None:
+    found = manager.steps.lookup(config)
+    if found is not None:
+        step, task = found
+        with step.changed:
+            task.pid = pid
+
+
+def deregister(manager: SlurmManager, config: WorkerConfig) -> None:
+    found = manager.steps.lookup(config)
+    if found is not None:
+        step, task = found
+        manager.steps.release(step, task, wait=False)
+
+
+def kill(manager: SlurmManager, pid: int, config: WorkerConfig) -> None:
+    """Ask the worker to exit; kill it on its node if it does not; end the step after the last one."""
+    from clustercore.processes import remote_exit
+
+    found = manager.steps.lookup(config)
+    try:
+        remote_exit(pid)
+    except Exception as exc:  # noqa: BLE001 - the link may already be gone; the task is checked below
+        log.debug("remote_exit(%s): %s", pid, exc)
+    if found is None:
+        return
+    step, task = found
+    step.kill_task(task, EXIT_GRACE)
+    manager.steps.release(step, task, wait=True)
+    manager.steps.forget(config)
+
+
+def _keepalive(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError as exc:
+        log.debug("could not set TCP keepalive: %s", exc)

@@ -1,0 +1,81 @@
+"""Fixtures for the Slurm plugin's tests, against a real Slurm started by ``shared/infra/slurm-up``.
+
+- Tests marked ``slurm`` need the single-node cluster, ``slurm3`` the
+  three-node one (``slurm-up 3``); collection puts all ``slurm`` tests
+  before the ``slurm3`` ones so the cluster switches mode (a ~5 s restart)
+  at most once.
+- Without the infra scripts (or with a Slurm that does not come up) these
+  tests skip, and FAIL when ``CI`` is set.
+- ``fresh_slurm``: no workers before, none after; every worker process the
+  test started has exited and no clustercore job is left in ``squeue``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cloudpickle
+import pytest
+from clustercore_slurm import SlurmManager, workers
+from slurm_testing import SlurmCluster, wait_queue_empty, wait_until_gone
+
+import clustercore as cc
+from clustercore import WorkerConfig
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slurm: needs the single-node Slurm of shared/infra/slurm-up")
+    config.addinivalue_line("markers", "slurm3: needs the three-node Slurm of shared/infra/slurm-up 3")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def mode(item: pytest.Item) -> int:
+        return 2 if item.get_closest_marker("slurm3") else 1 if item.get_closest_marker("slurm") else 0
+
+    items.sort(key=mode)  # stable: file order is kept within each mode
+
+
+@pytest.fixture(autouse=True)
+def _ship_test_modules_by_value(request: pytest.FixtureRequest) -> None:
+    """Workers cannot import test modules: send their functions by value, as for ``__main__``."""
+    module = request.module
+    if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
+        cloudpickle.register_pickle_by_value(module)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    return SlurmCluster()
+
+
+@pytest.fixture
+def slurm(request: pytest.FixtureRequest, slurm_cluster: SlurmCluster) -> dict[str, str]:
+    """The cluster this test's marker asks for (``slurm3``: three nodes), up; its env vars."""
+    return slurm_cluster.ensure(3 if request.node.get_closest_marker("slurm3") else 1)
+
+
+@pytest.fixture
+def fresh_slurm(slurm: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """No workers and an empty queue before; after: workers removed, their processes and jobs gone.
+
+    Every process the test's workers ran as (the worker and its task wrapper) is recorded when
+    the worker registers, and must have exited by the end.
+    """
+    assert cc.nprocs() == 1, f"a previous test left workers: {cc.workers()}"
+    assert wait_queue_empty() == [], "a previous test left jobs in the queue"
+    started: list[int] = []
+    register = workers.register
+
+    def recording_register(manager: SlurmManager, pid: int, config: WorkerConfig) -> None:
+        register(manager, pid, config)
+        found = manager.steps.lookup(config)
+        started.extend(p for p in (config.ospid, found and found[1].hello and found[1].hello.shell_pid) if p)
+
+    monkeypatch.setattr(workers, "register", recording_register)
+    try:
+        yield slurm
+    finally:
+        if len(cc.procs()) > 1:
+            cc.rmprocs(cc.workers(), waitfor=60)
+    assert wait_until_gone(started) == []
+    assert wait_queue_empty() == []

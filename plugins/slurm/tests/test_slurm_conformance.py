@@ -1,0 +1,42 @@
+"""The core's manager conformance suite, run against SlurmManager on one node and on three."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from clustercore_slurm import SlurmManager
+from slurm_testing import pid_alive
+
+import clustercore as cc
+from clustercore.testing import ManagerConformance
+
+
+class TestSlurmConformance(ManagerConformance):
+    pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]
+    nworkers = 4
+
+    @pytest.fixture
+    def make_manager(self, fresh_slurm: dict[str, str]) -> Callable[[int], cc.ClusterManager]:
+        return lambda n: SlurmManager(ntasks=n)
+
+    def bad_manager_arguments(self) -> list[Callable[[], Any]]:
+        return [
+            lambda: SlurmManager(ntasks=0),
+            lambda: SlurmManager(time="soon"),
+            lambda: SlurmManager(srun_flags=["--output=x.log"]),
+            lambda: cc.addprocs("slurm", ntasks=2, nodez=2),
+        ]
+
+
+class TestSlurmThreeNodeConformance(TestSlurmConformance):
+    pytestmark = [pytest.mark.slurm3, pytest.mark.timeout(120)]
+    nworkers = 3
+
+    @pytest.fixture
+    def make_manager(self, fresh_slurm: dict[str, str]) -> Callable[[int], cc.ClusterManager]:
+        return lambda n: SlurmManager(ntasks=n, nodes=3)
+
+    def process_alive(self, hostname: str, ospid: int) -> bool:
+        return pid_alive(ospid)  # the simulated nodes are network namespaces: one pid space with ours
