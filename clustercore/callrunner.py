@@ -18,6 +18,7 @@ call (a sleep) by a signal.
 from __future__ import annotations
 
 import ctypes
+import functools
 import queue
 import signal
 import threading
@@ -203,7 +204,7 @@ class CallRunner:
                     self._lock.release()
                     try:
                         link.conn.uncork()  # results the busy leader was holding
-                        self.spawn(lambda link=link: self._lead(link))
+                        self.spawn(functools.partial(self._lead, link))
                     finally:
                         self._lock.acquire()
                 busy = bool(self._unread) or self._calls_started != seen_calls

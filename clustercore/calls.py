@@ -74,7 +74,12 @@ def remotecall_notifying(f: Callable[..., Any], pid: int, /, *args: Any, **kwarg
     if pid == PGRP.myid:
         fut = remotecall(f, pid, *args, **kwargs)
         waiter = Waiter(pid)
-        PGRP.runner.spawn(lambda: (fut.wait(), waiter.set(None)))
+
+        def notify_when_done() -> None:
+            fut.wait()
+            waiter.set(None)
+
+        PGRP.runner.spawn(notify_when_done)
         return fut, waiter
     cluster.worker_from_id(pid)
     fut = Future._made_for_call(pid)
@@ -158,7 +163,7 @@ def fetch(x: Any) -> Any:
     from .channels import Channel
 
     if isinstance(x, (AbstractRemoteRef, Channel)):
-        return x.fetch()  # type: ignore[attr-defined]
+        return x.fetch()  # type: ignore[union-attr]
     return x
 
 

@@ -201,7 +201,7 @@ class _DistributedMap:
             self.todo.appendleft(heapq.heappop(self.later)[2])
 
     def _dispatch(self) -> None:
-        corked = []
+        corked: list[Any] = []
         try:
             self._dispatch_corked(corked)
         finally:

@@ -91,7 +91,7 @@ def _manager_by_name(name: str, kwargs: dict[str, Any]) -> tuple[ClusterManager,
         known = ", ".join(sorted(types)) or "none"
         hint = f"; install clustercore-{name}" if name in ("local", "ssh", "slurm", "k8s") else ""
         raise ValueError(f"no cluster manager named {name!r} (installed: {known}){hint}")
-    own = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    own: set[str] = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     mine = {k: v for k, v in kwargs.items() if k in own and k not in GENERIC_PARAMS}
     rest = {k: v for k, v in kwargs.items() if k not in mine}
     for key in set(own) & set(GENERIC_PARAMS) & set(kwargs):

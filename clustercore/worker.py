@@ -78,7 +78,8 @@ def start_worker(
 
 def _watch_stdin() -> None:
     try:
-        while sys.stdin.buffer.read1(65536):
+        stdin: Any = sys.stdin.buffer
+        while stdin.read1(65536):
             pass
     except (OSError, ValueError):
         pass

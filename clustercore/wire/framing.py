@@ -58,11 +58,11 @@ def encode_frame(
     flags: int = 0,
 ) -> list[Any]:
     """The buffers to hand to ``Transport.send_all`` for one frame."""
-    views = [memoryview(b).cast("B") if memoryview(b).format != "B" else memoryview(b) for b in buffers]
-    head = HEADER.pack(len(payload), msg_type, flags, len(views), *response, *notify)
-    if views:
-        head += struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))
-    return [head, payload, *views]
+    head = HEADER.pack(len(payload), msg_type, flags, len(buffers), *response, *notify)
+    if not buffers:
+        return [head, payload]
+    head += struct.pack(f"<{len(buffers)}Q", *(memoryview(b).nbytes for b in buffers))
+    return [head, payload, *buffers]
 
 
 def alloc_buffer(size: int) -> Any:

@@ -13,7 +13,7 @@ import io
 import pickle
 import threading
 import types
-from typing import Any
+from typing import Any, SupportsIndex
 
 import cloudpickle
 
@@ -34,7 +34,7 @@ class _LargeBytes:
     def __init__(self, data: bytes | bytearray) -> None:
         self.data = data
 
-    def __reduce_ex__(self, protocol: int) -> Any:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
         return type(self.data), (pickle.PickleBuffer(self.data),)
 
 
@@ -117,13 +117,19 @@ def _plain(obj: Any, depth: int = 6) -> bool:
     if kind is bytes or kind is bytearray:
         return len(obj) < OUT_OF_BAND_MIN
     if kind is tuple or kind is list:
-        return depth > 0 and len(obj) <= _SCAN_ITEMS and all(_plain(x, depth - 1) for x in obj)
+        if depth == 0 or len(obj) > _SCAN_ITEMS:
+            return False
+        for item in obj:
+            if type(item) not in _ATOMS and not _plain(item, depth - 1):
+                return False
+        return True
     if kind is dict:
-        return (
-            depth > 0
-            and len(obj) <= _SCAN_ITEMS
-            and all(type(k) in _ATOMS and _plain(v, depth - 1) for k, v in obj.items())
-        )
+        if depth == 0 or len(obj) > _SCAN_ITEMS:
+            return False
+        for key, value in obj.items():
+            if type(key) not in _ATOMS or (type(value) not in _ATOMS and not _plain(value, depth - 1)):
+                return False
+        return True
     if kind is types.FunctionType or kind is type:
         return _importable(obj)
     if kind is types.BuiltinFunctionType:

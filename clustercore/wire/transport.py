@@ -47,6 +47,19 @@ def _copy_chunk(chunk: bytes, view: memoryview) -> int:
     return len(chunk)
 
 
+def _skip(views: list[memoryview], sent: int) -> list[memoryview]:
+    """What is left of ``views`` once ``sent`` bytes went out."""
+    while sent:
+        head = views[0]
+        if sent >= head.nbytes:
+            sent -= head.nbytes
+            views.pop(0)
+        else:
+            views[0] = head[sent:]
+            sent = 0
+    return views
+
+
 class SocketTransport:
     """A connected stream socket (TCP or Unix domain); sends with ``sendmsg``."""
 
@@ -59,17 +72,16 @@ class SocketTransport:
         return self.sock.recv_into(view)
 
     def send_all(self, parts: list[Any]) -> None:
-        views = _byte_views(parts)
+        if len(parts) <= IOV_MAX:  # usually one call sends it all
+            sent = self.sock.sendmsg(parts)
+            total = sum(memoryview(p).nbytes for p in parts)
+            if sent == total:
+                return
+            views = _skip(_byte_views(parts), sent)
+        else:
+            views = _byte_views(parts)
         while views:
-            sent = self.sock.sendmsg(views[:IOV_MAX])
-            while sent:
-                head = views[0]
-                if sent >= head.nbytes:
-                    sent -= head.nbytes
-                    views.pop(0)
-                else:
-                    views[0] = head[sent:]
-                    sent = 0
+            views = _skip(views, self.sock.sendmsg(views[:IOV_MAX]))
 
     def close(self) -> None:
         try:
