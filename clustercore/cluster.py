@@ -357,6 +357,7 @@ def open_connection_to_peer(w: Worker) -> Connection:
 def new_connection(transport: Any, peer: int = 0) -> Connection:
     conn = Connection(transport, peer)
     conn.waiters = {}  # type: ignore[attr-defined]
+    conn.functions = {}  # type: ignore[attr-defined]  # CALL_BATCH functions, by id
     return conn
 
 

@@ -9,6 +9,7 @@ link lives on: frames are length-prefixed, so the next one is intact.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import pickle
 import sys
@@ -36,6 +37,10 @@ def handle_msg(conn: Connection, frame: Frame) -> Callable[[], None] | None:
         return _handle_call(conn, frame)
     elif kind == MsgType.GC:
         apply_gc_ops(pickle.loads(frame.payload))
+    elif kind == MsgType.CALL_BATCH:
+        return _handle_batch(conn, frame)
+    elif kind == MsgType.DEFINE_FUNCTION:
+        _define_function(conn, frame)
     elif kind == MsgType.INTERRUPT:
         PGRP.runner.interrupt()
     else:
@@ -72,6 +77,58 @@ def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     def job() -> None:
         value, failed = runner.run_work_thunk(f, args, kwargs, interruptible)
         _finish(conn, kind, response, notify, rv, value, failed)
+
+    return job
+
+
+_FUNCTIONS_PER_LINK = 64
+
+
+def _define_function(conn: Connection, frame: Frame) -> None:
+    """Keep a function for later CALL_BATCH messages on this link (the newest 64)."""
+    functions = conn.functions  # type: ignore[attr-defined]
+    try:
+        fid, f = serialize.loads(frame.payload, frame.buffers)
+    except BaseException as exc:  # noqa: BLE001 - every call that uses it will report this
+        fid, f = frame.notify[1], _capture(exc, "the function could not be unpickled on this worker", PGRP.myid)
+    functions[fid] = f
+    while len(functions) > _FUNCTIONS_PER_LINK:
+        del functions[next(iter(functions))]
+
+
+def run_batch(f: Callable[..., Any], batch: list[Any], star: bool) -> tuple[list[Any], dict[int, RemoteException]]:
+    """``f`` over ``batch``; each element's failure is caught apart from the others."""
+    values: list[Any] = []
+    errors: dict[int, RemoteException] = {}
+    calls = itertools.starmap(f, batch) if star else map(f, batch)
+    while True:
+        try:
+            values.extend(calls)  # keeps what came before a failure
+            return values, errors
+        except BaseException as exc:  # noqa: BLE001 - reported per element
+            errors[len(values)] = RemoteException(PGRP.myid, CapturedException.capture(exc))
+            values.append(None)
+
+
+def _handle_batch(conn: Connection, frame: Frame) -> Callable[[], None] | None:
+    response = frame.response
+    star, fid = frame.notify
+    f = conn.functions.get(fid)  # type: ignore[attr-defined]
+    try:
+        if f is None:
+            raise LookupError(f"function {fid} was not defined on this link (or was evicted)")
+        if isinstance(f, RemoteException):
+            raise f
+        batch = serialize.loads(frame.payload, frame.buffers)
+    except BaseException as exc:  # noqa: BLE001
+        error = exc if isinstance(exc, RemoteException) else _capture(exc, "the batch could not be run", PGRP.myid)
+        send_result(conn, response, error, True)
+        return None
+    runner = PGRP.runner
+
+    def job() -> None:
+        value, failed = runner.run_work_thunk(run_batch, (f, batch, bool(star)), {})
+        send_result(conn, response, value, failed)
 
     return job
 

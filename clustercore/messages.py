@@ -18,7 +18,12 @@ JOIN_PGRP         JoinPGRP                                 -
 JOIN_COMPLETE     JoinComplete                             -
 GC                [(whence, id, pid, delta), ...]          -
 INTERRUPT         None                                     -
+DEFINE_FUNCTION   (function id, f)                         -
+CALL_BATCH        [x, ...] (f(x) each; f(*x) if star)      response: waiter, notify: (star, function id)
 ================  =======================================  ===========================
+
+CALL_BATCH answers with RESULT ``(values, {position: RemoteException})``; it is
+how ``pmap`` runs elements with a function sent once per link.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class MsgType(IntEnum):
     JOIN_COMPLETE = 9
     GC = 10
     INTERRUPT = 11
+    DEFINE_FUNCTION = 12
+    CALL_BATCH = 13
 
 
 CALL_TYPES = frozenset({MsgType.CALL, MsgType.CALL_FETCH, MsgType.CALL_WAIT, MsgType.REMOTE_DO})

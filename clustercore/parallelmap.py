@@ -3,8 +3,8 @@
 Results come back in order. Elements go out in batches (``batch_size``;
 ``"auto"`` uses ``ceil(n / (4 * workers))``, multiprocessing's own choice),
 and several batches are in flight to each worker at once, so a worker never
-waits for a round trip between two batches. The function is pickled once per
-worker and cached there. Each element fails or succeeds on its own:
+waits for a round trip between two batches. The function is sent once per
+worker (a DEFINE_FUNCTION message) and each batch names it (CALL_BATCH). Each element fails or succeeds on its own:
 ``retry_delays`` allows ``len(retry_delays)`` more attempts (``retry_check``
 may veto one), then ``on_error(exc)`` runs here and its value takes the
 element's place; a worker that dies fails its batches, whose elements are
@@ -13,80 +13,25 @@ retried on the remaining workers when retries are allowed.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
+import itertools
 import math
 import queue
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import cluster
-from .calls import call_fetch_async
-from .cluster import PGRP, Waiter
+from .cluster import PGRP
+from .connection import ConnectionClosed
 from .errors import CapturedException, ProcessExitedException, RemoteException
-from .wire.serialize import register_plain_type
+from .messages import MsgType
 from .workerpool import AbstractWorkerPool, default_worker_pool
 
 _PENDING: Any = object()
 RetryCheck = Callable[[Any, BaseException], tuple[Any, bool]]
-
-
-# --- the worker's side ------------------------------------------------------------------
-
-
-@register_plain_type
-class _FunctionBlob:
-    """A function pickled once on the caller; workers unpickle each blob once."""
-
-    __slots__ = ("data", "digest")
-
-    def __init__(self, digest: bytes, data: bytes) -> None:
-        self.digest = digest
-        self.data = data
-
-    def __reduce__(self) -> Any:
-        return _FunctionBlob, (self.digest, self.data)
-
-
-_function_cache: OrderedDict[bytes, Callable[..., Any]] = OrderedDict()
-_cache_lock = threading.Lock()
-_CACHE_SIZE = 64
-
-
-def _resolve(blob: _FunctionBlob | Callable[..., Any]) -> Callable[..., Any]:
-    if not isinstance(blob, _FunctionBlob):
-        return blob
-    with _cache_lock:
-        f = _function_cache.get(blob.digest)
-        if f is not None:
-            _function_cache.move_to_end(blob.digest)
-            return f
-    from .wire.serialize import loads
-
-    f = loads(blob.data, [])
-    with _cache_lock:
-        _function_cache[blob.digest] = f
-        while len(_function_cache) > _CACHE_SIZE:
-            _function_cache.popitem(last=False)
-    return f
-
-
-def _pmap_batch(blob: Any, batch: list[Any], star: bool) -> tuple[list[Any], dict[int, RemoteException]]:
-    """Run one batch (``f(x)``, or ``f(*x)`` with ``star``); each element fails on its own."""
-    f = _resolve(blob)
-    errors: dict[int, RemoteException] = {}
-    values: list[Any] = []
-    for i, x in enumerate(batch):
-        try:
-            values.append(f(*x) if star else f(x))
-        except BaseException as exc:  # noqa: BLE001 - reported per element
-            values.append(None)
-            errors[i] = RemoteException(PGRP.myid, CapturedException.capture(exc))
-    return values, errors
 
 
 # --- the caller's side ------------------------------------------------------------------
@@ -127,6 +72,12 @@ class _Elements:
         if self.bar is not None:
             self.bar.update(1)
 
+    def succeeded_range(self, indices: range, values: list[Any]) -> None:
+        self.results[indices.start : indices.stop] = values
+        self.left -= len(indices)
+        if self.bar is not None:
+            self.bar.update(len(indices))
+
     def failed(self, index: int, exc: BaseException) -> float | None:
         """Seconds to wait before retrying ``index``, or ``None`` when it is settled."""
         attempt = self.attempts[index]
@@ -143,12 +94,26 @@ class _Elements:
         return None
 
 
-def _chunks(indices: range, size: int) -> deque[list[int]]:
-    return deque(list(indices[i : i + size]) for i in range(0, len(indices), size))
+class _Batch:
+    """One batch in flight; the link's reader hands its outcome to the map's queue."""
+
+    __slots__ = ("indices", "pid", "queue")
+
+    def __init__(
+        self, queue: queue.SimpleQueue[tuple[_Batch, Any, bool]], pid: int, indices: range | list[int]
+    ) -> None:
+        self.queue = queue
+        self.pid = pid
+        self.indices = indices
+
+    def set(self, value: Any, failed: bool = False) -> None:  # the waiter protocol of a link
+        self.queue.put((self, value, failed))
 
 
 class _DistributedMap:
     """Keeps up to ``depth`` batches in flight on each worker until every element is settled."""
+
+    _ids = itertools.count(1)
 
     def __init__(
         self, f: Callable[..., Any], args: list[Any], star: bool, pids: list[int], size: int, elements: _Elements
@@ -158,20 +123,16 @@ class _DistributedMap:
         self.star = star
         self.pids = list(pids)
         self.elements = elements
-        self.todo = _chunks(range(len(args)), size)
-        self.later: list[tuple[float, int, list[int]]] = []  # (when, seq, batch) to retry
+        self.todo: deque[range | list[int]] = deque(
+            range(i, min(i + size, len(args))) for i in range(0, len(args), size)
+        )
+        self.later: list[tuple[float, int, list[int]]] = []  # (when, seq, [index]) to retry
         self.seq = 0
         self.depth = 24 if size == 1 else 2
         self.inflight = dict.fromkeys(self.pids, 0)
-        self.blobs: dict[int, Any] = {}
-        self.done: queue.SimpleQueue[tuple[Waiter, int, list[int]]] = queue.SimpleQueue()
-
-    def _blob(self, pid: int) -> Any:
-        blob = self.blobs.get(pid)
-        if blob is None:  # pickled for this pid: references in f are counted for it
-            data = cluster.dumps_in_band_for(pid, self.f)
-            blob = self.blobs[pid] = _FunctionBlob(hashlib.blake2b(data, digest_size=16).digest(), data)
-        return blob
+        self.fid = (PGRP.myid << 40) | next(self._ids)
+        self.defined: set[int] = set()
+        self.done: queue.SimpleQueue[tuple[_Batch, Any, bool]] = queue.SimpleQueue()
 
     def run(self) -> list[Any]:
         while self.elements.left:
@@ -203,51 +164,64 @@ class _DistributedMap:
     def _dispatch(self) -> None:
         corked: list[Any] = []
         try:
-            self._dispatch_corked(corked)
+            while self.todo and self.pids:
+                pid = min(self.pids, key=self.inflight.__getitem__)
+                if self.inflight[pid] >= self.depth:
+                    return
+                batch = self.todo.popleft()
+                try:
+                    conn = cluster.connection_to(pid)
+                    if not conn.corked_by_me():
+                        conn.cork()
+                        corked.append(conn)
+                    self._send(conn, pid, batch)
+                except (ProcessExitedException, ConnectionClosed) as exc:
+                    self.todo.appendleft(batch)
+                    self._lose_worker(pid, exc)
+                    continue
+                self.inflight[pid] += 1
         finally:
             for conn in corked:
                 conn.uncork()
 
-    def _dispatch_corked(self, corked: list[Any]) -> None:
-        while self.todo and self.pids:
-            pid = min(self.pids, key=self.inflight.__getitem__)
-            if self.inflight[pid] >= self.depth:
-                return
-            batch = self.todo.popleft()
-            try:
-                conn = cluster.connection_to(pid)
-                if not conn.corked_by_me():
-                    conn.cork()
-                    corked.append(conn)
-                waiter = call_fetch_async(
-                    pid, _pmap_batch, (self._blob(pid), [self.args[i] for i in batch], self.star), {}
-                )
-            except ProcessExitedException as exc:
-                self.todo.appendleft(batch)
-                self._lose_worker(pid, exc)
-                continue
-            self.inflight[pid] += 1
-            waiter.add_done_callback(lambda w, pid=pid, batch=batch: self.done.put((w, pid, batch)))
+    def _send(self, conn: Any, pid: int, batch: range | list[int]) -> None:
+        if pid not in self.defined:  # the function goes once per link, pickled for that pid
+            payload, buffers = cluster.dumps_for(pid, (self.fid, self.f))
+            conn.send_frame(MsgType.DEFINE_FUNCTION, payload, buffers)
+            self.defined.add(pid)
+        args = self.args
+        items = args[batch.start : batch.stop] if isinstance(batch, range) else [args[i] for i in batch]
+        payload, buffers = cluster.dumps_for(pid, items)
+        wid = PGRP.next_waiter_id()
+        conn.waiters[wid] = _Batch(self.done, pid, batch)
+        conn.send_frame(
+            MsgType.CALL_BATCH, payload, buffers, response=(PGRP.myid, wid), notify=(int(self.star), self.fid)
+        )
+        if conn.closed:
+            cluster.fail_waiters(conn)
 
     def _lose_worker(self, pid: int, exc: BaseException) -> None:
         if pid in self.pids:
             self.pids.remove(pid)
 
-    def _settle(self, waiter: Waiter, pid: int, batch: list[int]) -> None:
-        self.inflight[pid] -= 1
-        if not waiter.failed:
-            values, errors = waiter.value
-            for pos, index in enumerate(batch):
+    def _settle(self, batch: _Batch, value: Any, failed: bool) -> None:
+        self.inflight[batch.pid] -= 1
+        indices = batch.indices
+        if not failed:
+            values, errors = value
+            if not errors and isinstance(indices, range):
+                self.elements.succeeded_range(indices, values)
+                return
+            for pos, index in enumerate(indices):
                 if pos in errors:
                     self._retry_or_settle(index, errors[pos])
                 else:
                     self.elements.succeeded(index, values[pos])
             return
-        exc = waiter.value
-        if isinstance(exc, ProcessExitedException):
-            self._lose_worker(pid, exc)
-        for index in batch:
-            self._retry_or_settle(index, exc)
+        if isinstance(value, ProcessExitedException):
+            self._lose_worker(batch.pid, value)
+        for index in indices:
+            self._retry_or_settle(index, value)
 
     def _retry_or_settle(self, index: int, exc: BaseException) -> None:
         delay = self.elements.failed(index, exc)
