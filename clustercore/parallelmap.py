@@ -58,8 +58,8 @@ class _Elements:
         bar: Any,
     ) -> None:
         self.results: list[Any] = [_PENDING] * n
-        self.attempts = [0] * n
-        self.states: list[Any] = [None] * n
+        self.attempts: dict[int, int] = {}  # only elements that failed at least once
+        self.states: dict[int, Any] = {}
         self.left = n
         self.delays = delays
         self.retry_check = retry_check
@@ -80,12 +80,12 @@ class _Elements:
 
     def failed(self, index: int, exc: BaseException) -> float | None:
         """Seconds to wait before retrying ``index``, or ``None`` when it is settled."""
-        attempt = self.attempts[index]
-        self.attempts[index] += 1
+        attempt = self.attempts.get(index, 0)
+        self.attempts[index] = attempt + 1
         if attempt < len(self.delays):
             retry = True
             if self.retry_check is not None:
-                self.states[index], retry = self.retry_check(self.states[index], exc)
+                self.states[index], retry = self.retry_check(self.states.get(index), exc)
             if retry:
                 return self.delays[attempt]
         if self.on_error is None:
@@ -128,7 +128,7 @@ class _DistributedMap:
         )
         self.later: list[tuple[float, int, list[int]]] = []  # (when, seq, [index]) to retry
         self.seq = 0
-        self.depth = 24 if size == 1 else 2
+        self.depth = 24 if size == 1 else 4
         self.inflight = dict.fromkeys(self.pids, 0)
         self.fid = (PGRP.myid << 40) | next(self._ids)
         self.defined: set[int] = set()

@@ -206,7 +206,10 @@ class AbstractRemoteRef:
     def __del__(self) -> None:
         if getattr(self, "_counted", False):
             self._counted = False
-            _queue_gc(self.where, RRID(self.whence, self.id), PGRP.myid, -1)
+            try:
+                _queue_gc(self.where, RRID(self.whence, self.id), PGRP.myid, -1)
+            except Exception:  # noqa: BLE001 - interpreter shutdown: the module is half gone
+                pass
 
     def _release(self) -> None:
         """This process no longer needs the owner to keep the storage."""
