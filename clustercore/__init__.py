@@ -7,48 +7,76 @@ and ``docs/`` for the model; every public name is listed in ``__all__``.
 
 from __future__ import annotations
 
-import atexit
-
-from .calls import (
-    fetch,
-    fetchfrom,
-    isready,
-    put,
-    remote_do,
-    remotecall,
-    remotecall_fetch,
-    remotecall_wait,
-    spawnat,
-    take,
-    wait,
-)
-from .channels import Channel, RemoteChannel, channel_from_id
-from .cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
-from .errors import CapturedException, ProcessExitedException, RemoteException
-from .macros import clear, distributed_for, everywhere
-from .managers import ClusterManager, WorkerConfig
-from .parallelmap import pmap
-from .processes import addprocs, interrupt, rmprocs, terminate_all_workers, worker_id_from_socket
-from .remoterefs import RRID, Future, remoteref_id
-from .syncblock import sync
-from .worker import init_worker, process_messages, start_worker
-from .workerpool import AbstractWorkerPool, CachingPool, WorkerPool, default_worker_pool, remote
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+# Each public name and the module that defines it. Modules load on first use
+# (PEP 562), so a worker imports only what it runs and ``import clustercore``
+# stays fast.
+_HOMES = {
+    "calls": (
+        "fetch", "fetchfrom", "isready", "put", "remote_do", "remotecall", "remotecall_fetch",
+        "remotecall_wait", "spawnat", "take", "wait",
+    ),
+    "channels": ("Channel", "RemoteChannel", "channel_from_id"),
+    "cluster": ("cluster_cookie", "myid", "nprocs", "nworkers", "procs", "workers"),
+    "errors": ("CapturedException", "ProcessExitedException", "RemoteException"),
+    "executor": ("Executor",),
+    "hooks": ("hookimpl",),
+    "macros": ("clear", "distributed_for", "everywhere"),
+    "managers": ("ClusterManager", "WorkerConfig"),
+    "parallelmap": ("pmap",),
+    "processes": ("addprocs", "interrupt", "rmprocs", "worker_id_from_socket"),
+    "remoterefs": ("RRID", "Future", "remoteref_id"),
+    "syncblock": ("sync",),
+    "worker": ("init_worker", "process_messages", "start_worker"),
+    "workerpool": ("AbstractWorkerPool", "CachingPool", "WorkerPool", "default_worker_pool", "remote"),
+}  # fmt: skip
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
 
 def __getattr__(name: str) -> object:
-    """Names whose modules are imported on first use: workers never pay for them."""
-    if name == "Executor":
-        from .executor import Executor
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clustercore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return Executor
-    if name == "hookimpl":  # for plugins: ``from clustercore import hookimpl``
-        from .hooks import hookimpl
 
-        return hookimpl
-    raise AttributeError(f"module 'clustercore' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME_OF})
 
+
+if TYPE_CHECKING:
+    from .calls import (
+        fetch,
+        fetchfrom,
+        isready,
+        put,
+        remote_do,
+        remotecall,
+        remotecall_fetch,
+        remotecall_wait,
+        spawnat,
+        take,
+        wait,
+    )
+    from .channels import Channel, RemoteChannel, channel_from_id
+    from .cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
+    from .errors import CapturedException, ProcessExitedException, RemoteException
+    from .executor import Executor
+    from .hooks import hookimpl as hookimpl
+    from .macros import clear, distributed_for, everywhere
+    from .managers import ClusterManager, WorkerConfig
+    from .parallelmap import pmap
+    from .processes import addprocs, interrupt, rmprocs, worker_id_from_socket
+    from .remoterefs import RRID, Future, remoteref_id
+    from .syncblock import sync
+    from .worker import init_worker, process_messages, start_worker
+    from .workerpool import AbstractWorkerPool, CachingPool, WorkerPool, default_worker_pool, remote
 
 __all__ = [
     "RRID",
@@ -98,5 +126,3 @@ __all__ = [
     "worker_id_from_socket",
     "workers",
 ]
-
-atexit.register(terminate_all_workers)

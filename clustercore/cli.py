@@ -89,5 +89,7 @@ def _run_script(argv: list[str]) -> int:
     try:
         runpy.run_path(args.script, run_name="__main__")
     finally:
-        clustercore.processes.terminate_all_workers()
+        from clustercore.processes import terminate_all_workers
+
+        terminate_all_workers()
     return 0

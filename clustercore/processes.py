@@ -118,7 +118,16 @@ def _check_params(kwargs: dict[str, Any], extra_ok: bool, who: str = "addprocs")
     return params
 
 
+_exit_hook_registered = False
+
+
 def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[int]:
+    global _exit_hook_registered
+    if not _exit_hook_registered:  # workers go when the driver exits normally
+        import atexit
+
+        atexit.register(terminate_all_workers)
+        _exit_hook_registered = True
     if len(PGRP.workers) and params["topology"] != PGRP.topology:
         raise ValueError(f"the cluster's topology is {PGRP.topology!r}; cannot add {params['topology']!r} workers")
     PGRP.topology, PGRP.lazy = params["topology"], params["lazy"] if params["topology"] == "all_to_all" else False
