@@ -113,7 +113,10 @@ class StreamTransport:
         self._recv_into = self._pick_reader()
 
     def recv_into(self, view: memoryview) -> int:
-        return self._recv_into(view)
+        try:
+            return self._recv_into(view)
+        except EOFError:  # e.g. paramiko's way of saying the transport is gone
+            return 0
 
     def _pick_reader(self) -> Any:
         stream = self.instream
