@@ -12,10 +12,7 @@ import subprocess
 from typing import Any
 
 from .hooks import hookimpl
-from .managers import ClusterManager, WorkerConfig, default_connect
-
-EXIT_TIMEOUT = 5.0
-TERM_TIMEOUT = 5.0
+from .managers import ClusterManager, WorkerConfig, default_connect, end_process
 
 
 @hookimpl(trylast=True)
@@ -32,22 +29,6 @@ def kill(manager: ClusterManager, pid: int, config: WorkerConfig) -> bool:
     if isinstance(process, subprocess.Popen):
         end_process(process)
     return True
-
-
-def end_process(
-    process: subprocess.Popen[Any], exit_timeout: float = EXIT_TIMEOUT, term_timeout: float = TERM_TIMEOUT
-) -> None:
-    """Julia's LocalManager ladder: wait for a graceful exit, then SIGTERM, then SIGKILL."""
-    try:
-        process.wait(exit_timeout)
-        return
-    except subprocess.TimeoutExpired:
-        process.terminate()
-    try:
-        process.wait(term_timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @hookimpl(trylast=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -90,6 +91,26 @@ class DefaultClusterManager(ClusterManager):
 
     def connect(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
         return default_connect(pid, config)
+
+
+EXIT_TIMEOUT = 5.0
+TERM_TIMEOUT = 5.0
+
+
+def end_process(
+    process: subprocess.Popen[Any], exit_timeout: float = EXIT_TIMEOUT, term_timeout: float = TERM_TIMEOUT
+) -> None:
+    """Julia's LocalManager ladder: wait for a graceful exit, then SIGTERM, then SIGKILL."""
+    try:
+        process.wait(exit_timeout)
+        return
+    except subprocess.TimeoutExpired:
+        process.terminate()
+    try:
+        process.wait(term_timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def worker_command(params: dict[str, Any], *, bind_to: str | None = None, lifeline: bool = False) -> list[str]:

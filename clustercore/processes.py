@@ -230,12 +230,15 @@ def create_worker(manager: ClusterManager, config: WorkerConfig, params: dict[st
 
 
 def _kill_unjoined(manager: ClusterManager, pid: int, config: WorkerConfig) -> None:
+    """A launched process that never joined: kill it now if we hold it, else through its manager."""
     process = config.process
     if process is not None and hasattr(process, "kill"):
         try:
             process.kill()
         except OSError:
             pass
+        return
+    threading.Thread(target=cluster._kill_quietly, args=(manager, pid, config), daemon=True).start()
 
 
 def _peers_for(config: WorkerConfig) -> list[PeerInfo]:

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import subprocess
 from dataclasses import dataclass
 from threading import Condition
 from typing import Any
 
 from clustercore import ClusterManager, WorkerConfig, cluster_cookie
-from clustercore.default_manager import end_process
-from clustercore.managers import worker_command, worker_environment
+from clustercore.managers import end_process, worker_command, worker_environment
+
+from .forkserver import fork_server
+
+START_METHODS = ("forkserver", "spawn")
 
 
 @dataclass
 class LocalManager(ClusterManager):
-    """Start ``np`` workers here; ``restrict=True`` binds them to 127.0.0.1 only."""
+    """Start ``np`` workers here; ``restrict=True`` binds them to 127.0.0.1 only.
+
+    ``start_method="forkserver"`` (the default) forks workers from a warm
+    server process started once per driver; ``"spawn"`` starts a fresh
+    interpreter for each (always used with a custom ``exename``/``exeflags``).
+    """
 
     np: int = 1
     restrict: bool = True
+    start_method: str = "forkserver"
     exit_timeout: float = 15.0
     term_timeout: float = 15.0
 
@@ -27,12 +38,42 @@ class LocalManager(ClusterManager):
             raise ValueError(f"LocalManager needs a positive number of workers, not {self.np!r}")
         if not isinstance(self.restrict, bool):
             raise TypeError("restrict must be True or False")
+        if self.start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {', '.join(START_METHODS)}, not {self.start_method!r}")
 
     def start_workers(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition) -> None:
         bind_to = "127.0.0.1" if self.restrict else "0.0.0.0"
-        argv = worker_command(params, bind_to=bind_to)
         env = {**os.environ, **worker_environment(params)}
+        own_interpreter = params.get("exename") or params.get("exeflags")
+        if self.start_method == "forkserver" and not own_interpreter:
+            self._fork_workers(params, bind_to, env, launched, launch_ntfy)
+        else:
+            self._spawn_workers(params, bind_to, env, launched, launch_ntfy)
+
+    def _fork_workers(
+        self, params: dict[str, Any], bind_to: str, env: dict[str, str], launched: list[WorkerConfig], ntfy: Condition
+    ) -> None:
+        server = fork_server(env)
+        request = {
+            "cookie": cluster_cookie(),
+            "bind_to": bind_to,
+            "env": env,
+            "dir": str(params.get("dir") or os.getcwd()),
+        }
+        for _ in range(self.np):
+            pid, output = server.fork_worker(request)
+            config = WorkerConfig(io=output, ospid=pid, userdata={"forked": True})
+            config.enable_threaded_blas = bool(params.get("enable_threaded_blas"))
+            with ntfy:
+                launched.append(config)
+                ntfy.notify_all()
+
+    def _spawn_workers(
+        self, params: dict[str, Any], bind_to: str, env: dict[str, str], launched: list[WorkerConfig], ntfy: Condition
+    ) -> None:
+        argv = worker_command(params, bind_to=bind_to)
         cookie_line = (cluster_cookie() + "\n").encode()
+        launch_ntfy = ntfy
         for _ in range(self.np):
             process = subprocess.Popen(
                 argv,
@@ -58,3 +99,24 @@ class LocalManager(ClusterManager):
         remote_exit(pid)
         if config.process is not None:
             end_process(config.process, self.exit_timeout, self.term_timeout)
+        elif config.ospid:
+            end_forked_process(config.ospid, self.exit_timeout, self.term_timeout)
+
+
+def end_forked_process(ospid: int, exit_timeout: float, term_timeout: float) -> None:
+    """The exit/SIGTERM/SIGKILL ladder for a worker that is not our child, watched through a pidfd."""
+    try:
+        pidfd = os.pidfd_open(ospid)
+    except ProcessLookupError:
+        return
+    try:
+        for timeout, then in ((exit_timeout, signal.SIGTERM), (term_timeout, signal.SIGKILL)):
+            if select.select([pidfd], [], [], timeout)[0]:
+                return
+            try:
+                signal.pidfd_send_signal(pidfd, then)
+            except ProcessLookupError:
+                return
+        select.select([pidfd], [], [], term_timeout)
+    finally:
+        os.close(pidfd)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Callable
 
 import cloudpickle
@@ -55,3 +60,67 @@ def test_workers_run_in_their_own_session() -> None:
         assert cc.remotecall_fetch(os.getsid, pids[0], 0) != os.getsid(0)
     finally:
         cc.rmprocs(pids)
+
+
+def test_forked_workers_get_their_environment_and_directory(tmp_path: os.PathLike[str]) -> None:
+    pids = cc.addprocs(2, env={"CC_FORKED": "yes"}, dir=str(tmp_path))
+    try:
+        for pid in pids:
+            facts = cc.remotecall_fetch(lambda: (os.getcwd(), os.environ.get("CC_FORKED"), os.getppid()), pid)
+            assert facts[:2] == (str(tmp_path), "yes")
+            assert facts[2] != os.getpid()  # forked by the fork server, not by us
+    finally:
+        cc.rmprocs(pids)
+
+
+def test_spawn_start_method_and_custom_interpreter_flags() -> None:
+    pids = cc.addprocs(LocalManager(np=1, start_method="spawn"))
+    pids += cc.addprocs(1, exeflags=["-X", "utf8"])  # a custom command line always spawns
+    try:
+        assert [cc.remotecall_fetch(os.getppid, p) for p in pids] == [os.getpid(), os.getpid()]
+    finally:
+        cc.rmprocs(pids)
+    with pytest.raises(ValueError, match="start_method"):
+        LocalManager(start_method="vfork")
+
+
+def _gone(ospid: int) -> bool:
+    try:
+        with open(f"/proc/{ospid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_fork_server_ends_with_the_driver(tmp_path: os.PathLike[str]) -> None:
+    out = f"{tmp_path}/pids"
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import os, time, clustercore as cc
+            from clustercore_local import forkserver
+            pid = cc.addprocs(1)[0]
+            server = next(iter(forkserver._servers.values())).process.pid
+            worker = cc.remotecall_fetch(os.getpid, pid)
+            with open({out!r} + ".tmp", "w") as f:
+                f.write(f"{{server}} {{worker}}")
+            os.rename({out!r} + ".tmp", {out!r})
+            time.sleep(600)
+            """),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(out) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the driver writes the file once its worker is up
+        server, worker = (int(p) for p in open(out).read().split())
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        deadline = time.monotonic() + 10
+        while not (_gone(server) and _gone(worker)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # processes that are not our children: no event to wait on
+        assert _gone(server) and _gone(worker)
+    finally:
+        driver.kill()

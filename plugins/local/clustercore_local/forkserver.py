@@ -1,0 +1,146 @@
+"""A warm process that forks workers: start-up without a fresh interpreter each time.
+
+The driver starts one fork server per set of interpreter settings, with the clustercore worker code already
+imported, and talks to it over a Unix socket: each request carries the
+worker's settings and, as an ancillary file descriptor, the pipe its output
+goes to; the answer is the new worker's pid. The server is single-threaded,
+so forking it is safe; it exits when the driver's end of the socket closes,
+and its children exit when the driver's links to them close. The cookie
+travels over the socket, never on a command line.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any
+
+_REQUEST_MAX = 1 << 20
+_PID = struct.Struct("<i")
+
+
+# --- the server ------------------------------------------------------------------------
+
+
+def _serve(control: socket.socket) -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our children
+    from clustercore import calls, message_handlers, worker  # warm: every child starts with these
+
+    del calls, message_handlers
+
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, _REQUEST_MAX, 1)
+        except OSError:
+            return
+        if not data:
+            return  # the driver is gone
+        request = pickle.loads(data)
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            _become_worker(worker, request, fds[0])
+        os.close(fds[0])
+        control.sendall(_PID.pack(pid))
+
+
+def _become_worker(worker: Any, request: dict[str, Any], out_fd: int) -> None:
+    try:
+        os.setsid()  # like start_new_session: a Ctrl-C at the driver's terminal is the driver's alone
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        os.close(null)
+        os.close(out_fd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["dir"])
+        sys.path[0] = request["dir"]  # as for `python -m` started there
+        worker.start_worker(
+            cookie=request["cookie"], bind_to=request["bind_to"], close_stdin=False, stderr_to_stdout=False
+        )
+    except BaseException as exc:  # noqa: BLE001 - a child must never return into the server's loop
+        print(f"clustercore worker failed to start: {exc!r}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+# --- the driver's side -----------------------------------------------------------------
+
+
+def interpreter_settings(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The variables read at interpreter start-up: a fork server serves one set of them."""
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith("PYTHON")))
+
+
+class ForkServer:
+    """The driver's handle on one fork server."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket = mine
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", f"from clustercore_local.forkserver import serve; serve({theirs.fileno()})"],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        theirs.close()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def fork_worker(self, request: dict[str, Any]) -> tuple[int, Any]:
+        """Start a worker; returns its pid and the stream its output comes on."""
+        read_end, write_end = os.pipe()
+        try:
+            with self._lock:
+                socket.send_fds(self._socket, [pickle.dumps(request)], [write_end])
+                answer = b""
+                while len(answer) < _PID.size:
+                    chunk = self._socket.recv(_PID.size - len(answer))
+                    if not chunk:
+                        raise ConnectionError("the clustercore fork server exited")
+                    answer += chunk
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        return _PID.unpack(answer)[0], os.fdopen(read_end, "rb")
+
+    def close(self) -> None:
+        self._socket.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_servers: dict[tuple[tuple[str, str], ...], ForkServer] = {}
+_servers_lock = threading.Lock()
+
+
+def fork_server(env: dict[str, str]) -> ForkServer:
+    """The fork server for workers with this environment, started on first use (again if it died)."""
+    key = interpreter_settings(env)
+    with _servers_lock:
+        server = _servers.get(key)
+        if server is None or not server.alive():
+            server = _servers[key] = ForkServer(env)
+        return server
+
+
+def serve(fd: int) -> None:
+    """The fork server's main: serve the driver on the socket ``fd`` until it closes."""
+    _serve(socket.socket(fileno=fd))
