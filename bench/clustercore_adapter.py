@@ -23,13 +23,28 @@ from typing import Any
 from bench.peers import Peer, Session, Skip
 
 
+def _stop_fork_servers() -> None:
+    """Make the next addprocs start from nothing (a driver's first addprocs)."""
+    try:
+        from clustercore_local import forkserver
+    except ImportError:
+        return
+    with forkserver._servers_lock:
+        servers = list(forkserver._servers.values())
+        forkserver._servers.clear()
+    for server in servers:
+        server.close()
+
+
 class _ClustercoreSession(Session):
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, cold: bool = False) -> None:
         super().__init__(n)
         import clustercore
 
         cc: Any = clustercore
         self.cc = cc
+        if cold:
+            _stop_fork_servers()
         self.pids: list[int] = list(cc.addprocs(n))
         if len(self.pids) != n:
             added = self.pids
@@ -73,3 +88,14 @@ class Clustercore(Peer):
 
     def start(self, n: int) -> Session:
         return _ClustercoreSession(n)
+
+
+class ClustercoreCold(Clustercore):
+    """Start-up only: the driver's first addprocs, fork server included."""
+
+    name = "clustercore (cold)"
+    description = "clustercore, first addprocs of a driver (fork server started too)"
+    startup_only = True
+
+    def start(self, n: int) -> Session:
+        return _ClustercoreSession(n, cold=True)

@@ -311,10 +311,11 @@ class Ray(Peer):
 
 def all_peers() -> list[Peer]:
     """Every peer this suite knows, in report order (clustercore first)."""
-    from bench.clustercore_adapter import Clustercore
+    from bench.clustercore_adapter import Clustercore, ClustercoreCold
 
     return [
         Clustercore(),
+        ClustercoreCold(),
         MultiprocessingPool(),
         ProcessPool("spawn"),
         ProcessPool("fork"),

@@ -283,14 +283,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str]]:
         )
     st = results.get("startup")
     if st is not None:
-        cc, ppe = _get(st.get(CC), "seconds"), _get(st.get("PPE(spawn)"), "seconds")
-        r = ratio(cc, ppe)
-        out.append(
-            (
-                "start-up: clustercore faster than PPE(spawn)",
-                verdict(None if r is None else r < 1, _x(r)),
+        ppe = _get(st.get("PPE(spawn)"), "seconds")
+        for name, label in ((CC, "warm fork server"), ("clustercore (cold)", "a driver's first addprocs")):
+            r = ratio(_get(st.get(name), "seconds"), ppe)
+            out.append(
+                (
+                    f"start-up ({label}): clustercore faster than PPE(spawn)",
+                    verdict(None if r is None else r < 1, _x(r)),
+                )
             )
-        )
     thr = results.get("throughput")
     if thr is not None:
         cc_cell = thr.get(CC) or {}

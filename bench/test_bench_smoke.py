@@ -119,7 +119,7 @@ def test_target_verdicts() -> None:
     assert verdicts["latency pinned: clustercore <= 2x floor"].startswith("NOT met (2.50x")
     assert verdicts["latency pinned: clustercore below every peer"].startswith("NOT met")
     assert verdicts["bandwidth: clustercore >= 50% of raw socket (reused buffer)"].startswith("met (0.60x")
-    assert verdicts["start-up: clustercore faster than PPE(spawn)"].startswith("NOT met (2.00x")
+    assert verdicts["start-up (warm fork server): clustercore faster than PPE(spawn)"].startswith("NOT met (2.00x")
     auto = "throughput: pmap(batch_size='auto') >= best of Pool/PPE/loky"
     assert verdicts[auto].startswith("met (2.00x vs mp.Pool chunksize=1000")
     assert verdicts["throughput: pmap(batch_size=1) > Pool.map(chunksize=1)"].startswith("NOT met")
