@@ -31,6 +31,29 @@ import clustercore as cc
 from clustercore import cluster
 
 
+def pid_alive(ospid: int) -> bool:
+    """Whether a process of this machine runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{ospid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until_gone(ospids: list[int], timeout: float = 10.0) -> list[int]:
+    """The os pids still alive after ``timeout`` seconds.
+
+    It polls /proc: there is no event for the exit of a process that is not
+    our child.
+    """
+    deadline = time.monotonic() + timeout
+    alive = [p for p in ospids if pid_alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if pid_alive(p)]
+    return alive
+
+
 def _whereabouts() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
@@ -59,15 +82,7 @@ class ManagerConformance:
         """Whether a worker process still runs; the default sees only this host."""
         if hostname != socket.gethostname():
             pytest.skip("override process_alive to check processes on other hosts")
-        try:
-            os.kill(ospid, 0)
-        except ProcessLookupError:
-            return False
-        try:
-            with open(f"/proc/{ospid}/stat") as stat:
-                return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-        except OSError:
-            return False
+        return pid_alive(ospid)
 
     def wait_gone(self, places: list[tuple[str, int]], timeout: float | None = None) -> list[tuple[str, int]]:
         deadline = time.monotonic() + (timeout or self.exit_timeout)
@@ -156,4 +171,4 @@ class ManagerConformance:
         assert cc.procs() == [1]
 
 
-__all__ = ["ManagerConformance"]
+__all__ = ["ManagerConformance", "pid_alive", "wait_until_gone"]

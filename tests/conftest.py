@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
 
 import cloudpickle
@@ -11,6 +9,7 @@ import pytest
 
 import clustercore as cc
 from clustercore.cluster import PGRP
+from clustercore.testing import wait_until_gone
 
 
 @pytest.fixture(autouse=True)
@@ -19,28 +18,6 @@ def _ship_test_modules_by_value(request: pytest.FixtureRequest) -> None:
     module = request.module
     if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
         cloudpickle.register_pickle_by_value(module)
-
-
-def pid_alive(ospid: int) -> bool:
-    try:
-        os.kill(ospid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{ospid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_until_gone(ospids: list[int], timeout: float = 10.0) -> list[int]:
-    """Os pids still alive after ``timeout`` (polls /proc: there is no event for another process's exit)."""
-    deadline = time.monotonic() + timeout
-    alive = [p for p in ospids if pid_alive(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [p for p in alive if pid_alive(p)]
-    return alive
 
 
 def worker_ospids() -> list[int]:

@@ -14,8 +14,8 @@ import pytest
 
 import clustercore as cc
 from clustercore.managers import worker_command, worker_environment
+from clustercore.testing import wait_until_gone
 
-from .conftest import wait_until_gone
 from .uds_manager import UDSManager
 
 

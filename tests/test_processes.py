@@ -13,8 +13,7 @@ import pytest
 
 import clustercore as cc
 from clustercore import cluster
-
-from .conftest import pid_alive, wait_until_gone
+from clustercore.testing import pid_alive, wait_until_gone
 
 
 def test_no_workers_yet(fresh: None) -> None:

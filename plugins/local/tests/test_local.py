@@ -15,7 +15,7 @@ import pytest
 from clustercore_local import LocalManager
 
 import clustercore as cc
-from clustercore.testing import ManagerConformance
+from clustercore.testing import ManagerConformance, wait_until_gone
 
 
 @pytest.fixture(autouse=True)
@@ -84,14 +84,6 @@ def test_spawn_start_method_and_custom_interpreter_flags() -> None:
         LocalManager(start_method="vfork")
 
 
-def _gone(ospid: int) -> bool:
-    try:
-        with open(f"/proc/{ospid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def test_fork_server_ends_with_the_driver(tmp_path: os.PathLike[str]) -> None:
     out = f"{tmp_path}/pids"
     driver = subprocess.Popen(
@@ -118,9 +110,6 @@ def test_fork_server_ends_with_the_driver(tmp_path: os.PathLike[str]) -> None:
         server, worker = (int(p) for p in open(out).read().split())
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        deadline = time.monotonic() + 10
-        while not (_gone(server) and _gone(worker)) and time.monotonic() < deadline:
-            time.sleep(0.05)  # processes that are not our children: no event to wait on
-        assert _gone(server) and _gone(worker)
+        assert wait_until_gone([server, worker]) == []
     finally:
         driver.kill()

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from clustercore import testing
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 INFRA = Path(os.environ.get("CLUSTERCORE_SHARED_INFRA", REPO.parent / "shared" / "infra"))
@@ -71,22 +73,9 @@ def wait_queue_empty(timeout: float = 30.0) -> list[str]:
     return jobs
 
 
-def pid_alive(ospid: int) -> bool:
-    try:
-        with open(f"/proc/{ospid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def wait_until_gone(ospids: list[int], timeout: float = 20.0) -> list[int]:
     """OS pids still alive after ``timeout`` (the simulated nodes share this machine's pid space)."""
-    deadline = time.monotonic() + timeout
-    alive = [p for p in ospids if pid_alive(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [p for p in alive if pid_alive(p)]
-    return alive
+    return testing.wait_until_gone(ospids, timeout)
 
 
 # --- drivers run inside an allocation -------------------------------------------------

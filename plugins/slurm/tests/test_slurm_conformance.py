@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 from clustercore_slurm import SlurmManager
-from slurm_testing import pid_alive
 
 import clustercore as cc
-from clustercore.testing import ManagerConformance
+from clustercore.testing import ManagerConformance, pid_alive
 
 
 class TestSlurmConformance(ManagerConformance):
