@@ -93,11 +93,13 @@ def test_rmprocs_timeout_raises(fresh: None) -> None:
     from clustercore_local import LocalManager
 
     (pid,) = cc.addprocs(LocalManager(np=1, exit_timeout=30, term_timeout=30))
+    ospid = cc.remotecall_fetch(os.getpid, pid)
     cc.remotecall_fetch(lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN), pid)
     cc.remotecall_fetch(lambda: __import__("atexit").register(time.sleep, 60), pid)  # exits slowly
     with pytest.raises(TimeoutError, match="not removed within"):
         cc.rmprocs(pid, waitfor=0.5)
-    os.kill(cc.remotecall_fetch(os.getpid, pid) if pid in cc.procs() else 0, signal.SIGKILL)
+    os.kill(ospid, signal.SIGKILL)  # end it now rather than after the ladder's 60 s
+    assert wait_until_gone([ospid]) == []
 
 
 def test_interrupt_stops_only_the_call_in_flight(two: list[int]) -> None:
