@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import pickle
 import socket
 import threading
@@ -290,14 +289,14 @@ def send_with_waiter(
     waiter = Waiter(pid)
     wid = PGRP.next_waiter_id()
     ref = (PGRP.myid, wid)
-    conn.waiters[wid] = waiter  # type: ignore[attr-defined]
+    conn.waiters[wid] = waiter
     try:
         if notify_waiter:
             conn.send_frame(msg_type, payload, buffers, response=response, notify=ref)
         else:
             conn.send_frame(msg_type, payload, buffers, response=ref)
     except ConnectionClosed as exc:
-        conn.waiters.pop(wid, None)  # type: ignore[attr-defined]
+        conn.waiters.pop(wid, None)
         raise ProcessExitedException(pid, str(exc)) from None
     if conn.closed:  # closed while we registered: make sure nobody waits forever
         fail_waiters(conn)
@@ -341,7 +340,7 @@ def open_connection_to_peer(w: Worker) -> Connection:
     instream, outstream = manager.connect(w.id, WorkerConfig(connect_at=w.connect_at))
     transport = make_transport(instream, outstream)
     connect_handshake(transport, cluster_cookie())
-    conn = new_connection(transport, w.id)
+    conn = Connection(transport, w.id)
     conn.send_frame(MsgType.IDENTIFY_SOCKET, pickle.dumps(PGRP.myid))
     ack = conn.read_frame()
     if ack is None or ack.msg_type != MsgType.IDENTIFY_ACK:
@@ -352,13 +351,6 @@ def open_connection_to_peer(w: Worker) -> Connection:
 
 
 # --- connections ------------------------------------------------------------------------
-
-
-def new_connection(transport: Any, peer: int = 0) -> Connection:
-    conn = Connection(transport, peer)
-    conn.waiters = {}  # type: ignore[attr-defined]
-    conn.functions = {}  # type: ignore[attr-defined]  # CALL_BATCH functions, by id
-    return conn
 
 
 def attach_connection(w: Worker, conn: Connection) -> None:
@@ -396,7 +388,7 @@ def take_gc_frames(w: Worker) -> list[Any]:
 
 
 def fail_waiters(conn: Connection) -> None:
-    waiters = conn.waiters  # type: ignore[attr-defined]
+    waiters = conn.waiters
     while waiters:
         _, waiter = waiters.popitem()
         waiter.set(ProcessExitedException(conn.peer, conn.close_reason), failed=True)
@@ -470,7 +462,3 @@ def add_peers(peers: list[PeerInfo]) -> None:
             if peer.pid == PGRP.myid or peer.pid in PGRP.workers or peer.pid in PGRP.exited:
                 continue
             PGRP.workers[peer.pid] = Worker(peer.pid, peer.connect_at, peer.hostname)
-
-
-def getpid() -> int:
-    return os.getpid()

@@ -1,4 +1,4 @@
-"""One authenticated link to a peer: framed sends under a lock, a reader thread."""
+"""One authenticated link to a peer: framed sends under a lock, and what waits on it."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ class Connection:
         self._before_send: Callable[[], list[Any]] | None = None
         self._corked_by = 0  # a thread whose sends wait in _pending until it uncorks
         self._pending: list[Any] = []
+        self.waiters: dict[int, Any] = {}  # RESULT targets by waiter id: objects with .set(value, failed)
+        self.functions: dict[int, Any] = {}  # CALL_BATCH functions by id, newest last
 
     def set_before_send(self, fn: Callable[[], list[Any]]) -> None:
         """``fn`` returns frames to send ahead of the next message (GC batches)."""

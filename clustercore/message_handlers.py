@@ -26,6 +26,7 @@ from .wire import serialize
 from .wire.framing import FLAG_ERROR, Frame
 
 log = logging.getLogger(__name__)
+_CALLS = frozenset({MsgType.CALL, MsgType.CALL_FETCH, MsgType.CALL_WAIT, MsgType.REMOTE_DO})
 
 
 def handle_msg(conn: Connection, frame: Frame) -> Callable[[], None] | None:
@@ -33,7 +34,7 @@ def handle_msg(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     kind = frame.msg_type
     if kind == MsgType.RESULT:
         _handle_result(conn, frame)
-    elif kind in (MsgType.CALL, MsgType.CALL_FETCH, MsgType.CALL_WAIT, MsgType.REMOTE_DO):
+    elif kind in _CALLS:
         return _handle_call(conn, frame)
     elif kind == MsgType.GC:
         apply_gc_ops(pickle.loads(frame.payload))
@@ -49,7 +50,7 @@ def handle_msg(conn: Connection, frame: Frame) -> Callable[[], None] | None:
 
 
 def _handle_result(conn: Connection, frame: Frame) -> None:
-    waiter = conn.waiters.pop(frame.response[1], None)  # type: ignore[attr-defined]
+    waiter = conn.waiters.pop(frame.response[1], None)
     if waiter is None:
         return
     try:
@@ -86,7 +87,7 @@ _FUNCTIONS_PER_LINK = 64
 
 def _define_function(conn: Connection, frame: Frame) -> None:
     """Keep a function for later CALL_BATCH messages on this link (the newest 64)."""
-    functions = conn.functions  # type: ignore[attr-defined]
+    functions = conn.functions
     try:
         fid, f = serialize.loads(frame.payload, frame.buffers)
     except BaseException as exc:  # noqa: BLE001 - every call that uses it will report this
@@ -113,7 +114,7 @@ def run_batch(f: Callable[..., Any], batch: list[Any], star: bool) -> tuple[list
 def _handle_batch(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     response = frame.response
     star, fid = frame.notify
-    f = conn.functions.get(fid)  # type: ignore[attr-defined]
+    f = conn.functions.get(fid)
     try:
         if f is None:
             raise LookupError(f"function {fid} was not defined on this link (or was evicted)")

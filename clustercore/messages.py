@@ -49,9 +49,6 @@ class MsgType(IntEnum):
     CALL_BATCH = 13
 
 
-CALL_TYPES = frozenset({MsgType.CALL, MsgType.CALL_FETCH, MsgType.CALL_WAIT, MsgType.REMOTE_DO})
-
-
 @dataclass
 class PeerInfo:
     """What a process needs to reach another worker."""

@@ -21,6 +21,7 @@ from typing import Any
 from . import cluster
 from .calls import call_fetch_async
 from .cluster import PGRP, Worker, WorkerState
+from .connection import Connection
 from .errors import ProcessExitedException
 from .managers import ClusterManager, WorkerConfig, forward_worker_output, worker_timeout
 from .messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
@@ -195,7 +196,7 @@ def create_worker(manager: ClusterManager, config: WorkerConfig, params: dict[st
     transport = make_transport(instream, outstream)
     try:
         connect_handshake(transport, cluster.cluster_cookie(), deadline=timeout)
-        conn = cluster.new_connection(transport, pid)
+        conn = Connection(transport, pid)
         join = JoinPGRP(
             self_pid=pid,
             peers=_peers_for(config),

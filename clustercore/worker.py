@@ -154,7 +154,7 @@ def process_messages(r_stream: Any, w_stream: Any, incoming: bool = True) -> Non
             from .wire.handshake import connect_handshake
 
             connect_handshake(transport, cluster.cluster_cookie())
-        conn = cluster.new_connection(transport)
+        conn = Connection(transport)
         transport.set_timeout(worker_timeout())
         first = conn.read_frame()
         transport.set_timeout(None)
