@@ -22,6 +22,7 @@ the next message to the owner.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Generator
@@ -111,11 +112,12 @@ _flusher: threading.Thread | None = None
 
 
 def _queue_gc(owner: int, rrid: RRID, pid: int, delta: int) -> None:
-    """Re-entrant (safe in ``__del__``): queue a count change for the owner."""
+    """Re-entrant (safe in ``__del__``): queue a count change for the owner.
+
+    It starts no thread: the flusher is started when the first reference is made.
+    """
     _GC_QUEUE.put((owner, rrid, pid, delta))
     _GC_DOORBELL.put(None)
-    if _flusher is None:
-        _start_flusher()
 
 
 def _start_flusher() -> None:
@@ -192,6 +194,8 @@ class AbstractRemoteRef:
         self.whence, self.id = rrid
         self._counted = counted
         _local_refs[rrid] = self
+        if _flusher is None:
+            _start_flusher()
 
     @classmethod
     def _new(cls, where: int, rrid: RRID | None = None, counted: bool = True) -> Any:
@@ -203,8 +207,8 @@ class AbstractRemoteRef:
     def rrid(self) -> RRID:
         return RRID(self.whence, self.id)
 
-    def __del__(self) -> None:
-        if getattr(self, "_counted", False):
+    def __del__(self, _finalizing: Any = sys.is_finalizing) -> None:  # bound now: globals go at exit
+        if getattr(self, "_counted", False) and not _finalizing():
             self._counted = False
             try:
                 _queue_gc(self.where, RRID(self.whence, self.id), PGRP.myid, -1)

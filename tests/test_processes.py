@@ -254,3 +254,16 @@ def test_worker_timeout_variable_is_validated(fresh: None, monkeypatch: pytest.M
     monkeypatch.setenv("CLUSTERCORE_WORKER_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="CLUSTERCORE_WORKER_TIMEOUT"):
         cc.addprocs(1)
+
+
+def test_a_driver_holding_references_exits_promptly() -> None:
+    """References still alive at interpreter exit must not start threads or hang."""
+    result = _run_driver("""
+        import clustercore as cc
+        pids = cc.addprocs(2)
+        kept = [cc.remotecall(lambda: 1, pids[0]), cc.RemoteChannel(pids[1]), cc.WorkerPool(pids)]
+        print(cc.pmap(lambda x: x * 2, range(8), progress=True))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[0, 2, 4, 6, 8, 10, 12, 14]"
+    assert "Exception ignored" not in result.stderr
