@@ -1,0 +1,126 @@
+"""One worker pod's life after launch: register, the pod ending by itself, removal.
+
+When a pod ends on its own (OOMKilled, Evicted, deleted, crashed) its
+worker's link is closed with the pod's termination reason, so the futures
+waiting on it raise ``ProcessExitedException`` naming it. Both the watch
+(the pod's status changed) and the link (the connection dropped, see
+:mod:`~clustercore_k8s.podsocket`) lead here; whichever comes first wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from clustercore import ProcessExitedException, WorkerConfig, cluster
+
+from .errors import K8sError
+from .podspec import LABEL_PID
+from .tracker import PodState
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger(__name__)
+EXIT_GRACE = 5.0  # a removed worker's time to exit by itself before its pod is deleted
+REASON_WAIT = 10.0  # after a link drops, how long to wait for the pod's status to say why
+GONE_TIMEOUT = 60.0  # how long removal waits for the API server to delete the pod
+
+
+def session_of(config: WorkerConfig) -> Session | None:
+    """The session a worker's pod belongs to (kept in its ``WorkerConfig.process``)."""
+    handle = config.process
+    return handle.session if isinstance(handle, PodHandle) else None
+
+
+def register(session: Session, pid: int, config: WorkerConfig) -> None:
+    """Label the pod with its worker's pid; a pod that already ended takes its worker with it."""
+    state: PodState = config.userdata
+    state.pid = pid
+    try:
+        session.api.label_pod(state.name, {LABEL_PID: str(pid)})
+    except K8sError as exc:
+        log.warning("could not label pod %s with its worker pid %d: %s", state.name, pid, exc)
+    pod_ended(state)  # it may have ended (or started being deleted) while the worker joined
+
+
+def pod_ended(state: PodState) -> None:
+    """From the watch: a registered worker's pod ended without being asked to."""
+    if state.pid is None or state.removing or state.ended is None:
+        return
+    threading.Thread(
+        target=end_worker, args=(state.pid, state.ended), name=f"clustercore-k8s-end-{state.pid}", daemon=True
+    ).start()
+
+
+def link_dropped(session: Session, state: PodState, pid: int) -> None:
+    """From the link: it dropped. If the pod is ending, close the link with the pod's reason."""
+    if state.removing:
+        return
+    session.tracker.wait(state, lambda s: s.ended is not None or s.removing, REASON_WAIT)
+    if state.ended is not None and not state.removing:
+        close_link(pid, state.ended)
+
+
+def close_link(pid: int, reason: str) -> None:
+    """Close worker ``pid``'s link with ``reason`` (what its failed futures will say)."""
+    try:
+        w = cluster.worker_from_id(pid)
+    except (ValueError, ProcessExitedException):
+        return
+    if w.conn is not None:
+        w.conn.close(reason)
+
+
+def end_worker(pid: int, reason: str) -> None:
+    """The worker's pod is gone: fail its futures with ``reason`` and forget it."""
+    close_link(pid, reason)
+    cluster.deregister_worker(pid, reason)
+
+
+def kill(session: Session, pid: int, config: WorkerConfig) -> None:
+    """Ask the worker to exit, then delete its pod and wait until the API server has removed it."""
+    from clustercore.processes import remote_exit
+
+    state: PodState = config.userdata
+    session.tracker.mark_removing(state)
+    remote_exit(pid)
+    session.tracker.wait(state, lambda s: s.ended is not None or s.gone, EXIT_GRACE)
+    delete_and_wait(session, state)
+
+
+def delete_and_wait(session: Session, state: PodState) -> None:
+    """Delete the pod (at once if it has ended) and wait for the DELETED event."""
+    session.tracker.mark_removing(state)
+    try:
+        present = session.api.delete_pod(state.name, grace_seconds=0 if state.ended else None)
+    except K8sError as exc:
+        log.warning("could not delete pod %s: %s", state.name, exc)
+        return
+    if present and not session.tracker.wait(state, lambda s: s.gone, GONE_TIMEOUT):
+        log.warning("pod %s/%s was not deleted within %g s", session.namespace, state.name, GONE_TIMEOUT)
+
+
+def finalize(session: Session, config: WorkerConfig) -> None:
+    state: PodState = config.userdata
+    io = config.io
+    if io is not None and hasattr(io, "close") and not state.gone:
+        io.close()
+    session.release(state.name)
+
+
+class PodHandle:
+    """``WorkerConfig.process``: the core calls ``kill()`` when a worker fails to join."""
+
+    def __init__(self, session: Session, state: PodState) -> None:
+        self.session = session
+        self.state = state
+
+    def kill(self) -> None:
+        self.session.tracker.mark_removing(self.state)
+        threading.Thread(target=self._remove, name=f"clustercore-k8s-unjoined-{self.state.name}", daemon=True).start()
+
+    def _remove(self) -> None:
+        delete_and_wait(self.session, self.state)
+        self.session.release(self.state.name)

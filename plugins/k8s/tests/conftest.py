@@ -1,0 +1,122 @@
+"""Fixtures around the fake Kubernetes API server (see ``fake_apiserver/README.md``).
+
+- ``fake_k8s``: a started ``FakeApiServer``; on teardown it is stopped and the test fails if
+  any process it started is still alive or the fake hit an internal error.
+- ``k8s_client`` / ``k8s_core``: ``kubernetes.client.ApiClient`` / ``CoreV1Api`` on its http URL.
+- ``k8s_kubeconfig``: a kubeconfig file for it (``load_kube_config(config_file=...)``).
+- ``k8s_incluster``: the environment of a pod (``KUBERNETES_SERVICE_HOST/PORT`` and the service
+  account files) so that ``kubernetes.config.load_incluster_config()`` reaches it over https.
+
+Watch-driven wait helpers live in ``fake_apiserver.clientside``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from kubernetes.config import incluster_config
+
+if str(Path(__file__).parent) not in sys.path:  # also importable under --import-mode=importlib
+    sys.path.insert(0, str(Path(__file__).parent))
+from fake_apiserver import FakeApiServer, InClusterFiles
+
+
+@pytest.fixture
+def fake_k8s() -> Iterator[FakeApiServer]:
+    """A running fake API server; checks for leaked processes and internal errors afterwards."""
+    server = FakeApiServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    leftover = server.leftover_pids()
+    assert not leftover, f"fake kubelet left processes behind: {leftover}"
+    assert not server.internal_errors, f"fake-apiserver internal errors: {server.internal_errors}"
+
+
+@pytest.fixture
+def k8s_client(fake_k8s: FakeApiServer) -> Iterator[client.ApiClient]:
+    """An ``ApiClient`` configured for ``fake_k8s`` (http + bearer token)."""
+    with client.ApiClient(fake_k8s.configuration()) as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def k8s_core(k8s_client: client.ApiClient) -> client.CoreV1Api:
+    """``CoreV1Api`` on ``k8s_client``."""
+    return client.CoreV1Api(k8s_client)
+
+
+@pytest.fixture
+def k8s_kubeconfig(fake_k8s: FakeApiServer, tmp_path: Path) -> Path:
+    """Path of a kubeconfig for ``fake_k8s`` (context ``fake``, namespace ``default``)."""
+    return fake_k8s.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture
+def k8s_incluster(fake_k8s: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InClusterFiles:
+    """Make this process look like it runs in a pod of ``fake_k8s`` (https, service-account token)."""
+    files = fake_k8s.write_incluster_files(tmp_path / "serviceaccount")
+    for key, value in files.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(files.token_file))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(files.ca_file))
+    return files
+
+
+# --- fixtures of the plugin's own tests (clustercore_k8s) -----------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _ship_test_modules_by_value(request: pytest.FixtureRequest) -> None:
+    """Workers cannot import test modules: send their functions by value, as for ``__main__``."""
+    import cloudpickle
+
+    import clustercore.testing
+
+    for module in (request.module, clustercore.testing):
+        if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
+            cloudpickle.register_pickle_by_value(module)
+
+
+@pytest.fixture
+def k8s_clean(fake_k8s: FakeApiServer, k8s_core: client.CoreV1Api) -> Iterator[None]:
+    """No workers before; afterwards every worker is removed and no pod or Secret of the plugin is left."""
+    from k8s_testing import wait_none_left
+
+    import clustercore as cc
+
+    assert cc.nprocs() == 1, f"a previous test left workers: {cc.workers()}"
+    try:
+        yield
+    finally:
+        if cc.nprocs() > 1:
+            cc.rmprocs(cc.workers(), waitfor=60)
+    assert wait_none_left(k8s_core) == ([], [])
+    from clustercore_k8s import session
+
+    assert not session._open, "a cluster's session (watch, API connection) is still open"
+
+
+@pytest.fixture
+def outside(k8s_clean: None, k8s_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The driver runs outside the cluster: a kubeconfig in ``KUBECONFIG``, no pod environment."""
+    for var in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "POD_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(k8s_kubeconfig))
+    return k8s_kubeconfig
+
+
+@pytest.fixture
+def inside(
+    k8s_clean: None, k8s_incluster: InClusterFiles, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> InClusterFiles:
+    """The driver runs in a pod (service account, no kubeconfig), but not in one the server knows."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("POD_NAME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    return k8s_incluster
