@@ -203,13 +203,28 @@ def read_worker_host_port(pid: int, config: WorkerConfig, timeout: float | None 
     return forward_worker_output(pid, config.io).wait_address(worker_timeout() if timeout is None else timeout)
 
 
+KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}  # a vanished host is noticed in ~1 min
+
+
+def enable_keepalive(sock: socket.socket) -> None:
+    """TCP keepalive, so a link to a host that vanished (no FIN, no RST) ends too."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass  # not a TCP socket, or the platform lacks the options: nothing to do
+
+
 def connect_to_worker(host: str, port: int, timeout: float | None = None) -> socket.socket:
-    """A TCP connection to a worker; a clear ``ConnectionError`` if it fails."""
+    """A TCP connection to a worker, with keepalive; a clear ``ConnectionError`` if it fails."""
     try:
         sock = socket.create_connection((host, port), timeout=worker_timeout() if timeout is None else timeout)
     except OSError as exc:
         raise ConnectionError(f"cannot connect to worker at {host}:{port}: {exc}") from exc
     sock.settimeout(None)
+    enable_keepalive(sock)
     return sock
 
 

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger(__name__)
-KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}  # a vanished node is noticed in ~1 min
 
 
 class PodSocket(socket.socket):
@@ -61,8 +60,7 @@ def connect(session: Session, pid: int, config: WorkerConfig) -> tuple[PodSocket
     if host is None or port is None:
         raise ConnectionError(f"worker {pid}: pod {state.name} has no pod IP or port")
     if session.direct:
-        raw = connect_to_worker(host, port)
-        _keepalive(raw)
+        raw = connect_to_worker(host, port)  # with keepalive
         sock = PodSocket(fileno=raw.detach())
     else:
         forward = session.api.port_forward(state.name, port)
@@ -71,13 +69,3 @@ def connect(session: Session, pid: int, config: WorkerConfig) -> tuple[PodSocket
     sock.on_drop = lambda: link_dropped(session, state, pid)
     config.connect_at = (host, port)  # workers reach each other at their pod IPs
     return sock, sock
-
-
-def _keepalive(sock: socket.socket) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in KEEPALIVE.items():
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-    except OSError as exc:
-        log.debug("could not set TCP keepalive: %s", exc)

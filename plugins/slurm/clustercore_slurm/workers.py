@@ -14,15 +14,13 @@ from .manager import SlurmManager
 log = logging.getLogger(__name__)
 
 EXIT_GRACE = 5.0  # how long a removed worker gets to exit before its process is killed on its node
-KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}  # a dead node is noticed in ~1 min
 
 
 def connect(manager: SlurmManager, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
-    """The core's TCP connect, plus keepalive, and the socket remembered so a dead task's link can be cut."""
+    """The core's TCP connect (with keepalive), the socket remembered so a dead task's link can be cut."""
     instream, outstream = defaults.connect(manager, pid, config)
     found = manager.steps.lookup(config)
     if isinstance(instream, socket.socket):
-        _keepalive(instream)
         if found is not None:
             step, task = found
             with step.changed:
@@ -65,13 +63,3 @@ def kill(manager: SlurmManager, pid: int, config: WorkerConfig) -> None:
     step.kill_task(task, EXIT_GRACE)
     manager.steps.release(step, task, wait=True)
     manager.steps.forget(config)
-
-
-def _keepalive(sock: socket.socket) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in KEEPALIVE.items():
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-    except OSError as exc:
-        log.debug("could not set TCP keepalive: %s", exc)
