@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from threading import Condition
 from typing import IO, Any
@@ -137,6 +138,16 @@ def worker_environment(params: dict[str, Any]) -> dict[str, str]:
 
 # --- the worker's output and its address line ---------------------------------------
 
+_output_watchers: list[Callable[[str], None]] = []
+
+
+def emit_worker_output(text: str) -> None:
+    """Print one forwarded line (``From worker N:\t...``) on stdout; watchers see it too."""
+    for watcher in tuple(_output_watchers):
+        watcher(text)
+    print(text, flush=True)
+
+
 _forwarders: dict[int, OutputForwarder] = {}
 _forwarders_lock = threading.Lock()
 
@@ -168,7 +179,7 @@ class OutputForwarder:
                         continue
                     self.seen.append(line)
                     del self.seen[:-50]
-                print(f"From worker {self.pid}:\t{line}", flush=True)
+                emit_worker_output(f"From worker {self.pid}:\t{line}")
         except (OSError, ValueError):
             pass
         finally:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -52,6 +54,37 @@ def wait_until_gone(ospids: list[int], timeout: float = 10.0) -> list[int]:
         time.sleep(0.05)
         alive = [p for p in alive if pid_alive(p)]
     return alive
+
+
+class OutputLog:
+    """Forwarded worker output lines, collected as they are printed."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, text: str) -> None:
+        with self._changed:
+            self.lines.append(text)
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> bool:
+        """Whether a line containing ``text`` was printed within ``timeout`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout)
+
+
+@contextmanager
+def worker_output() -> Iterator[OutputLog]:
+    """Collect the worker output printed while the block runs (no race with stdout capture)."""
+    from . import managers
+
+    log = OutputLog()
+    managers._output_watchers.append(log)
+    try:
+        yield log
+    finally:
+        managers._output_watchers.remove(log)
 
 
 def _whereabouts() -> tuple[str, int]:
@@ -119,16 +152,11 @@ class ManagerConformance:
             cc.remotecall_fetch(lambda: 1 / 0, w)
         assert info.value.pid == w and str(info.value).startswith(f"On worker {w}:")
 
-    def test_output_is_forwarded_with_the_worker_pid(
-        self, workers: list[int], capfd: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_output_is_forwarded_with_the_worker_pid(self, workers: list[int]) -> None:
         w = workers[0]
-        cc.remotecall_fetch(lambda: print("conformance says hi", flush=True), w)
-        text, deadline = "", time.monotonic() + 15
-        while f"From worker {w}:" not in text and time.monotonic() < deadline:
-            time.sleep(0.05)  # the line travels through the manager's output stream
-            text += capfd.readouterr().out
-        assert f"From worker {w}:" in text and "conformance says hi" in text
+        with worker_output() as out:
+            cc.remotecall_fetch(lambda: print("conformance says hi", flush=True), w)
+            assert out.wait_for(f"From worker {w}:\tconformance says hi")
 
     def test_interrupt_stops_the_call_and_the_worker_lives(self, workers: list[int]) -> None:
         w = workers[0]
@@ -171,4 +199,4 @@ class ManagerConformance:
         assert cc.procs() == [1]
 
 
-__all__ = ["ManagerConformance", "pid_alive", "wait_until_gone"]
+__all__ = ["ManagerConformance", "OutputLog", "pid_alive", "wait_until_gone", "worker_output"]

@@ -13,7 +13,7 @@ import pytest
 
 import clustercore as cc
 from clustercore import cluster
-from clustercore.testing import pid_alive, wait_until_gone
+from clustercore.testing import pid_alive, wait_until_gone, worker_output
 
 
 def test_no_workers_yet(fresh: None) -> None:
@@ -159,17 +159,13 @@ def test_a_worker_killed_mid_call_releases_every_waiter(two: list[int]) -> None:
     assert cc.remotecall_fetch(cc.myid, two[1]) == two[1]
 
 
-def test_worker_output_is_forwarded_with_its_pid(two: list[int], capfd: pytest.CaptureFixture[str]) -> None:
+def test_worker_output_is_forwarded_with_its_pid(two: list[int]) -> None:
     w = two[1]
-    cc.remotecall_fetch(lambda: print("hello from a worker"), w)
-    cc.remotecall_fetch(lambda: print("to stderr", file=sys.stderr), w)
-    deadline = time.monotonic() + 10
-    text = ""
-    while text.count("From worker") < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)  # lines travel through the worker's stdout pipe to a reader thread
-        text += capfd.readouterr().out
-    assert f"From worker {w}:\thello from a worker" in text
-    assert f"From worker {w}:\tto stderr" in text
+    with worker_output() as out:
+        cc.remotecall_fetch(lambda: print("hello from a worker"), w)
+        cc.remotecall_fetch(lambda: print("to stderr", file=sys.stderr), w)
+        assert out.wait_for(f"From worker {w}:\thello from a worker")
+        assert out.wait_for(f"From worker {w}:\tto stderr")
 
 
 def _run_driver(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ import time
 import pytest
 
 import clustercore as cc
+from clustercore.testing import worker_output
 
 GLOBAL_SCALE = 3
 
@@ -63,18 +64,12 @@ def test_remote_do_runs_and_returns_nothing(shared_workers: list[int]) -> None:
     assert box.fetch() == w
 
 
-def test_remote_do_errors_go_to_the_worker_stderr(shared_workers: list[int], capfd: pytest.CaptureFixture[str]) -> None:
+def test_remote_do_errors_go_to_the_worker_stderr(shared_workers: list[int]) -> None:
     w = shared_workers[0]
-    done = cc.Future(1)
-    cc.remote_do(lambda: 1 / 0, w)
-    cc.remote_do(lambda d: d.put(True), w, done)  # calls are started in order
-    done.fetch()
-    deadline = time.monotonic() + 10
-    text = ""
-    while "ZeroDivisionError" not in text and time.monotonic() < deadline:
-        time.sleep(0.05)  # the forwarded line reaches our stdout through a pipe reader
-        text += capfd.readouterr().out
-    assert f"From worker {w}:" in text and "ZeroDivisionError" in text
+    with worker_output() as out:
+        cc.remote_do(lambda: 1 / 0, w)
+        assert out.wait_for(f"From worker {w}:\tZeroDivisionError: division by zero")
+        assert out.wait_for(f"From worker {w}:\tError in remote_do on worker {w}")
 
 
 def test_remote_exception_carries_pid_original_and_traceback(shared_workers: list[int]) -> None:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
+from clustercore.managers import emit_worker_output
+
 from . import command, lines, slurmctl
 from .errors import SlurmError
 from .lines import Hello
@@ -327,4 +329,4 @@ def _tcp_state(sock: socket.socket) -> int | None:
 
 
 def _print_stdout(text: str) -> None:
-    print(text, flush=True)
+    emit_worker_output(text)

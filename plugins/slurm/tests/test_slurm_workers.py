@@ -16,6 +16,7 @@ from slurm_testing import PYTHON, squeue_jobs, wait_queue_empty, wait_until_gone
 
 import clustercore as cc
 from clustercore.cluster import PGRP
+from clustercore.testing import worker_output
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]
 
@@ -73,17 +74,11 @@ def test_a_worker_that_will_not_exit_is_killed_on_its_node(fresh_slurm: dict[str
     assert cc.remotecall_fetch(lambda: "alive", pids[1]) == "alive"
 
 
-def test_output_is_forwarded_with_the_worker_pid(
-    fresh_slurm: dict[str, str], capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_output_is_forwarded_with_the_worker_pid(fresh_slurm: dict[str, str]) -> None:
     pids = cc.addprocs("slurm", ntasks=2)
-    cc.remotecall_fetch(lambda: print("hello from the task", flush=True), pids[1])
-    deadline = time.monotonic() + 10
-    out = ""
-    while f"From worker {pids[1]}:\thello from the task" not in out and time.monotonic() < deadline:
-        out += capfd.readouterr().out  # the line travels srun -> reader thread: no event to wait on here
-        time.sleep(0.05)
-    assert f"From worker {pids[1]}:\thello from the task" in out
+    with worker_output() as out:
+        cc.remotecall_fetch(lambda: print("hello from the task", flush=True), pids[1])
+        assert out.wait_for(f"From worker {pids[1]}:\thello from the task")
 
 
 def test_interrupt_reaches_the_call_on_the_right_task(fresh_slurm: dict[str, str]) -> None:

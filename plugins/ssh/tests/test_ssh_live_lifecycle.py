@@ -20,6 +20,7 @@ from ssh_testing import Launched, SSHInfra, TestHosts, alive_pids, ssh_run
 
 import clustercore as cc
 from clustercore.errors import ProcessExitedException, RemoteException
+from clustercore.testing import worker_output
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]
 
@@ -36,15 +37,12 @@ def sleep_after_telling(started: cc.Future, seconds: float) -> None:
     time.sleep(seconds)
 
 
-def test_output_is_forwarded(cluster: Launched, ssh_infra: SSHInfra, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_is_forwarded(cluster: Launched, ssh_infra: SSHInfra) -> None:
     (pid,) = cc.addprocs([ssh_infra.alias], sshflags=ssh_infra.flags)
     cluster.record([pid])
-    cc.remotecall_fetch(print, pid, "hello over ssh", flush=True)
-    seen, deadline = "", time.monotonic() + 10
-    while f"From worker {pid}:\thello over ssh" not in seen and time.monotonic() < deadline:
-        time.sleep(0.05)  # the forwarding thread prints when the line arrives; no event to wait on
-        seen += capsys.readouterr().out
-    assert f"From worker {pid}:\thello over ssh" in seen
+    with worker_output() as out:
+        cc.remotecall_fetch(print, pid, "hello over ssh", flush=True)
+        assert out.wait_for(f"From worker {pid}:\thello over ssh")
 
 
 def test_interrupt_reaches_the_call_in_flight(cluster: Launched, ssh_infra: SSHInfra) -> None:
