@@ -21,6 +21,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -85,6 +88,30 @@ def worker_output() -> Iterator[OutputLog]:
         yield log
     finally:
         managers._output_watchers.remove(log)
+
+
+@contextmanager
+def running_driver(setup: str, timeout: float = 60.0) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """Run a driver script in a process of its own, for tests that kill it.
+
+    ``setup`` is Python source that ends with ``report`` bound to a list of os
+    pids; once the driver has printed them, this yields the driver process and
+    that list. The driver then sleeps until it is killed (here, at the end).
+    """
+    script = f"{textwrap.dedent(setup)}\nprint(*report, flush=True)\nimport time\ntime.sleep(600)\n"
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        timer = threading.Timer(timeout, driver.kill)  # a driver that never reports ends the wait
+        timer.start()
+        try:
+            line = driver.stdout.readline()
+        finally:
+            timer.cancel()
+        yield driver, [int(p) for p in line.split()]
+    finally:
+        driver.kill()
+        driver.wait()
 
 
 def _whereabouts() -> tuple[str, int]:
@@ -199,4 +226,4 @@ class ManagerConformance:
         assert cc.procs() == [1]
 
 
-__all__ = ["ManagerConformance", "OutputLog", "pid_alive", "wait_until_gone", "worker_output"]
+__all__ = ["ManagerConformance", "OutputLog", "pid_alive", "running_driver", "wait_until_gone", "worker_output"]

@@ -13,7 +13,7 @@ import pytest
 
 import clustercore as cc
 from clustercore import cluster
-from clustercore.testing import pid_alive, wait_until_gone, worker_output
+from clustercore.testing import pid_alive, running_driver, wait_until_gone, worker_output
 
 
 def test_no_workers_yet(fresh: None) -> None:
@@ -174,34 +174,16 @@ def _run_driver(code: str, timeout: float = 60) -> subprocess.CompletedProcess[s
     )
 
 
-def test_workers_exit_when_the_driver_is_killed(tmp_path: os.PathLike[str]) -> None:
-    out = f"{tmp_path}/pids"
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-            import os, time, clustercore as cc
-            pids = cc.addprocs(2)
-            ospids = [cc.remotecall_fetch(os.getpid, p) for p in pids]
-            with open({out!r} + ".tmp", "w") as f:
-                f.write(" ".join(map(str, ospids)))
-            os.rename({out!r} + ".tmp", {out!r})
-            time.sleep(600)
-            """),
-        ]
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not os.path.exists(out) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the driver writes the file when its workers are up
-        ospids = [int(p) for p in open(out).read().split()]
-        assert all(pid_alive(p) for p in ospids)
+def test_workers_exit_when_the_driver_is_killed() -> None:
+    setup = """
+        import os, clustercore as cc
+        report = [cc.remotecall_fetch(os.getpid, p) for p in cc.addprocs(2)]
+    """
+    with running_driver(setup) as (driver, ospids):
+        assert len(ospids) == 2 and all(pid_alive(p) for p in ospids)
         driver.kill()
         driver.wait()
         assert wait_until_gone(ospids, timeout=5) == []
-    finally:
-        driver.kill()
 
 
 def test_driver_exit_removes_workers_cleanly() -> None:

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
-import time
 from collections.abc import Callable
 
 import cloudpickle
@@ -15,7 +11,7 @@ import pytest
 from clustercore_local import LocalManager
 
 import clustercore as cc
-from clustercore.testing import ManagerConformance, wait_until_gone
+from clustercore.testing import ManagerConformance, running_driver, wait_until_gone
 
 
 @pytest.fixture(autouse=True)
@@ -84,32 +80,14 @@ def test_spawn_start_method_and_custom_interpreter_flags() -> None:
         LocalManager(start_method="vfork")
 
 
-def test_fork_server_ends_with_the_driver(tmp_path: os.PathLike[str]) -> None:
-    out = f"{tmp_path}/pids"
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-            import os, time, clustercore as cc
-            from clustercore_local import forkserver
-            pid = cc.addprocs(1)[0]
-            server = next(iter(forkserver._servers.values())).process.pid
-            worker = cc.remotecall_fetch(os.getpid, pid)
-            with open({out!r} + ".tmp", "w") as f:
-                f.write(f"{{server}} {{worker}}")
-            os.rename({out!r} + ".tmp", {out!r})
-            time.sleep(600)
-            """),
-        ]
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not os.path.exists(out) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the driver writes the file once its worker is up
-        server, worker = (int(p) for p in open(out).read().split())
+def test_fork_server_ends_with_the_driver() -> None:
+    setup = """
+        import os, clustercore as cc
+        from clustercore_local import forkserver
+        pid = cc.addprocs(1)[0]
+        report = [next(iter(forkserver._servers.values())).process.pid, cc.remotecall_fetch(os.getpid, pid)]
+    """
+    with running_driver(setup) as (driver, (server, worker)):
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         assert wait_until_gone([server, worker]) == []
-    finally:
-        driver.kill()
