@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .cluster import PGRP
-from .errors import InvalidStateError, RemoteException
+from .errors import InvalidStateError
 from .remoterefs import REFS, RRID, AbstractRemoteRef, _check_owner, _internal, lookup_ref, next_rrid
 from .wire.serialize import register_plain_type
 
@@ -89,11 +89,7 @@ class Channel:
         return not self._closed
 
     def __iter__(self) -> Iterator[Any]:
-        while True:
-            try:
-                yield self.take()
-            except InvalidStateError:
-                return
+        return _drain(self.take)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -108,6 +104,15 @@ class Channel:
             if left is not None and left <= 0:
                 raise TimeoutError(f"no item within {timeout:g} s")
             self._cond.wait(left)
+
+
+def _drain(take: Callable[[], Any]) -> Iterator[Any]:
+    """Take items until the channel is closed and empty."""
+    while True:
+        try:
+            yield take()
+        except InvalidStateError:
+            return
 
 
 def _default_channel() -> Channel:
@@ -141,16 +146,7 @@ class RemoteChannel(AbstractRemoteRef):
         return f"RemoteChannel(where={self.where}, whence={self.whence}, id={self.id})"
 
     def _on_owner(self, op: Callable[..., Any], *args: Any) -> Any:
-        if self.where == PGRP.myid:
-            return op(self.rrid, *args)
-        from .calls import call_fetch_async
-
-        try:
-            return call_fetch_async(self.where, op, (self.rrid, *args), {}).result()
-        except RemoteException as exc:
-            if isinstance(exc.captured.ex, (InvalidStateError, TimeoutError)):
-                raise exc.captured.ex from exc
-            raise
+        return self.on_owner(op, *args, passes=(InvalidStateError, TimeoutError))
 
     def put(self, value: Any) -> RemoteChannel:
         self._on_owner(_channel_put, value)
@@ -173,11 +169,7 @@ class RemoteChannel(AbstractRemoteRef):
         self._on_owner(_channel_close)
 
     def __iter__(self) -> Iterator[Any]:
-        while True:
-            try:
-                yield self.take()
-            except InvalidStateError:
-                return
+        return _drain(self.take)
 
 
 register_plain_type(RemoteChannel)  # pickles to its class and ids

@@ -225,6 +225,20 @@ class AbstractRemoteRef:
         _on_serialize(self.rrid, self.where)
         return _rebuild_ref, (type(self), self.where, self.whence, self.id)
 
+    def on_owner(self, op: Any, *args: Any, passes: tuple[type[BaseException], ...] = ()) -> Any:
+        """``op(rrid, *args)`` on the owner; its exceptions of the ``passes`` types are raised here as they are."""
+        if self.where == PGRP.myid:
+            return op(self.rrid, *args)
+        from .calls import call_fetch_async
+        from .errors import RemoteException
+
+        try:
+            return call_fetch_async(self.where, op, (self.rrid, *args), {}).result()
+        except RemoteException as exc:
+            if isinstance(exc.captured.ex, passes):
+                raise exc.captured.ex from exc
+            raise
+
 
 def _rebuild_ref(cls: type[AbstractRemoteRef], where: int, whence: int, rid: int) -> Any:
     rrid = RRID(whence, rid)

@@ -15,7 +15,7 @@ from typing import Any
 from . import cluster
 from .channels import Channel
 from .cluster import PGRP
-from .errors import InvalidStateError, RemoteException
+from .errors import InvalidStateError
 from .remoterefs import REFS, RRID, AbstractRemoteRef, _internal, lookup_ref, next_rrid
 from .wire.serialize import register_plain_type
 
@@ -120,17 +120,7 @@ class WorkerPool(AbstractWorkerPool):
         return _rebuild_pool, (self._ref,)
 
     def _op(self, name: str, *args: Any) -> Any:
-        ref = self._ref
-        if ref.where == PGRP.myid:
-            return _pool_op(ref.rrid, name, *args)
-        from .calls import call_fetch_async
-
-        try:
-            return call_fetch_async(ref.where, _pool_op, (ref.rrid, name, *args), {}).result()
-        except RemoteException as exc:
-            if isinstance(exc.captured.ex, InvalidStateError):
-                raise exc.captured.ex from exc
-            raise
+        return self._ref.on_owner(_pool_op, name, *args, passes=(InvalidStateError,))
 
     def push(self, pid: int) -> None:
         self._op("push", pid)
