@@ -34,6 +34,13 @@ _WATCHDOG_IDLE_ROUNDS = 100
 _POOL_IDLE_SECONDS = 60.0
 
 
+def _closed() -> None:
+    """Marks the end of a link where a task would be returned."""
+
+
+_CLOSED: Task = _closed
+
+
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc) if exc else None)
 
@@ -62,7 +69,7 @@ class CallRunner:
         self._main_tasks: queue.SimpleQueue[Task | None] | None = None
         self._main_idle = False
         self._main_ident = threading.main_thread().ident
-        self._in_user_code: set[int] = set()
+        self.in_user_code: set[int] = set()  # threads running a served call (interrupt's targets)
         self._unread: set[_Link] = set()
         self._calls_started = 0
         self._watchdog_wake = threading.Event()
@@ -126,35 +133,68 @@ class CallRunner:
 
     def _lead(self, link: _Link) -> None:
         conn = link.conn
+        polled = conn.poller is not None
+        ready = not polled or conn.has_buffered_bytes()  # worth reading without waiting first
+        epoch = conn.read_epoch
         while True:
-            try:
-                if conn.has_buffered_frame():
-                    conn.cork()  # more to do at once: answer it all in one write
-                elif conn.corked_by_me():
-                    conn.uncork()  # about to wait: send what we owe first
-                frame = conn.read_frame()
-                if frame is None:
-                    conn._mark_closed("closed by peer")
+            if not ready:
+                epoch = conn.read_epoch
+                ready = conn.wait_readable()
+                if conn.closed:
                     break
-                call = link.handle(conn, frame)
-            except (OSError, EOFError) as exc:
-                conn._mark_closed(f"{type(exc).__name__}: {exc}")
-                break
-            except Exception as exc:  # a bug in a handler: drop the link, loudly
-                import logging
-
-                logging.getLogger(__name__).exception("handling a message from pid %s failed", conn.peer)
-                conn._mark_closed(f"handler error: {exc!r}")
-                break
-            if call is None:
+                if not ready:
+                    continue
+            if not polled:
+                conn.read_lock.acquire()
+            elif not conn.read_lock.acquire(blocking=False):
+                ready = False  # a caller is reading; it re-arms the poller when it lets go
                 continue
-            if not self._run_call_then_keep_reading(link, call):
+            elif conn.read_epoch != epoch and not conn.has_buffered_bytes():
+                conn.arm()  # a caller read what woke us; wait again (at once if more came)
+                conn.read_lock.release()
+                ready = False
+                continue
+            try:
+                call = self._read_one(link)
+            finally:
+                if polled:
+                    ready = conn.has_buffered_frame()
+                    if not ready:
+                        conn.arm()
+                conn.read_lock.release()
+            if call is _CLOSED:
+                break
+            if call is not None and not self._run_call_then_keep_reading(link, call):
                 return
         link.closed = True
         with self._lock:
             self._unread.discard(link)
         conn.close()
+        conn.close_poller()
         link.on_close(conn)
+
+    @staticmethod
+    def _read_one(link: _Link) -> Task | None:
+        """Read and handle one frame (holding the read right); ``_CLOSED`` when the link ends."""
+        conn = link.conn
+        try:
+            if conn.has_buffered_frame():
+                conn.cork()  # more to do at once: answer it all in one write
+            elif conn.corked_by and conn.corked_by_me():
+                conn.uncork()  # about to wait: send what we owe first
+            frame = conn.read_frame()
+            if frame is None:
+                conn._mark_closed("closed by peer")
+                return _CLOSED
+            return link.handle(conn, frame)
+        except (OSError, EOFError) as exc:
+            conn._mark_closed(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug in a handler: drop the link, loudly
+            import logging
+
+            logging.getLogger(__name__).exception("handling a message from pid %s failed", conn.peer)
+            conn._mark_closed(f"handler error: {exc!r}")
+        return _CLOSED
 
     def _run_call_then_keep_reading(self, link: _Link, call: Task) -> bool:
         with self._lock:
@@ -231,30 +271,34 @@ class CallRunner:
         ident = threading.get_ident()
         value: Any = None
         failed = False
+        lock = self._lock
         try:
             try:
-                with self._lock:
-                    self._in_user_code.add(ident)
+                with lock:
+                    self.in_user_code.add(ident)
                 value = f(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
                 value, failed = RemoteException(self.pid, CapturedException.capture(exc)), True
             finally:
-                self._leave_user_code(ident)
+                with lock:
+                    self.in_user_code.discard(ident)
+                    if ident != self._main_ident:
+                        _set_async_exc(ident, None)  # drop an interrupt that came too late
         except KeyboardInterrupt:  # an interrupt that landed just after the call ended
             self._leave_user_code(ident)
         return value, failed
 
     def _leave_user_code(self, ident: int) -> None:
         with self._lock:
-            if ident in self._in_user_code:
-                self._in_user_code.discard(ident)
+            if ident in self.in_user_code:
+                self.in_user_code.discard(ident)
                 if ident != self._main_ident:
                     _set_async_exc(ident, None)  # drop an interrupt that came too late
 
     def interrupt(self) -> int:
         """Raise ``KeyboardInterrupt`` in each user call in flight; returns how many."""
         with self._lock:
-            targets = list(self._in_user_code)
+            targets = list(self.in_user_code)
             for ident in targets:
                 if ident == self._main_ident:
                     signal.pthread_kill(ident, signal.SIGINT)
@@ -263,5 +307,5 @@ class CallRunner:
         return len(targets)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._main_ident in self._in_user_code:
+        if self._main_ident in self.in_user_code:
             raise KeyboardInterrupt

@@ -13,11 +13,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import cluster
+from . import cluster, directreply
 from . import syncblock as _sync
-from .cluster import PGRP, Waiter
+from .cluster import PGRP, SERIAL_CTX, Waiter
 from .messages import MsgType
 from .remoterefs import AbstractRemoteRef, Future, lookup_ref
+from .wire.serialize import dumps_call
 
 _any_cycle = itertools.count()
 _any_lock = threading.Lock()
@@ -37,6 +38,29 @@ def _pooled(kind: str, f: Callable[..., Any], pool: Any, args: tuple[Any, ...], 
 def _check_callable(f: Any) -> None:
     if not callable(f):
         raise TypeError(f"expected a callable to run remotely, got {type(f).__name__}")
+
+
+def fetch_call(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``f(*args, **kwargs)`` on ``pid``, its value or its error; the caller reads the reply
+    itself when it can (:mod:`clustercore.directreply`)."""
+    if pid == PGRP.myid:
+        return call_fetch_async(pid, f, args, kwargs).result()
+    w = PGRP.workers.get(pid)
+    conn = w.conn if w is not None else None
+    if conn is None or conn.closed:
+        conn = cluster.connection_to(pid)
+    previous, SERIAL_CTX.dest = SERIAL_CTX.dest, pid  # references sent along are counted for pid
+    try:
+        payload, buffers = dumps_call(f, args, kwargs)
+    finally:
+        SERIAL_CTX.dest = previous
+    wid = PGRP.next_waiter_id()
+    outcome = directreply.request(conn, MsgType.CALL_FETCH, payload, buffers, (PGRP.myid, wid), PGRP.runner)
+    if outcome is None:
+        return cluster.send_pickled_with_waiter(conn, MsgType.CALL_FETCH, payload, buffers, wid).result()
+    if outcome[1]:
+        raise outcome[0]
+    return outcome[0]
 
 
 def call_fetch_async(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Waiter:
@@ -90,10 +114,11 @@ def remotecall_notifying(f: Callable[..., Any], pid: int, /, *args: Any, **kwarg
 
 def remotecall_fetch(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Any:
     """Run ``f(*args, **kwargs)`` on ``pid`` (or a free worker of a pool) and return its value."""
-    if _is_pool(pid):
+    if type(pid) is not int and _is_pool(pid):
         return _pooled("remotecall_fetch", f, pid, args, kwargs)
-    _check_callable(f)
-    return call_fetch_async(cluster.check_pid(pid), f, args, kwargs).result()
+    if not callable(f):
+        _check_callable(f)
+    return fetch_call(cluster.check_pid(pid), f, args, kwargs)
 
 
 def remotecall_wait(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Future:

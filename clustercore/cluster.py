@@ -222,6 +222,10 @@ def check_pid(pid: Any) -> int:
 
 def worker_from_id(pid: int) -> Worker:
     """The record for ``pid``: ``ValueError`` if unknown, ``ProcessExitedException`` if gone."""
+    if type(pid) is int:
+        w = PGRP.workers.get(pid)
+        if w is not None and w.state is not WorkerState.TERMINATED:
+            return w
     check_pid(pid)
     with PGRP.lock:
         w = PGRP.workers.get(pid)
@@ -286,18 +290,35 @@ def send_with_waiter(
     """Send a message whose answer (a RESULT) lands in the returned waiter."""
     conn = connection_to(pid)
     payload, buffers = dumps_for(pid, obj)
-    waiter = Waiter(pid)
-    wid = PGRP.next_waiter_id()
+    if notify_waiter:
+        return send_pickled_with_waiter(conn, msg_type, payload, buffers, PGRP.next_waiter_id(), response)
+    return send_pickled_with_waiter(conn, msg_type, payload, buffers, PGRP.next_waiter_id())
+
+
+def send_pickled_with_waiter(
+    conn: Connection,
+    msg_type: int,
+    payload: bytes,
+    buffers: list[Any],
+    wid: int,
+    response: tuple[int, int] | None = None,
+) -> Waiter:
+    """Send a pickled message; RESULT ``(myid, wid)`` lands in the returned waiter.
+
+    That reference goes in the frame's response field, or in its notify field
+    when ``response`` (a Future the call fills) is given.
+    """
+    waiter = Waiter(conn.peer)
     ref = (PGRP.myid, wid)
     conn.waiters[wid] = waiter
     try:
-        if notify_waiter:
+        if response is not None:
             conn.send_frame(msg_type, payload, buffers, response=response, notify=ref)
         else:
             conn.send_frame(msg_type, payload, buffers, response=ref)
     except ConnectionClosed as exc:
         conn.waiters.pop(wid, None)
-        raise ProcessExitedException(pid, str(exc)) from None
+        raise ProcessExitedException(conn.peer, str(exc)) from None
     if conn.closed:  # closed while we registered: make sure nobody waits forever
         fail_waiters(conn)
     return waiter
@@ -358,7 +379,9 @@ def attach_connection(w: Worker, conn: Connection) -> None:
     from .message_handlers import handle_msg
 
     conn.peer = w.id
-    conn.set_before_send(lambda: take_gc_frames(w))
+    conn.set_before_send(lambda: take_gc_frames(w), w.gc_ops)
+    if PGRP.myid == 1:
+        conn.enable_polling()  # the driver's callers read their own replies
     with PGRP.lock:
         if w.conn is None or w.conn.closed:
             w.conn = conn
@@ -380,8 +403,9 @@ def take_gc_frames(w: Worker) -> list[Any]:
         return []
     from .wire.framing import encode_frame
 
-    with PGRP.lock:
-        ops, w.gc_ops = w.gc_ops, []
+    with PGRP.lock:  # emptied in place: the connection watches this very list
+        ops = w.gc_ops[:]
+        w.gc_ops.clear()
     if not ops:
         return []
     return encode_frame(MsgType.GC, pickle.dumps(ops, protocol=5))

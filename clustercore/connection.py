@@ -1,13 +1,22 @@
-"""One authenticated link to a peer: framed sends under a lock, and what waits on it."""
+"""One authenticated link to a peer: framed sends under a lock, and what waits on it.
+
+Reading a link is a right held by one thread at a time (``read_lock``). On
+the driver a link can also be *polled*: its reader then waits in ``epoll``
+(one-shot) without holding that right, so a caller that wants a reply can
+take the right, read the reply itself and give the right back, and the
+reader never wakes (see :mod:`clustercore.directreply`).
+"""
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from .wire.framing import NO_REF, Frame, FrameReader, encode_frame
-from .wire.transport import Transport
+from .wire.framing import HEADER, NO_REF, Frame, FrameReader, encode_frame
+from .wire.transport import SocketTransport, Transport
 
 
 class ConnectionClosed(ConnectionError):
@@ -22,17 +31,63 @@ class Connection:
         self.peer = peer
         self.closed = False
         self.close_reason = ""
-        self._reader = FrameReader(transport)
+        self._sendmsg = transport.sock.sendmsg if isinstance(transport, SocketTransport) else None
+        self._reader = reader = FrameReader(transport)
+        # Bound straight to the reader: these run for every frame.
+        self.read_frame: Callable[[], Frame | None] = reader.read_frame  # hold ``read_lock``; None at clean EOF
+        self.has_buffered_frame: Callable[[], bool] = reader.has_frame  # reading one will not block
+        self.has_buffered_bytes: Callable[[], bool] = reader.has_bytes  # a frame, or the start of one
         self._send_lock = threading.Lock()
         self._before_send: Callable[[], list[Any]] | None = None
-        self._corked_by = 0  # a thread whose sends wait in _pending until it uncorks
+        self._outbox: list[Any] = []
+        self.corked_by = 0  # a thread whose sends wait in _pending until it uncorks
         self._pending: list[Any] = []
         self.waiters: dict[int, Any] = {}  # RESULT targets by waiter id: objects with .set(value, failed)
         self.functions: dict[int, Any] = {}  # CALL_BATCH functions by id, newest last
+        self.read_lock = threading.Lock()  # the right to read frames
+        self.read_epoch = 0  # times a caller has held that right (the reader's wake may be stale)
+        self.poller: select.epoll | None = None
+        self._fd = -1
 
-    def set_before_send(self, fn: Callable[[], list[Any]]) -> None:
-        """``fn`` returns frames to send ahead of the next message (GC batches)."""
+    def enable_polling(self) -> bool:
+        """Let callers read replies themselves (a socket on Linux); False if it cannot."""
+        fileno = getattr(getattr(self.transport, "sock", None), "fileno", None)
+        if fileno is None or not hasattr(select, "epoll") or self.poller is not None:
+            return self.poller is not None
+        self._fd = fileno()
+        self.poller = select.epoll()
+        self.poller.register(self._fd, _ARMED)
+        self.poller.register(_closing_fd(), select.EPOLLIN | select.EPOLLET)
+        return True
+
+    def wait_readable(self) -> bool:
+        """Block until data arrives (when armed; True) or some link closes (False)."""
+        assert self.poller is not None
+        try:
+            return any(fd == self._fd for fd, _ in self.poller.poll())
+        except (OSError, ValueError):  # the poller was closed under us
+            self._mark_closed("closed locally")
+            return False
+
+    def arm(self) -> None:
+        """Wake the waiting reader when data arrives (call before releasing ``read_lock``)."""
+        try:
+            self.poller.modify(self._fd, _ARMED)  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass  # closed: the close itself wakes the reader
+
+    def disarm(self) -> None:
+        """Keep the waiting reader asleep while this thread reads."""
+        try:
+            self.poller.modify(self._fd, _DISARMED)  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass
+
+    def set_before_send(self, fn: Callable[[], list[Any]], pending: list[Any]) -> None:
+        """``fn`` returns frames to send ahead of the next message (GC batches) while
+        ``pending`` (a list the owner of ``fn`` fills and empties in place) is non-empty."""
         self._before_send = fn
+        self._outbox = pending
 
     def send_frame(
         self,
@@ -43,18 +98,31 @@ class Connection:
         notify: tuple[int, int] = NO_REF,
         flags: int = 0,
     ) -> None:
-        parts = encode_frame(msg_type, payload, buffers, response, notify, flags)
+        if buffers:
+            parts = encode_frame(msg_type, payload, buffers, response, notify, flags)
+        else:
+            parts = [_pack_header(len(payload), msg_type, flags, 0, *response, *notify), payload]
         with self._send_lock:
             if self.closed:
                 raise ConnectionClosed(self.close_reason or "connection closed")
-            if self._before_send is not None:
-                parts = self._before_send() + parts
-            if self._corked_by == threading.get_ident():
-                self._pending += parts
-                return
+            if self._outbox:
+                parts = self._before_send() + parts  # type: ignore[misc]
+            if self.corked_by:
+                if self.corked_by == threading.get_ident():
+                    self._pending += parts
+                    return
             if self._pending:
                 parts, self._pending = self._pending + parts, []
-            self._send_parts(parts)
+            try:
+                if self._sendmsg is not None and len(parts) == 2 and type(payload) is bytes:
+                    sent = self._sendmsg(parts)  # one small frame: the common case, sent directly
+                    if sent != HEADER.size + len(payload):
+                        self.transport.send_rest(parts, sent)  # type: ignore[attr-defined]
+                    return
+                self.transport.send_all(parts)
+            except OSError as exc:
+                self._mark_closed(f"send failed: {exc}")
+                raise ConnectionClosed(self.close_reason) from exc
 
     def _send_parts(self, parts: list[Any]) -> None:
         try:
@@ -65,22 +133,18 @@ class Connection:
 
     def cork(self) -> None:
         """Hold this thread's sends until :meth:`uncork`, to write them in one system call."""
-        self._corked_by = threading.get_ident()
+        self.corked_by = threading.get_ident()
 
     def uncork(self) -> None:
         """Send whatever is held, now."""
         with self._send_lock:
-            self._corked_by = 0
+            self.corked_by = 0
             parts, self._pending = self._pending, []
             if parts and not self.closed:
                 self._send_parts(parts)
 
     def corked_by_me(self) -> bool:
-        return self._corked_by == threading.get_ident()
-
-    def has_buffered_frame(self) -> bool:
-        """Whether a whole frame has already been received (reading it will not block)."""
-        return self._reader.has_frame()
+        return self.corked_by == threading.get_ident()
 
     def flush(self) -> None:
         """Send what ``before_send`` has pending, with no message after it."""
@@ -91,8 +155,9 @@ class Connection:
             if parts:
                 self._send_parts(parts)
 
-    def read_frame(self) -> Frame | None:
-        return self._reader.read_frame()
+    def close_poller(self) -> None:
+        if self.poller is not None:
+            self.poller.close()
 
     def _mark_closed(self, reason: str) -> None:
         if not self.closed:
@@ -105,3 +170,21 @@ class Connection:
             self.transport.close()
         except OSError:
             pass
+        if self.poller is not None:
+            os.eventfd_write(_closing_fd(), 1)  # wake a reader waiting in epoll, whatever its arming
+
+
+_pack_header = HEADER.pack
+_ARMED = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "epoll") else 0
+_DISARMED = select.EPOLLONESHOT if hasattr(select, "epoll") else 0
+_closing: list[int] = []
+_closing_lock = threading.Lock()
+
+
+def _closing_fd() -> int:
+    """An eventfd in every poller, edge-triggered: a write wakes each waiting reader once."""
+    if not _closing:
+        with _closing_lock:
+            if not _closing:
+                _closing.append(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
+    return _closing[0]

@@ -26,13 +26,17 @@ from .wire import serialize
 from .wire.framing import FLAG_ERROR, Frame
 
 log = logging.getLogger(__name__)
-_CALLS = frozenset({MsgType.CALL, MsgType.CALL_FETCH, MsgType.CALL_WAIT, MsgType.REMOTE_DO})
+_CALLS = frozenset({MsgType.CALL, MsgType.CALL_WAIT, MsgType.REMOTE_DO})
+_FILLS_FUTURE = frozenset({MsgType.CALL, MsgType.CALL_WAIT})
+_CALL_FETCH, _RESULT = int(MsgType.CALL_FETCH), int(MsgType.RESULT)  # plain ints: read per message
 
 
 def handle_msg(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     """Handle one frame; a call is returned for the reading thread to run."""
     kind = frame.msg_type
-    if kind == MsgType.RESULT:
+    if kind == _CALL_FETCH:
+        return _handle_call(conn, frame)
+    if kind == _RESULT:
         _handle_result(conn, frame)
     elif kind in _CALLS:
         return _handle_call(conn, frame)
@@ -51,32 +55,40 @@ def handle_msg(conn: Connection, frame: Frame) -> Callable[[], None] | None:
 
 def _handle_result(conn: Connection, frame: Frame) -> None:
     waiter = conn.waiters.pop(frame.response[1], None)
-    if waiter is None:
-        return
+    if waiter is not None:
+        waiter.set(*decode_result(conn, frame))
+
+
+def decode_result(conn: Connection, frame: Frame) -> tuple[Any, bool]:
+    """A RESULT frame's ``(value, failed)``; one that cannot be unpickled is that call's error."""
     try:
-        value = serialize.loads(frame.payload, frame.buffers)
-        failed = bool(frame.flags & FLAG_ERROR)
-    except BaseException as exc:  # noqa: BLE001 - a result we cannot read is that call's error
-        value, failed = _capture(exc, f"the result from pid {conn.peer} could not be unpickled here", conn.peer), True
-    waiter.set(value, failed)
+        return pickle.loads(frame.payload, buffers=frame.buffers), bool(frame.flags & FLAG_ERROR)
+    except BaseException as exc:  # noqa: BLE001
+        return _capture(exc, f"the result from pid {conn.peer} could not be unpickled here", conn.peer), True
 
 
 def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     kind = frame.msg_type
-    rv = lookup_ref(RRID(*frame.response)) if kind in (MsgType.CALL, MsgType.CALL_WAIT) else None
+    rv = lookup_ref(RRID(*frame.response)) if kind in _FILLS_FUTURE else None
     try:
-        f, args, kwargs = serialize.loads(frame.payload, frame.buffers)
+        f, args, kwargs = pickle.loads(frame.payload, buffers=frame.buffers)
     except BaseException as exc:  # noqa: BLE001 - answer this call, keep the link
         error = _capture(exc, "the call could not be unpickled on this worker", PGRP.myid)
         _finish(conn, kind, frame.response, frame.notify, rv, error, True)
         return None
     interruptible = not getattr(f, "_clustercore_internal", False)
-    runner = PGRP.runner
-
+    run = PGRP.runner.run_work_thunk
     response, notify = frame.response, frame.notify  # the frame's buffer is reused after we return
 
+    if kind == _CALL_FETCH:  # the hot path: one Python frame fewer
+
+        def fetch_job() -> None:
+            send_result(conn, response, *run(f, args, kwargs, interruptible))
+
+        return fetch_job
+
     def job() -> None:
-        value, failed = runner.run_work_thunk(f, args, kwargs, interruptible)
+        value, failed = run(f, args, kwargs, interruptible)
         _finish(conn, kind, response, notify, rv, value, failed)
 
     return job
@@ -154,10 +166,17 @@ def _finish(
         print(f"Error in remote_do on worker {PGRP.myid}:\n{value.captured.traceback}", file=sys.stderr, flush=True)
 
 
+_ATOMS = frozenset({type(None), bool, int, float})
+
+
 def send_result(conn: Connection, response: tuple[int, int], value: Any, failed: bool) -> None:
     """Reply to a waiter; a value that cannot be pickled becomes a RemoteException."""
+    buffers: list[Any] = []
     try:
-        payload, buffers = cluster.dumps_for(conn.peer, value)
+        if type(value) in _ATOMS:
+            payload = pickle.dumps(value, protocol=5)
+        else:
+            payload, buffers = cluster.dumps_for(conn.peer, value)
     except BaseException as exc:  # noqa: BLE001
         what = "exception" if failed else "result"
         value = _capture(exc, f"the {what} of type {type(value).__name__} could not be pickled", PGRP.myid)

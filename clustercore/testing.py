@@ -188,7 +188,7 @@ class ManagerConformance:
     def test_interrupt_stops_the_call_and_the_worker_lives(self, workers: list[int]) -> None:
         w = workers[0]
         fut = cc.remotecall(_spin_forever, w)
-        while not cc.remotecall_fetch(lambda: bool(cluster.PGRP.runner._in_user_code), w):
+        while not cc.remotecall_fetch(lambda: bool(cluster.PGRP.runner.in_user_code), w):
             time.sleep(0.01)  # until the call runs on the worker
         cc.interrupt(w)
         with pytest.raises(cc.RemoteException) as info:

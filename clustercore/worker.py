@@ -216,7 +216,6 @@ def _identify_peer(conn: Connection, pid: int) -> None:
         cluster.attach_connection(w, conn)
     else:  # both dialed at once: keep serving this link too
         conn.peer = pid
-        conn.set_before_send(lambda: [])
         cluster.serve_incoming(conn)
 
 

@@ -106,7 +106,7 @@ def test_interrupt_stops_only_the_call_in_flight(two: list[int]) -> None:
     w = two[0]
     sleeping = cc.remotecall(time.sleep, w, 60)
     started = time.monotonic()
-    while not cc.remotecall_fetch(lambda: bool(cluster.PGRP.runner._in_user_code), w):
+    while not cc.remotecall_fetch(lambda: bool(cluster.PGRP.runner.in_user_code), w):
         time.sleep(0.01)  # wait until the sleep has started on the worker
     cc.interrupt(w)
     with pytest.raises(cc.RemoteException) as info:
@@ -128,7 +128,7 @@ def test_interrupt_reaches_python_code_on_a_secondary_thread(two: list[int]) -> 
             n += 1
 
     spinning = cc.remotecall(spin, w)
-    while cc.remotecall_fetch(lambda: len(cluster.PGRP.runner._in_user_code), w) < 2:
+    while cc.remotecall_fetch(lambda: len(cluster.PGRP.runner.in_user_code), w) < 2:
         time.sleep(0.01)
     cc.interrupt(w)
     with pytest.raises(cc.RemoteException) as info:

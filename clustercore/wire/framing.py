@@ -30,6 +30,7 @@ from typing import Any
 from .transport import Transport
 
 HEADER = struct.Struct("<IBBHiQiQ")
+_unpack_header = HEADER.unpack_from
 NO_REF = (0, 0)
 FLAG_ERROR = 1
 
@@ -90,10 +91,15 @@ class FrameReader:
 
     def read_frame(self) -> Frame | None:
         """The next frame, or ``None`` at a clean end of stream between frames."""
-        if not self._fill(HEADER.size, eof_ok=True):
+        if self._end - self._start < HEADER.size and not self._fill(HEADER.size, eof_ok=True):
             return None
-        plen, msg_type, flags, nbuf, rw, rid, nw, nid = HEADER.unpack_from(self._buf, self._start)
-        self._start += HEADER.size
+        start = self._start
+        plen, msg_type, flags, nbuf, rw, rid, nw, nid = _unpack_header(self._buf, start)
+        start += HEADER.size
+        if not nbuf and self._end - start >= plen:  # the usual case: a small frame, all here
+            self._start = start + plen
+            return Frame(msg_type, flags, (rw, rid), (nw, nid), self._view[start : self._start], [])
+        self._start = start
         lengths: tuple[int, ...] = ()
         if nbuf:
             self._fill(8 * nbuf)
@@ -102,6 +108,9 @@ class FrameReader:
         payload = self._read_exact(plen, into=None)
         buffers = [self._read_exact(n, into=alloc_buffer(n)) for n in lengths]
         return Frame(msg_type, flags, (rw, rid), (nw, nid), payload, buffers)
+
+    def has_bytes(self) -> bool:
+        return self._end > self._start
 
     def has_frame(self) -> bool:
         """Whether the buffer already holds a whole frame."""

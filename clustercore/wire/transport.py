@@ -65,6 +65,7 @@ class SocketTransport:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.recv_into = sock.recv_into  # type: ignore[method-assign,assignment]  # no Python frame per read
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -72,14 +73,19 @@ class SocketTransport:
         return self.sock.recv_into(view)
 
     def send_all(self, parts: list[Any]) -> None:
-        if len(parts) <= IOV_MAX:  # usually one call sends it all
-            sent = self.sock.sendmsg(parts)
-            total = sum(memoryview(p).nbytes for p in parts)
-            if sent == total:
-                return
-            views = _skip(_byte_views(parts), sent)
-        else:
-            views = _byte_views(parts)
+        if len(parts) > IOV_MAX:
+            self.send_rest(parts, 0)
+            return
+        sent = self.sock.sendmsg(parts)  # usually one call sends it all
+        total = 0
+        for part in parts:
+            total += len(part) if type(part) is bytes else memoryview(part).nbytes
+        if sent != total:
+            self.send_rest(parts, sent)
+
+    def send_rest(self, parts: list[Any], sent: int) -> None:
+        """Send what is left of ``parts`` once their first ``sent`` bytes went out."""
+        views = _skip(_byte_views(parts), sent)
         while views:
             views = _skip(views, self.sock.sendmsg(views[:IOV_MAX]))
 
