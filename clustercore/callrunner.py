@@ -132,9 +132,27 @@ class CallRunner:
         self.spawn(lambda: self._lead(link))
 
     def _lead(self, link: _Link) -> None:
+        if link.conn.poller is None:
+            self._lead_blocking(link)
+        else:
+            self._lead_polled(link)
+
+    def _lead_blocking(self, link: _Link) -> None:
+        """Read in ``recv``: nobody else reads this link while its leader leads."""
+        read_lock = link.conn.read_lock
+        while True:
+            with read_lock:
+                call = self._read_one(link)
+            if call is _CLOSED:
+                self._end_link(link)
+                return
+            if call is not None and not self._run_call_then_keep_reading(link, call):
+                return
+
+    def _lead_polled(self, link: _Link) -> None:
+        """Wait in epoll; callers may take the read right meanwhile (:mod:`clustercore.directreply`)."""
         conn = link.conn
-        polled = conn.poller is not None
-        ready = not polled or conn.has_buffered_bytes()  # worth reading without waiting first
+        ready = conn.has_buffered_bytes()  # worth reading without waiting first
         epoch = conn.read_epoch
         while True:
             if not ready:
@@ -144,12 +162,10 @@ class CallRunner:
                     break
                 if not ready:
                     continue
-            if not polled:
-                conn.read_lock.acquire()
-            elif not conn.read_lock.acquire(blocking=False):
+            if not conn.read_lock.acquire(blocking=False):
                 ready = False  # a caller is reading; it re-arms the poller when it lets go
                 continue
-            elif conn.read_epoch != epoch and not conn.has_buffered_bytes():
+            if conn.read_epoch != epoch and not conn.has_buffered_bytes():
                 conn.arm()  # a caller read what woke us; wait again (at once if more came)
                 conn.read_lock.release()
                 ready = False
@@ -157,21 +173,23 @@ class CallRunner:
             try:
                 call = self._read_one(link)
             finally:
-                if polled:
-                    ready = conn.has_buffered_frame()
-                    if not ready:
-                        conn.arm()
+                ready = conn.has_buffered_frame()
+                if not ready:
+                    conn.arm()
                 conn.read_lock.release()
             if call is _CLOSED:
                 break
             if call is not None and not self._run_call_then_keep_reading(link, call):
                 return
+        self._end_link(link)
+
+    def _end_link(self, link: _Link) -> None:
         link.closed = True
         with self._lock:
             self._unread.discard(link)
-        conn.close()
-        conn.close_poller()
-        link.on_close(conn)
+        link.conn.close()
+        link.conn.close_poller()
+        link.on_close(link.conn)
 
     @staticmethod
     def _read_one(link: _Link) -> Task | None:
@@ -269,6 +287,16 @@ class CallRunner:
             except BaseException as exc:  # noqa: BLE001
                 return RemoteException(self.pid, CapturedException.capture(exc)), True
         ident = threading.get_ident()
+        if ident == self._main_ident:  # interrupted by SIGINT, which checks membership: no lock
+            in_user_code = self.in_user_code
+            try:
+                in_user_code.add(ident)
+                try:
+                    return f(*args, **kwargs), False
+                finally:
+                    in_user_code.discard(ident)
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+                return RemoteException(self.pid, CapturedException.capture(exc)), True
         value: Any = None
         failed = False
         lock = self._lock
@@ -282,8 +310,7 @@ class CallRunner:
             finally:
                 with lock:
                     self.in_user_code.discard(ident)
-                    if ident != self._main_ident:
-                        _set_async_exc(ident, None)  # drop an interrupt that came too late
+                    _set_async_exc(ident, None)  # drop an interrupt that came too late
         except KeyboardInterrupt:  # an interrupt that landed just after the call ended
             self._leave_user_code(ident)
         return value, failed

@@ -9,8 +9,10 @@ reader never wakes (see :mod:`clustercore.directreply`).
 
 from __future__ import annotations
 
+import functools
 import os
 import select
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +39,8 @@ class Connection:
         self.read_frame: Callable[[], Frame | None] = reader.read_frame  # hold ``read_lock``; None at clean EOF
         self.has_buffered_frame: Callable[[], bool] = reader.has_frame  # reading one will not block
         self.has_buffered_bytes: Callable[[], bool] = reader.has_bytes  # a frame, or the start of one
+        # Buffer what has arrived without waiting; whether a frame is whole (polled links only).
+        self.receive_available: Callable[[], bool] = _blocking_link
         self._send_lock = threading.Lock()
         self._before_send: Callable[[], list[Any]] | None = None
         self._outbox: list[Any] = []
@@ -58,6 +62,7 @@ class Connection:
         self.poller = select.epoll()
         self.poller.register(self._fd, _ARMED)
         self.poller.register(_closing_fd(), select.EPOLLIN | select.EPOLLET)
+        self.receive_available = functools.partial(self._reader.receive_available, socket.MSG_DONTWAIT)
         return True
 
     def wait_readable(self) -> bool:
@@ -172,6 +177,10 @@ class Connection:
             pass
         if self.poller is not None:
             os.eventfd_write(_closing_fd(), 1)  # wake a reader waiting in epoll, whatever its arming
+
+
+def _blocking_link() -> bool:
+    raise NotImplementedError("only a polled link reads without waiting")
 
 
 _pack_header = HEADER.pack

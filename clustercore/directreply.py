@@ -32,12 +32,7 @@ from .messages import MsgType
 
 _MAIN_IDENT = threading.main_thread().ident
 _RESULT = MsgType.RESULT
-_held_signals: list[int] = []
 _peek_buffer = bytearray(1)
-
-
-def _hold(signum: int, frame: Any) -> None:
-    _held_signals.append(signum)
 
 
 def request(
@@ -51,78 +46,59 @@ def request(
     me = threading.get_ident()
     if conn.poller is None or me in runner.in_user_code:
         return None
-    if me == _MAIN_IDENT:
-        handler = _signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            return _request_holding_sigint(conn, msg_type, payload, buffers, ref, runner, handler)
-    return _request(conn, msg_type, payload, buffers, ref, runner, None)
-
-
-def _request_holding_sigint(
-    conn: Connection,
-    msg_type: int,
-    payload: bytes,
-    buffers: list[Any],
-    ref: tuple[int, int],
-    runner: Any,
-    handler: Any,
-) -> tuple[Any, bool] | None:
-    """:func:`_request` on the main thread: ``SIGINT`` is held back except while waiting for data,
-    so it never lands between taking the read right and giving it back, or inside a frame."""
-    peek = conn.transport.sock.recv_into  # type: ignore[attr-defined]
-
-    def wait_for_data() -> None:
-        _signal.signal(signal.SIGINT, handler)
+    handler = _signal.getsignal(signal.SIGINT) if me == _MAIN_IDENT else None
+    holding_sigint = callable(handler)
+    if holding_sigint:
+        _sigint.handler = handler
+        _signal.signal(signal.SIGINT, _hold)
+    try:
+        lock = conn.read_lock
+        if not lock.acquire(blocking=False):
+            return None
         try:
-            if _held_signals:  # one came while we were busy: deliver it instead of waiting
-                _held_signals.clear()
-                handler(signal.SIGINT, None)
-            peek(_peek_buffer, 1, socket.MSG_PEEK)  # takes nothing: an interrupt here loses nothing
-        except OSError:
-            pass  # the read that follows reports it
+            conn.read_epoch += 1
+            conn.disarm()
+            try:
+                conn.send_frame(msg_type, payload, buffers, response=ref)
+            except ConnectionClosed as exc:
+                raise ProcessExitedException(conn.peer, str(exc)) from None
+            return _read_reply(conn, ref[1], runner, holding_sigint)
         finally:
-            _signal.signal(signal.SIGINT, _hold)
-
-    _signal.signal(signal.SIGINT, _hold)
-    try:
-        return _request(conn, msg_type, payload, buffers, ref, runner, wait_for_data)
+            conn.arm()
+            lock.release()
     finally:
-        _signal.signal(signal.SIGINT, handler)
-        if _held_signals:
-            _held_signals.clear()
-            handler(signal.SIGINT, None)
+        if holding_sigint:
+            _signal.signal(signal.SIGINT, handler)
+            if _sigint.held:
+                _sigint.held = False
+                handler(signal.SIGINT, None)  # type: ignore[misc]
 
 
-def _request(
-    conn: Connection,
-    msg_type: int,
-    payload: bytes,
-    buffers: list[Any],
-    ref: tuple[int, int],
-    runner: Any,
-    wait_for_data: Any,
-) -> tuple[Any, bool] | None:
-    lock = conn.read_lock
-    if not lock.acquire(blocking=False):
-        return None
-    try:
-        conn.read_epoch += 1
-        conn.disarm()
-        try:
-            conn.send_frame(msg_type, payload, buffers, response=ref)
-        except ConnectionClosed as exc:
-            raise ProcessExitedException(conn.peer, str(exc)) from None
-        return _read_reply(conn, ref[1], runner, wait_for_data)
-    finally:
-        conn.arm()
-        lock.release()
+class _SigintState:
+    """The main thread's SIGINT while it holds a link's read right (see :func:`_hold`)."""
+
+    handler: Any = None  # the handler to deliver to
+    waiting = False  # in the peek that waits for data: deliver at once
+    held = False  # one arrived while it could not be delivered
 
 
-def _read_reply(conn: Connection, wid: int, runner: Any, wait_for_data: Any) -> tuple[Any, bool]:
+_sigint = _SigintState()
+
+
+def _hold(signum: int, frame: Any) -> None:
+    """SIGINT handler while the read right is held: deliver it only while no byte of a
+    frame has been taken (the peek), else keep it until the right is given back."""
+    if _sigint.waiting:
+        _sigint.handler(signum, frame)
+    else:
+        _sigint.held = True
+
+
+def _read_reply(conn: Connection, wid: int, runner: Any, holding_sigint: bool) -> tuple[Any, bool]:
     read_frame = conn.read_frame
     while True:
-        if wait_for_data is not None and not conn.has_buffered_frame():
-            wait_for_data()
+        if holding_sigint and not conn.has_buffered_frame() and not conn.receive_available():
+            _wait_for_data(conn)
         try:
             frame = read_frame()
         except (OSError, EOFError) as exc:
@@ -137,6 +113,20 @@ def _read_reply(conn: Connection, wid: int, runner: Any, wait_for_data: Any) -> 
             except BaseException:  # noqa: BLE001 - decode_result reports it
                 return decode_result(conn, frame)
         _dispatch(conn, frame, runner)
+
+
+def _wait_for_data(conn: Connection) -> None:
+    """Block until a byte can be read, taking none: SIGINT is delivered meanwhile."""
+    _sigint.waiting = True
+    try:
+        if _sigint.held:  # one came while we were busy: deliver it rather than wait
+            _sigint.held = False
+            _sigint.handler(signal.SIGINT, None)
+        conn.transport.sock.recv_into(_peek_buffer, 1, socket.MSG_PEEK)  # type: ignore[attr-defined]
+    except OSError:
+        pass  # the read that follows reports it
+    finally:
+        _sigint.waiting = False
 
 
 def _take_reply(conn: Connection, frame: Any, runner: Any) -> tuple[Any, bool]:

@@ -80,10 +80,17 @@ def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     run = PGRP.runner.run_work_thunk
     response, notify = frame.response, frame.notify  # the frame's buffer is reused after we return
 
-    if kind == _CALL_FETCH:  # the hot path: one Python frame fewer
+    if kind == _CALL_FETCH:  # the hot path, flattened
 
         def fetch_job() -> None:
-            send_result(conn, response, *run(f, args, kwargs, interruptible))
+            value, failed = run(f, args, kwargs, interruptible)
+            if type(value) in _ATOMS:
+                try:
+                    conn.send_frame(_RESULT, pickle.dumps(value, protocol=5), response=response)
+                except ConnectionClosed:
+                    pass  # the caller left before its result was sent
+            else:
+                send_result(conn, response, value, failed)
 
         return fetch_job
 

@@ -112,6 +112,22 @@ class FrameReader:
     def has_bytes(self) -> bool:
         return self._end > self._start
 
+    def receive_available(self, nowait_flag: int) -> bool:
+        """Take what has arrived without waiting (a socket transport; ``nowait_flag`` is
+        ``MSG_DONTWAIT``); whether a whole frame is buffered, or the stream ended."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif self._end == _READ_CHUNK:
+            return self.has_frame()  # full: let read_frame make room
+        try:
+            got = self.transport.recv_into(self._view[self._end :], 0, nowait_flag)  # type: ignore[call-arg]
+        except BlockingIOError:
+            return False
+        if not got:
+            return True  # end of stream: read_frame says so
+        self._end += got
+        return self.has_frame()
+
     def has_frame(self) -> bool:
         """Whether the buffer already holds a whole frame."""
         have = self._end - self._start
