@@ -7,6 +7,9 @@ PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 .PHONY: setup demo test lint bench clean
 
 setup: $(VENV)/.installed
+	@# Editable installs leave bytecode to the import system, which this machine may forbid
+	@# (PYTHONDONTWRITEBYTECODE): compile it here, or every worker compiles clustercore anew.
+	$(PY) -m compileall -q clustercore plugins bench examples > /dev/null
 
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }

@@ -17,7 +17,6 @@ call (a sleep) by a signal.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import queue
 import signal
@@ -42,6 +41,8 @@ _CLOSED: Task = _closed
 
 
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
+    import ctypes  # here, not at import: a worker starts faster
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc) if exc else None)
 
 
@@ -207,10 +208,10 @@ class CallRunner:
             return link.handle(conn, frame)
         except (OSError, EOFError) as exc:
             conn._mark_closed(f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # a bug in a handler: drop the link, loudly
-            import logging
+        except Exception as exc:  # noqa: BLE001 - a bug in a handler: drop the link, loudly
+            from .logs import LazyLogger
 
-            logging.getLogger(__name__).exception("handling a message from pid %s failed", conn.peer)
+            LazyLogger(__name__).exception("handling a message from pid %s failed", conn.peer)
             conn._mark_closed(f"handler error: {exc!r}")
         return _CLOSED
 
@@ -223,22 +224,21 @@ class CallRunner:
             if not self._watchdog_active:
                 self._start_watchdog()
         call()
+        hand_back = False
         with self._lock:
-            if link.reading or link.closed:
-                if link.conn.corked_by_me():
-                    self._lock.release()
-                    try:
-                        link.conn.uncork()
-                    finally:
-                        self._lock.acquire()
-                return False  # another thread leads the link now
-            self._unread.discard(link)
-            link.reading = True
-            if self._main_idle and self._main_tasks is not None and threading.get_ident() != self._main_ident:
-                self._main_idle = False  # hand the link back to the main thread
-                self._main_tasks.put(lambda: self._lead(link))
-                return False
-        return True
+            promoted = link.reading or link.closed  # another thread leads the link now
+            if not promoted:
+                self._unread.discard(link)
+                link.reading = True
+                if self._main_idle and self._main_tasks is not None and threading.get_ident() != self._main_ident:
+                    self._main_idle = False  # hand the link back to the main thread
+                    hand_back = True
+        keeps_leading = not (promoted or hand_back)
+        if not keeps_leading and link.conn.corked_by_me():
+            link.conn.uncork()  # replies this thread held go out before it stops leading
+        if hand_back:
+            self._main_tasks.put(lambda: self._lead(link))  # type: ignore[union-attr]
+        return keeps_leading
 
     def _start_watchdog(self) -> None:
         self._watchdog_active = True

@@ -10,7 +10,7 @@ workers, lazily on first use.
 from __future__ import annotations
 
 import itertools
-import logging
+import os
 import pickle
 import socket
 import threading
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .callrunner import CallRunner
 from .connection import Connection, ConnectionClosed
 from .errors import HandshakeError, ProcessExitedException
+from .logs import LazyLogger
 from .messages import MsgType, PeerInfo
 from .wire import serialize
 from .wire.framing import NO_REF
@@ -29,7 +30,7 @@ from .wire.transport import make_transport
 if TYPE_CHECKING:
     from .managers import ClusterManager, WorkerConfig
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 TOPOLOGIES = ("all_to_all", "master_worker", "custom")
 
 
@@ -162,6 +163,18 @@ class ProcessGroup:
 
 
 PGRP = ProcessGroup()
+
+
+def worker_timeout() -> float:
+    """``CLUSTERCORE_WORKER_TIMEOUT`` in seconds (default 60), read at each use."""
+    raw = os.environ.get("CLUSTERCORE_WORKER_TIMEOUT", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"CLUSTERCORE_WORKER_TIMEOUT must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"CLUSTERCORE_WORKER_TIMEOUT must be positive, not {raw!r}")
+    return value
 
 
 def myid() -> int:
@@ -454,7 +467,8 @@ def deregister_worker(pid: int, reason: str = "") -> None:
 
 
 def _after_driver_lost_worker(w: Worker, was_terminating: bool) -> None:
-    from .processes import broadcast_remote_do, forget_peer
+    from .membership import forget_peer
+    from .processes import broadcast_remote_do
     from .workerpool import worker_left
 
     worker_left(w.id)

@@ -18,8 +18,6 @@ Bad arguments raise the builtin ``ValueError``/``TypeError`` at the call site.
 
 from __future__ import annotations
 
-import traceback
-
 
 class CapturedException:
     """An exception captured on one process, with its traceback as text."""
@@ -30,6 +28,8 @@ class CapturedException:
 
     @classmethod
     def capture(cls, ex: BaseException) -> CapturedException:
+        import traceback  # here: a worker starts without it, and most calls never fail
+
         text = "".join(traceback.format_exception(type(ex), ex, ex.__traceback__))
         return cls(ex, text)
 

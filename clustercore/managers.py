@@ -8,7 +8,6 @@ from a pip-installed plugin or a subclass in user code that overrides them.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -19,19 +18,9 @@ from dataclasses import dataclass, field
 from threading import Condition
 from typing import IO, Any
 
+from .cluster import worker_timeout
+
 ADDRESS_LINE = re.compile(r"clustercore_worker:(\d+)#(\S+)")
-
-
-def worker_timeout() -> float:
-    """``CLUSTERCORE_WORKER_TIMEOUT`` in seconds (default 60), read at each use."""
-    raw = os.environ.get("CLUSTERCORE_WORKER_TIMEOUT", "60")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"CLUSTERCORE_WORKER_TIMEOUT must be a number of seconds, not {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"CLUSTERCORE_WORKER_TIMEOUT must be positive, not {raw!r}")
-    return value
 
 
 @dataclass(eq=False)

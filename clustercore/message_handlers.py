@@ -10,7 +10,6 @@ link lives on: frames are length-prefixed, so the next one is intact.
 from __future__ import annotations
 
 import itertools
-import logging
 import pickle
 import sys
 from collections.abc import Callable
@@ -20,12 +19,13 @@ from . import cluster
 from .cluster import PGRP
 from .connection import Connection, ConnectionClosed
 from .errors import CapturedException, RemoteException
+from .logs import LazyLogger
 from .messages import MsgType
 from .remoterefs import RRID, apply_gc_ops, lookup_ref
 from .wire import serialize
 from .wire.framing import FLAG_ERROR, Frame
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 _CALLS = frozenset({MsgType.CALL, MsgType.CALL_WAIT, MsgType.REMOTE_DO})
 _FILLS_FUTURE = frozenset({MsgType.CALL, MsgType.CALL_WAIT})
 _CALL_FETCH, _RESULT = int(MsgType.CALL_FETCH), int(MsgType.RESULT)  # plain ints: read per message

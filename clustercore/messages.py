@@ -28,9 +28,10 @@ how ``pmap`` runs elements with a function sent once per link.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
+
+from .wire.serialize import register_plain_type
 
 
 class MsgType(IntEnum):
@@ -49,19 +50,66 @@ class MsgType(IntEnum):
     CALL_BATCH = 13
 
 
-@dataclass
-class PeerInfo:
+class _Record:
+    """A small message body: attributes by keyword or position, compared and shown by value
+    (a dataclass, without importing :mod:`dataclasses` into every worker)."""
+
+    __slots__: tuple[str, ...] = ()
+    _fields: tuple[str, ...] = ()  # in constructor order
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(self._fields):
+            raise TypeError(f"{type(self).__name__} takes {len(self._fields)} fields, not {len(args)}")
+        for name, value in zip(self._fields, args, strict=False):
+            setattr(self, name, value)
+        for name, value in kwargs.items():
+            if name not in self._fields:
+                raise TypeError(f"{type(self).__name__} has no field {name!r}")
+            setattr(self, name, value)
+        for name in self._fields[len(args) :]:
+            if name not in kwargs:
+                setattr(self, name, self._default(name))
+
+    def _default(self, name: str) -> Any:
+        raise TypeError(f"{type(self).__name__} needs {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, n) == getattr(other, n) for n in self._fields)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
+        return f"{type(self).__name__}({fields})"
+
+
+@register_plain_type
+class PeerInfo(_Record):
     """What a process needs to reach another worker."""
 
+    _fields = ("pid", "connect_at", "hostname")
+    __slots__ = _fields
     pid: int
     connect_at: Any
-    hostname: str = ""
+    hostname: str
+
+    def _default(self, name: str) -> Any:
+        return "" if name == "hostname" else super()._default(name)
 
 
-@dataclass
-class JoinPGRP:
+@register_plain_type
+class JoinPGRP(_Record):
     """From pid 1 to a new worker: its pid and the cluster it joins."""
 
+    _fields = (
+        "self_pid",
+        "peers",
+        "connect_now",
+        "topology",
+        "lazy",
+        "enable_threaded_blas",
+        "driver_hostname",
+        "environ",
+    )
+    __slots__ = _fields
     self_pid: int
     peers: list[PeerInfo]
     connect_now: list[int]
@@ -69,13 +117,18 @@ class JoinPGRP:
     lazy: bool
     enable_threaded_blas: bool
     driver_hostname: str
-    environ: dict[str, str] = field(default_factory=dict)
+    environ: dict[str, str]
+
+    def _default(self, name: str) -> Any:
+        return {} if name == "environ" else super()._default(name)
 
 
-@dataclass
-class JoinComplete:
+@register_plain_type
+class JoinComplete(_Record):
     """From a worker to pid 1 once it has joined."""
 
+    _fields = ("cpu_threads", "ospid", "hostname")
+    __slots__ = _fields
     cpu_threads: int
     ospid: int
     hostname: str

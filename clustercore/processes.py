@@ -24,8 +24,8 @@ from .cluster import PGRP, Worker, WorkerState
 from .connection import Connection
 from .errors import ProcessExitedException
 from .managers import ClusterManager, WorkerConfig, forward_worker_output, worker_timeout
+from .membership import _exit_worker, connect_to_lower, learn_peers
 from .messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
-from .remoterefs import _internal
 from .wire import serialize
 from .wire.handshake import connect_handshake
 from .wire.transport import make_transport
@@ -148,8 +148,7 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
                 ntfy.notify_all()
 
     threading.Thread(target=run_launch, name="clustercore-launch", daemon=True).start()
-    new: list[Worker] = []
-    errors: list[BaseException] = []
+    joining = _Joining(manager, params)
     taken = 0
     while True:
         with ntfy:
@@ -159,12 +158,10 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
             taken = len(launched)
             finished = "done" in outcome and taken == len(launched)
         for config in batch:
-            try:
-                new.append(create_worker(manager, config, params))
-            except Exception as exc:  # noqa: BLE001 - keep going, report all at the end
-                errors.append(exc)
+            joining.start(config)
         if finished:
             break
+    new, errors = joining.wait()
     if "error" in outcome:
         errors.insert(0, outcome["error"])  # type: ignore[arg-type]
     if errors:
@@ -182,9 +179,51 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
     return sorted(w.id for w in new)
 
 
-def create_worker(manager: ClusterManager, config: WorkerConfig, params: dict[str, Any]) -> Worker:
+class _Joining:
+    """Workers being connected and joined, each on a thread of its own (as Julia's
+    ``addprocs`` does with a task per worker): their hand-shakes overlap."""
+
+    _AT_ONCE = 64  # joins in flight at most
+
+    def __init__(self, manager: ClusterManager, params: dict[str, Any]) -> None:
+        self.manager = manager
+        self.params = params
+        self.joined: list[Worker] = []
+        self.errors: list[BaseException] = []
+        self._threads: list[threading.Thread] = []
+        self._slots = threading.BoundedSemaphore(self._AT_ONCE)
+        self._lock = threading.Lock()
+
+    def start(self, config: WorkerConfig) -> None:
+        pid = PGRP.next_pid()  # in launch order, whatever order the joins finish in
+        self._slots.acquire()
+        thread = threading.Thread(target=self._join, args=(config, pid), name=f"clustercore-join-{pid}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _join(self, config: WorkerConfig, pid: int) -> None:
+        try:
+            w = create_worker(self.manager, config, self.params, pid)
+            with self._lock:
+                self.joined.append(w)
+        except BaseException as exc:  # noqa: BLE001 - keep going, report all at the end
+            with self._lock:
+                self.errors.append(exc)
+        finally:
+            self._slots.release()
+
+    def wait(self) -> tuple[list[Worker], list[BaseException]]:
+        for thread in self._threads:
+            thread.join()
+        return self.joined, self.errors
+
+
+def create_worker(
+    manager: ClusterManager, config: WorkerConfig, params: dict[str, Any], pid: int | None = None
+) -> Worker:
     """Connect to one launched worker and make it join (Julia's ``create_worker``)."""
-    pid = PGRP.next_pid()
+    if pid is None:
+        pid = PGRP.next_pid()
     timeout = worker_timeout()
     try:
         instream, outstream = manager.connect(pid, config)
@@ -292,33 +331,6 @@ def _peer_info(w: Worker) -> PeerInfo:
 
 
 # --- what the driver asks workers to do ----------------------------------------------
-
-
-@_internal
-def learn_peers(peers: list[PeerInfo]) -> None:
-    cluster.add_peers(peers)
-    if PGRP.allowed_peers is not None:  # custom topology: pid 1 sent only those we may reach
-        PGRP.allowed_peers.update(p.pid for p in peers)
-
-
-@_internal
-def connect_to_lower() -> None:
-    """Open links to every known worker with a lower pid (higher pids dial lower ones)."""
-    for pid in sorted(cluster.procs()):
-        if 1 < pid < PGRP.myid:
-            cluster.connection_to(pid)
-
-
-@_internal
-def forget_peer(pid: int) -> None:
-    cluster.deregister_worker(pid, "removed by pid 1")
-
-
-@_internal
-def _exit_worker() -> None:
-    from .worker import exit_worker
-
-    exit_worker("asked to exit by pid 1")
 
 
 def remote_exit(pid: int) -> None:

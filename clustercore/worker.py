@@ -10,25 +10,27 @@ told to exit or until the link to pid 1 closes (no orphans).
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import pickle
 import socket
 import sys
 import threading
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import cluster
-from .cluster import PGRP, Worker
+from .cluster import PGRP, Worker, worker_timeout
 from .connection import Connection
 from .errors import HandshakeError
-from .managers import ClusterManager, DefaultClusterManager, worker_timeout
+from .logs import LazyLogger
 from .messages import JoinComplete, JoinPGRP, MsgType
 from .wire import serialize
 from .wire.handshake import accept_handshake
 from .wire.transport import make_transport
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .managers import ClusterManager
+
+log = LazyLogger(__name__)
 _joined = threading.Event()
 _exiting = threading.Lock()
 
@@ -37,8 +39,7 @@ def init_worker(cookie: str, manager: ClusterManager | None = None) -> None:
     """Make this process a worker that will be told its pid by pid 1 (Julia's ``init_worker``)."""
     cluster.cluster_cookie(cookie)
     PGRP.set_myid(0)
-    PGRP.manager = manager or DefaultClusterManager()
-    logging.getLogger("clustercore").setLevel(os.environ.get("CLUSTERCORE_LOG_LEVEL", "WARNING"))
+    PGRP.manager = manager  # None: the default connect, imported when first needed
 
 
 def start_worker(

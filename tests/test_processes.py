@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -245,3 +246,35 @@ def test_a_driver_holding_references_exits_promptly() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[0, 2, 4, 6, 8, 10, 12, 14]"
     assert "Exception ignored" not in result.stderr
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def test_replies_held_by_a_leader_that_hands_the_link_back_are_sent(two: list[int]) -> None:
+    # While the worker's main thread runs a blocked call, pooled threads lead its
+    # link and write the replies to calls read together in one go; when the main
+    # thread takes the link back, what such a thread held must still go out (it
+    # once did not, and the next call waited forever). The interleaving is racy:
+    # repeat the scenario that showed it.
+    w = two[0]
+    for _ in range(15):
+        gate = cc.Future(1)
+        cc.remotecall(lambda g: cc.fetch(g), w, gate)
+        spinning = cc.remotecall(_spin, w)
+        while cc.remotecall_fetch(lambda: len(cluster.PGRP.runner.in_user_code), w) < 2:
+            time.sleep(0.002)
+        cc.interrupt(w)
+        with pytest.raises(cc.RemoteException):
+            spinning.fetch()
+        gate.put(None)
+        timer = threading.Timer(10, os.kill, (os.getpid(), signal.SIGINT))  # a lost reply must not hang CI
+        timer.start()
+        try:
+            assert cc.remotecall_fetch(abs, w, -3) == 3
+        except KeyboardInterrupt:
+            pytest.fail("the reply never came (the timer interrupted the wait)")
+        finally:
+            timer.cancel()

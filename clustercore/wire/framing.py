@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from .transport import Transport
@@ -38,16 +37,29 @@ _READ_CHUNK = 256 * 1024  # the reused receive buffer: one recv usually holds a 
 _MMAP_THRESHOLD = 1 << 20  # buffers this large get their own huge-page-backed mapping
 
 
-@dataclass(slots=True)
 class Frame:
     """One received message; ``payload`` is valid until the next ``read_frame``."""
 
-    msg_type: int
-    flags: int
-    response: tuple[int, int]
-    notify: tuple[int, int]
-    payload: memoryview
-    buffers: list[Any]
+    __slots__ = ("buffers", "flags", "msg_type", "notify", "payload", "response")
+
+    def __init__(
+        self,
+        msg_type: int,
+        flags: int,
+        response: tuple[int, int],
+        notify: tuple[int, int],
+        payload: memoryview,
+        buffers: list[Any],
+    ) -> None:
+        self.msg_type = msg_type
+        self.flags = flags
+        self.response = response
+        self.notify = notify
+        self.payload = payload
+        self.buffers = buffers
+
+    def __repr__(self) -> str:
+        return f"Frame(type={self.msg_type}, flags={self.flags}, response={self.response}, notify={self.notify})"
 
 
 def encode_frame(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
+import os
 import struct
 import sys
 import threading
@@ -29,7 +29,7 @@ import threading
 from ..errors import AuthenticationError, HandshakeError, VersionMismatchError
 from .transport import Transport
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAGIC = b"CLSTCORE"
 NONCE_LEN = 32
 MAC_LEN = 32
@@ -102,7 +102,7 @@ def connect_handshake(transport: Transport, cookie: str, deadline: float = DEFAU
     peer = transport.describe()
 
     def step() -> None:
-        nonce_c = secrets.token_bytes(NONCE_LEN)
+        nonce_c = os.urandom(NONCE_LEN)
         transport.send_all([MAGIC, nonce_c])
         reply = _read_exact(transport, len(MAGIC) + NONCE_LEN + MAC_LEN)
         if reply[: len(MAGIC)] != MAGIC:
@@ -138,7 +138,7 @@ def accept_handshake(transport: Transport, cookie: str, deadline: float = DEFAUL
         if hello[: len(MAGIC)] != MAGIC:
             raise HandshakeError(f"{peer} sent bytes that are not a clustercore handshake")
         nonce_c = hello[len(MAGIC) :]
-        nonce_s = secrets.token_bytes(NONCE_LEN)
+        nonce_s = os.urandom(NONCE_LEN)
         transport.send_all([MAGIC, nonce_s, _mac(cookie, b"acceptor", nonce_c, nonce_s)])
         answer = _read_exact(transport, MAC_LEN + VERSION.size)
         mine = local_versions()

@@ -15,12 +15,23 @@ import threading
 import types
 from typing import Any, SupportsIndex
 
-import cloudpickle
+_cloudpickle: Any = None  # imported on first use: a worker that only unpickles never needs it
 
-try:  # cloudpickle's own rule for "importable, so by reference"; checked in tests
-    from cloudpickle.cloudpickle import _should_pickle_by_reference
-except ImportError:  # pragma: no cover - a future cloudpickle: always take the safe path
-    _should_pickle_by_reference = None
+
+def _cloudpickle_module() -> Any:
+    global _cloudpickle, _should_pickle_by_reference
+    if _cloudpickle is None:
+        import cloudpickle
+
+        try:  # cloudpickle's own rule for "importable, so by reference"; checked in tests
+            from cloudpickle.cloudpickle import _should_pickle_by_reference
+        except ImportError:  # pragma: no cover - a future cloudpickle: always take the safe path
+            _should_pickle_by_reference = None
+        _cloudpickle = cloudpickle
+    return _cloudpickle
+
+
+_should_pickle_by_reference: Any = None
 
 OUT_OF_BAND_MIN = 64 * 1024
 _SCAN_ITEMS = 64  # containers longer than this are not searched: the C pickler handles them well
@@ -62,7 +73,7 @@ class _ReusablePickler:
         self.out = io.BytesIO()
         self.buffers: list[memoryview] = []
         self.busy = False
-        self.pickler = cloudpickle.Pickler(self.out, protocol=5, buffer_callback=self._take_buffer)
+        self.pickler = _cloudpickle_module().Pickler(self.out, protocol=5, buffer_callback=self._take_buffer)
 
     def _take_buffer(self, buf: pickle.PickleBuffer) -> bool:
         raw = buf.raw()
@@ -103,6 +114,7 @@ def register_plain_type(cls: type) -> type:
 def _importable(obj: Any) -> bool:
     known = _by_reference.get(obj)
     if known is None:
+        _cloudpickle_module()
         known = bool(_should_pickle_by_reference is not None and _should_pickle_by_reference(obj))
         if len(_by_reference) < 4096:
             _by_reference[obj] = known

@@ -35,6 +35,8 @@ class PodSocket(socket.socket):
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         try:
             got = super().recv_into(buffer, nbytes, flags)
+        except BlockingIOError:
+            raise  # a read that asked not to wait (MSG_DONTWAIT) found nothing yet: not a drop
         except OSError:
             self._dropped()
             raise

@@ -16,7 +16,6 @@ import pickle
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 from typing import Any
@@ -84,6 +83,8 @@ class ForkServer:
     """The driver's handle on one fork server."""
 
     def __init__(self, env: dict[str, str]) -> None:
+        import subprocess  # the driver's side only: the server itself starts without it
+
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._socket = mine
         self._lock = threading.Lock()
@@ -101,28 +102,38 @@ class ForkServer:
 
     def fork_worker(self, request: dict[str, Any]) -> tuple[int, Any]:
         """Start a worker; returns its pid and the stream its output comes on."""
-        read_end, write_end = os.pipe()
+        return self.fork_workers(request, 1)[0]
+
+    def fork_workers(self, request: dict[str, Any], n: int) -> list[tuple[int, Any]]:
+        """Start ``n`` workers, asking for all before waiting for any (the server forks
+        them back to back); their pids and output streams."""
+        pipes = [os.pipe() for _ in range(n)]
+        message = pickle.dumps(request)
         try:
             with self._lock:
-                socket.send_fds(self._socket, [pickle.dumps(request)], [write_end])
+                for _, write_end in pipes:
+                    socket.send_fds(self._socket, [message], [write_end])
                 answer = b""
-                while len(answer) < _PID.size:
-                    chunk = self._socket.recv(_PID.size - len(answer))
+                while len(answer) < n * _PID.size:
+                    chunk = self._socket.recv(n * _PID.size - len(answer))
                     if not chunk:
                         raise ConnectionError("the clustercore fork server exited")
                     answer += chunk
         except BaseException:
-            os.close(read_end)
+            for read_end, _ in pipes:
+                os.close(read_end)
             raise
         finally:
-            os.close(write_end)
-        return _PID.unpack(answer)[0], os.fdopen(read_end, "rb")
+            for _, write_end in pipes:
+                os.close(write_end)
+        pids = [pid for (pid,) in _PID.iter_unpack(answer)]
+        return [(pid, os.fdopen(read_end, "rb")) for pid, (read_end, _) in zip(pids, pipes, strict=True)]
 
     def close(self) -> None:
         self._socket.close()
         try:
             self.process.wait(5)
-        except subprocess.TimeoutExpired:
+        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: it did not exit in time
             self.process.kill()
             self.process.wait()
 

@@ -60,8 +60,7 @@ class LocalManager(ClusterManager):
             "env": env,
             "dir": str(params.get("dir") or os.getcwd()),
         }
-        for _ in range(self.np):
-            pid, output = server.fork_worker(request)
+        for pid, output in server.fork_workers(request, self.np):
             config = WorkerConfig(io=output, ospid=pid, userdata={"forked": True})
             config.enable_threaded_blas = bool(params.get("enable_threaded_blas"))
             with ntfy:

@@ -91,3 +91,18 @@ def test_fork_server_ends_with_the_driver() -> None:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         assert wait_until_gone([server, worker]) == []
+
+
+_START_UP_WEIGHT = ["dataclasses", "inspect", "logging", "cloudpickle", "traceback", "subprocess"]
+
+
+def test_a_forked_worker_starts_without_the_heavy_modules() -> None:
+    # What the fork server imports, every worker has paid for before it can
+    # answer: keep it to what serving needs (the rest loads on first use).
+    pids = cc.addprocs(2)
+    try:
+        query = f"[m for m in {_START_UP_WEIGHT!r} if m in __import__('sys').modules]"
+        assert cc.remotecall_fetch(eval, pids[0], query) == []  # eval: a builtin, so nothing loads to unpickle it
+        assert cc.remotecall_fetch(lambda: cc.remotecall_fetch(cc.myid, pids[1]), pids[0]) == pids[1]  # all works
+    finally:
+        cc.rmprocs(pids)
