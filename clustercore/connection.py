@@ -61,12 +61,11 @@ class Connection:
         self._fd = fileno()
         self.poller = select.epoll()
         self.poller.register(self._fd, _ARMED)
-        self.poller.register(_closing_fd(), select.EPOLLIN | select.EPOLLET)
         self.receive_available = functools.partial(self._reader.receive_available, socket.MSG_DONTWAIT)
         return True
 
     def wait_readable(self) -> bool:
-        """Block until data arrives (when armed; True) or some link closes (False)."""
+        """Block until data arrives (when armed; True) or this link closes (False)."""
         assert self.poller is not None
         try:
             return any(fd == self._fd for fd, _ in self.poller.poll())
@@ -75,7 +74,9 @@ class Connection:
             return False
 
     def arm(self) -> None:
-        """Wake the waiting reader when data arrives (call before releasing ``read_lock``)."""
+        """Wake the waiting reader when data arrives. A caller arms after giving back
+        ``read_lock`` (the reader may take the wake-up only when it can also take the
+        right); the reader itself, which alone waits, arms before."""
         try:
             self.poller.modify(self._fd, _ARMED)  # type: ignore[union-attr]
         except (OSError, ValueError):
@@ -176,7 +177,10 @@ class Connection:
         except OSError:
             pass
         if self.poller is not None:
-            os.eventfd_write(_closing_fd(), 1)  # wake a reader waiting in epoll, whatever its arming
+            try:  # wake this link's reader, whatever its arming: an always-readable fd joins its poller
+                self.poller.register(_always_readable_fd(), select.EPOLLIN)
+            except (OSError, ValueError):
+                pass  # the reader is gone already
 
 
 def _blocking_link() -> bool:
@@ -186,14 +190,15 @@ def _blocking_link() -> bool:
 _pack_header = HEADER.pack
 _ARMED = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "epoll") else 0
 _DISARMED = select.EPOLLONESHOT if hasattr(select, "epoll") else 0
-_closing: list[int] = []
-_closing_lock = threading.Lock()
+_always_readable: list[int] = []
+_always_readable_lock = threading.Lock()
 
 
-def _closing_fd() -> int:
-    """An eventfd in every poller, edge-triggered: a write wakes each waiting reader once."""
-    if not _closing:
-        with _closing_lock:
-            if not _closing:
-                _closing.append(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
-    return _closing[0]
+def _always_readable_fd() -> int:
+    """An eventfd that is never read, so always readable: added to a closing link's poller,
+    it wakes that link's reader (and no other)."""
+    if not _always_readable:
+        with _always_readable_lock:
+            if not _always_readable:
+                _always_readable.append(os.eventfd(1, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
+    return _always_readable[0]

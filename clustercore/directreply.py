@@ -5,8 +5,8 @@ On the driver each link's reader waits in ``epoll`` rather than in ``recv``
 and wants its reply takes the link's read right, stops the reader's poller
 from firing, sends, reads frames until its reply is there, handles any other
 frame it reads on the way exactly as the reader would (results to their
-waiters, calls to the :class:`~clustercore.callrunner.CallRunner`), re-arms
-the poller and lets go. When the right is taken, or the thread runs a
+waiters, calls to the :class:`~clustercore.callrunner.CallRunner`), lets go
+and re-arms the poller. When the right is taken, or the thread runs a
 served call (which ``interrupt`` may target), it waits for a reader to hand
 it the reply instead.
 
@@ -64,8 +64,11 @@ def request(
                 raise ProcessExitedException(conn.peer, str(exc)) from None
             return _read_reply(conn, ref[1], runner, holding_sigint)
         finally:
-            conn.arm()
+            # Let go first, then re-arm: armed while still holding the right, the
+            # reader could take the wake-up, fail to get the right, and sleep on a
+            # poller nobody re-arms, with data waiting.
             lock.release()
+            conn.arm()
     finally:
         if holding_sigint:
             _signal.signal(signal.SIGINT, handler)

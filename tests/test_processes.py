@@ -278,3 +278,24 @@ def test_replies_held_by_a_leader_that_hands_the_link_back_are_sent(two: list[in
             pytest.fail("the reply never came (the timer interrupted the wait)")
         finally:
             timer.cancel()
+
+
+def test_a_link_closed_while_its_caller_reads_ends_its_reader(fresh: None) -> None:
+    # The caller holds the read right (the reader's poller disarmed) when another
+    # thread removes the worker: the caller raises, and the reader still ends.
+    (w,) = cc.addprocs(1)
+    conn = cluster.PGRP.workers[w].conn
+    assert conn is not None and conn.poller is not None
+    remover = threading.Timer(0.2, cc.rmprocs, (w,))
+    remover.start()
+    try:
+        cc.remotecall_fetch(time.sleep, w, 30)
+    except cc.ProcessExitedException:
+        pass
+    else:
+        raise AssertionError("expected ProcessExitedException")
+    remover.join()
+    deadline = time.monotonic() + 5
+    while not conn.poller.closed and time.monotonic() < deadline:  # the reader closes it as it ends
+        time.sleep(0.01)
+    assert conn.poller.closed
