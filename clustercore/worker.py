@@ -88,12 +88,17 @@ def _watch_stdin() -> None:
 
 
 def _exit_unless_joined(timeout: float) -> None:
-    if not _joined.wait(timeout):
+    if _joined.wait(timeout):
+        return
+    try:
         print(
             f"clustercore worker: pid 1 did not connect within {timeout:g} s (CLUSTERCORE_WORKER_TIMEOUT); exiting",
             file=sys.stderr,
             flush=True,
         )
+    except (OSError, ValueError):
+        pass  # nobody reads our output any more: a driver that died before joining us
+    finally:
         exit_worker("not joined in time", code=1)
 
 

@@ -212,6 +212,30 @@ def test_worker_exits_when_pid_1_never_joins() -> None:
     assert "did not connect within 1 s" in worker.stdout + worker.stderr
 
 
+def test_worker_exits_when_pid_1_never_joins_and_nobody_reads_its_output() -> None:
+    # A driver killed while its workers start: their output pipe has no reader.
+    env = {**os.environ, "CLUSTERCORE_WORKER_TIMEOUT": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "clustercore", "worker", "--bind-to", "127.0.0.1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write(b"some-cookie\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().startswith(b"clustercore_worker:")
+        worker.stdout.close()  # the notice it prints on giving up now fails to write
+        assert worker.wait(timeout=30) == 1
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        worker.stdin.close()  # type: ignore[union-attr]
+
+
 def test_only_pid_1_adds_or_removes_workers(two: list[int]) -> None:
     with pytest.raises(cc.RemoteException, match="only pid 1 can add workers"):
         cc.remotecall_fetch(lambda: cc.addprocs(1), two[0])
