@@ -26,8 +26,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import CapturedException, RemoteException
+from .logs import LazyLogger
 
 Task = Callable[[], None]
+log = LazyLogger(__name__)
 PROMOTE_AFTER = 0.002
 _WATCHDOG_IDLE_ROUNDS = 100
 _POOL_IDLE_SECONDS = 60.0
@@ -208,10 +210,8 @@ class CallRunner:
             return link.handle(conn, frame)
         except (OSError, EOFError) as exc:
             conn._mark_closed(f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - a bug in a handler: drop the link, loudly
-            from .logs import LazyLogger
-
-            LazyLogger(__name__).exception("handling a message from pid %s failed", conn.peer)
+        except Exception as exc:  # a bug in a handler: drop the link, loudly
+            log.exception("handling a message from pid %s failed", conn.peer)
             conn._mark_closed(f"handler error: {exc!r}")
         return _CLOSED
 
@@ -287,40 +287,38 @@ class CallRunner:
             except BaseException as exc:  # noqa: BLE001
                 return RemoteException(self.pid, CapturedException.capture(exc)), True
         ident = threading.get_ident()
-        if ident == self._main_ident:  # interrupted by SIGINT, which checks membership: no lock
-            in_user_code = self.in_user_code
-            try:
-                in_user_code.add(ident)
-                try:
-                    return f(*args, **kwargs), False
-                finally:
-                    in_user_code.discard(ident)
-            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
-                return RemoteException(self.pid, CapturedException.capture(exc)), True
         value: Any = None
         failed = False
-        lock = self._lock
         try:
             try:
-                with lock:
-                    self.in_user_code.add(ident)
+                self._enter_user_code(ident)
                 value = f(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
                 value, failed = RemoteException(self.pid, CapturedException.capture(exc)), True
             finally:
-                with lock:
-                    self.in_user_code.discard(ident)
-                    _set_async_exc(ident, None)  # drop an interrupt that came too late
+                self._leave_user_code(ident)
         except KeyboardInterrupt:  # an interrupt that landed just after the call ended
             self._leave_user_code(ident)
         return value, failed
 
+    # The main thread is interrupted by SIGINT, whose handler checks membership: it needs
+    # no lock. Other threads get an asynchronous exception from interrupt(), under the lock.
+
+    def _enter_user_code(self, ident: int) -> None:
+        if ident == self._main_ident:
+            self.in_user_code.add(ident)
+            return
+        with self._lock:
+            self.in_user_code.add(ident)
+
     def _leave_user_code(self, ident: int) -> None:
+        if ident == self._main_ident:
+            self.in_user_code.discard(ident)
+            return
         with self._lock:
             if ident in self.in_user_code:
                 self.in_user_code.discard(ident)
-                if ident != self._main_ident:
-                    _set_async_exc(ident, None)  # drop an interrupt that came too late
+                _set_async_exc(ident, None)  # drop an interrupt that came too late
 
     def interrupt(self) -> int:
         """Raise ``KeyboardInterrupt`` in each user call in flight; returns how many."""

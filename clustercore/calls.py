@@ -15,7 +15,7 @@ from typing import Any
 
 from . import cluster, directreply
 from . import syncblock as _sync
-from .cluster import PGRP, SERIAL_CTX, Waiter
+from .cluster import PGRP, Waiter
 from .messages import MsgType
 from .remoterefs import AbstractRemoteRef, Future, lookup_ref
 from .wire.serialize import dumps_call
@@ -45,15 +45,8 @@ def fetch_call(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: d
     itself when it can (:mod:`clustercore.directreply`)."""
     if pid == PGRP.myid:
         return call_fetch_async(pid, f, args, kwargs).result()
-    w = PGRP.workers.get(pid)
-    conn = w.conn if w is not None else None
-    if conn is None or conn.closed:
-        conn = cluster.connection_to(pid)
-    previous, SERIAL_CTX.dest = SERIAL_CTX.dest, pid  # references sent along are counted for pid
-    try:
-        payload, buffers = dumps_call(f, args, kwargs)
-    finally:
-        SERIAL_CTX.dest = previous
+    conn = cluster.connection_to(pid)
+    payload, buffers = cluster.dumps_for(pid, (f, args, kwargs), dumps_call)
     wid = PGRP.next_waiter_id()
     outcome = directreply.request(conn, MsgType.CALL_FETCH, payload, buffers, (PGRP.myid, wid), PGRP.runner)
     if outcome is None:

@@ -257,12 +257,12 @@ def worker_from_id(pid: int) -> Worker:
 # --- sending --------------------------------------------------------------------------
 
 
-def dumps_for(dest: int, obj: Any) -> tuple[bytes, list[memoryview]]:
-    """Pickle ``obj`` for ``dest``; remote references sent along are counted for it."""
+def dumps_for(dest: int, obj: Any, dumps: Any = serialize.dumps) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``obj`` for ``dest`` with ``dumps``; remote references sent along are counted for it."""
     previous = SERIAL_CTX.dest
     SERIAL_CTX.dest = dest
     try:
-        return serialize.dumps(obj)
+        return dumps(obj)
     finally:
         SERIAL_CTX.dest = previous
 

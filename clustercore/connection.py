@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .wire.framing import HEADER, NO_REF, Frame, FrameReader, encode_frame
-from .wire.transport import SocketTransport, Transport
+from .wire.transport import Transport
 
 
 class ConnectionClosed(ConnectionError):
@@ -33,7 +33,6 @@ class Connection:
         self.peer = peer
         self.closed = False
         self.close_reason = ""
-        self._sendmsg = transport.sock.sendmsg if isinstance(transport, SocketTransport) else None
         self._reader = reader = FrameReader(transport)
         # Bound straight to the reader: these run for every frame.
         self.read_frame: Callable[[], Frame | None] = reader.read_frame  # hold ``read_lock``; None at clean EOF
@@ -119,16 +118,7 @@ class Connection:
                     return
             if self._pending:
                 parts, self._pending = self._pending + parts, []
-            try:
-                if self._sendmsg is not None and len(parts) == 2 and type(payload) is bytes:
-                    sent = self._sendmsg(parts)  # one small frame: the common case, sent directly
-                    if sent != HEADER.size + len(payload):
-                        self.transport.send_rest(parts, sent)  # type: ignore[attr-defined]
-                    return
-                self.transport.send_all(parts)
-            except OSError as exc:
-                self._mark_closed(f"send failed: {exc}")
-                raise ConnectionClosed(self.close_reason) from exc
+            self._send_parts(parts)
 
     def _send_parts(self, parts: list[Any]) -> None:
         try:

@@ -98,16 +98,10 @@ def _hold(signum: int, frame: Any) -> None:
 
 
 def _read_reply(conn: Connection, wid: int, runner: Any, holding_sigint: bool) -> tuple[Any, bool]:
-    read_frame = conn.read_frame
     while True:
         if holding_sigint and not conn.has_buffered_frame() and not conn.receive_available():
             _wait_for_data(conn)
-        try:
-            frame = read_frame()
-        except (OSError, EOFError) as exc:
-            _lost(conn, f"{type(exc).__name__}: {exc}")
-        if frame is None:
-            _lost(conn, "closed by peer")
+        frame = _read(conn)
         if frame.msg_type == _RESULT and frame.response[1] == wid:
             if frame.flags or frame.buffers or conn.has_buffered_bytes():
                 return _take_reply(conn, frame, runner)

@@ -83,14 +83,7 @@ def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     if kind == _CALL_FETCH:  # the hot path, flattened
 
         def fetch_job() -> None:
-            value, failed = run(f, args, kwargs, interruptible)
-            if type(value) in _ATOMS:
-                try:
-                    conn.send_frame(_RESULT, pickle.dumps(value, protocol=5), response=response)
-                except ConnectionClosed:
-                    pass  # the caller left before its result was sent
-            else:
-                send_result(conn, response, value, failed)
+            send_result(conn, response, *run(f, args, kwargs, interruptible))
 
         return fetch_job
 

@@ -184,15 +184,16 @@ def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
 _SMALL_ATOMS = frozenset({type(None), bool, int, float})
 
 
-def dumps_call(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, list[memoryview]]:
+def dumps_call(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> tuple[bytes, list[memoryview]]:
     """:func:`dumps` of a call ``(f, args, kwargs)``, quicker for an importable function of numbers."""
+    f, args, kwargs = call
     if not kwargs and type(f) is types.FunctionType and _by_reference.get(f):
         for arg in args:
             if type(arg) not in _SMALL_ATOMS:
                 break
         else:
-            return pickle.dumps((f, args, kwargs), protocol=5), []
-    return dumps((f, args, kwargs))
+            return pickle.dumps(call, protocol=5), []
+    return dumps(call)
 
 
 def loads(payload: Any, buffers: list[Any]) -> Any:

@@ -100,10 +100,6 @@ class ForkServer:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def fork_worker(self, request: dict[str, Any]) -> tuple[int, Any]:
-        """Start a worker; returns its pid and the stream its output comes on."""
-        return self.fork_workers(request, 1)[0]
-
     def fork_workers(self, request: dict[str, Any], n: int) -> list[tuple[int, Any]]:
         """Start ``n`` workers, asking for all before waiting for any (the server forks
         them back to back); their pids and output streams."""

@@ -11,30 +11,35 @@ _LABEL_VALUE = r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"
 _CONFIG_KEY = r"[-._a-zA-Z0-9]+"
 
 
+def _check(value: str, limit: int, pattern: str, explanation: str) -> str:
+    """The API server's two checks on a name: its length, then its form."""
+    if len(value) > limit:
+        return f"must be no more than {limit} characters"
+    if not re.fullmatch(pattern, value):
+        return f"{explanation}, regex used for validation is '{pattern}')"
+    return ""
+
+
 def dns1123_label(value: str) -> str:
     """Namespace and container names."""
-    if len(value) > 63:
-        return "must be no more than 63 characters"
-    if not re.fullmatch(_LABEL, value):
-        return (
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start"
-            " and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation"
-            f" is '{_LABEL}')"
-        )
-    return ""
+    return _check(
+        value,
+        63,
+        _LABEL,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start"
+        " and end with an alphanumeric character (e.g. 'my-name',  or '123-abc'",
+    )
 
 
 def dns1123_subdomain(value: str) -> str:
     """Pod, Secret and ServiceAccount names."""
-    if len(value) > 253:
-        return "must be no more than 253 characters"
-    if not re.fullmatch(_SUBDOMAIN, value):
-        return (
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and"
-            " must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation"
-            f" is '{_SUBDOMAIN}')"
-        )
-    return ""
+    return _check(
+        value,
+        253,
+        _SUBDOMAIN,
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and"
+        " must start and end with an alphanumeric character (e.g. 'example.com'",
+    )
 
 
 def qualified_name(value: str) -> str:
@@ -44,40 +49,36 @@ def qualified_name(value: str) -> str:
         return "prefix part " + (dns1123_subdomain(prefix) or "must be non-empty")
     if not name:
         return "name part must be non-empty"
-    if len(name) > 63:
-        return "name part must be no more than 63 characters"
-    if not re.fullmatch(_QUALIFIED, name):
-        return (
-            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an"
-            " alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is"
-            f" '{_QUALIFIED}')"
-        )
-    return ""
+    problem = _check(
+        name,
+        63,
+        _QUALIFIED,
+        "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an"
+        " alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc'",
+    )
+    return "name part " + problem if problem else ""
 
 
 def label_value(value: str) -> str:
     """Label values (may be empty)."""
-    if len(value) > 63:
-        return "must be no more than 63 characters"
-    if not re.fullmatch(_LABEL_VALUE, value):
-        return (
-            "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must"
-            " start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used"
-            f" for validation is '{_LABEL_VALUE}')"
-        )
-    return ""
+    return _check(
+        value,
+        63,
+        _LABEL_VALUE,
+        "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must"
+        " start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345'",
+    )
 
 
 def config_key(value: str) -> str:
     """Secret data keys and ``secretKeyRef.key``."""
-    if len(value) > 253:
-        return "must be no more than 253 characters"
-    if not re.fullmatch(_CONFIG_KEY, value):
-        return (
-            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or"
-            f" 'KEY_NAME',  or 'key-name', regex used for validation is '{_CONFIG_KEY}')"
-        )
-    return ""
+    return _check(
+        value,
+        253,
+        _CONFIG_KEY,
+        "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or"
+        " 'KEY_NAME',  or 'key-name'",
+    )
 
 
 def env_var_name(value: str) -> str:
