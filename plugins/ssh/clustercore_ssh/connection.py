@@ -149,7 +149,8 @@ class HostConnection:
                 # plain SSHException when several opens fail at once)
                 with self._lock:
                     link.opening -= 1
-                    in_use = len([c for c in link.sessions if not c.closed])
+                    # sessions open, and those other threads are opening right now, both count
+                    in_use = len([c for c in link.sessions if not c.closed]) + link.opening
                     if not link.transport.is_active() or not in_use or deadline.expired():
                         raise SSHLaunchError(self.label, "session", f"cannot open a session: {exc}") from exc
                     link.capacity = min(link.capacity, in_use)
