@@ -293,7 +293,7 @@ def send_msg(
     try:
         conn.send_frame(msg_type, payload, buffers, response, notify, flags)
     except ConnectionClosed as exc:
-        raise ProcessExitedException(pid, str(exc)) from None
+        raise link_lost(conn, str(exc)) from None
     return conn
 
 
@@ -331,9 +331,9 @@ def send_pickled_with_waiter(
             conn.send_frame(msg_type, payload, buffers, response=ref)
     except ConnectionClosed as exc:
         conn.waiters.pop(wid, None)
-        raise ProcessExitedException(conn.peer, str(exc)) from None
+        raise link_lost(conn, str(exc)) from None
     if conn.closed:  # closed while we registered: make sure nobody waits forever
-        fail_waiters(conn)
+        link_lost(conn)
     return waiter
 
 
@@ -350,8 +350,10 @@ def _connect_lazily(w: Worker) -> Connection:
     with w.connect_lock:
         if w.conn is not None and not w.conn.closed:
             return w.conn
-        if w.state is WorkerState.TERMINATED or (w.conn is not None and w.conn.closed):
-            raise ProcessExitedException(w.id, w.exit_reason or (w.conn.close_reason if w.conn else ""))
+        if w.conn is not None and w.conn.closed:
+            raise link_lost(w.conn)
+        if w.state is WorkerState.TERMINATED:
+            raise ProcessExitedException(w.id, w.exit_reason)
         if PGRP.myid == 1:
             raise ProcessExitedException(w.id, "not connected")
         if PGRP.topology == "master_worker":
@@ -431,20 +433,32 @@ def fail_waiters(conn: Connection) -> None:
         waiter.set(ProcessExitedException(conn.peer, conn.close_reason), failed=True)
 
 
+def link_lost(conn: Connection, reason: str = "") -> ProcessExitedException:
+    """Handle ``conn``'s end now, in the thread that found it (see
+    :func:`on_connection_closed`); the exception that thread should raise."""
+    on_connection_closed(conn)
+    return ProcessExitedException(conn.peer, reason or conn.close_reason)
+
+
 def on_connection_closed(conn: Connection) -> None:
-    fail_waiters(conn)
+    """A link ended. If it was a worker's main link the worker is forgotten first, so
+    whoever its end wakes (a waiter, a caller) already sees it gone from ``workers()``.
+
+    Runs in whichever thread first finds the link dead; running it again is harmless.
+    """
     pid = conn.peer
     with PGRP.lock:
         w = PGRP.workers.get(pid)
         is_main_link = w is not None and w.conn is conn
     if not is_main_link:
-        return
-    if PGRP.myid != 1 and pid == 1:
+        fail_waiters(conn)
+    elif PGRP.myid != 1 and pid == 1:
         from .worker import exit_worker
 
+        fail_waiters(conn)
         exit_worker("the driver (pid 1) closed its connection")
-        return
-    deregister_worker(pid, conn.close_reason)
+    else:
+        deregister_worker(pid, conn.close_reason)
 
 
 def deregister_worker(pid: int, reason: str = "") -> None:

@@ -25,8 +25,8 @@ import socket
 import threading
 from typing import Any, NoReturn
 
+from .cluster import link_lost
 from .connection import Connection, ConnectionClosed
-from .errors import ProcessExitedException
 from .message_handlers import decode_result, handle_msg
 from .messages import MsgType
 
@@ -61,7 +61,7 @@ def request(
             try:
                 conn.send_frame(msg_type, payload, buffers, response=ref)
             except ConnectionClosed as exc:
-                raise ProcessExitedException(conn.peer, str(exc)) from None
+                raise link_lost(conn, str(exc)) from None
             return _read_reply(conn, ref[1], runner, holding_sigint)
         finally:
             # Let go first, then re-arm: armed while still holding the right, the
@@ -144,9 +144,13 @@ def _read(conn: Connection) -> Any:
 
 
 def _lost(conn: Connection, reason: str) -> NoReturn:
-    """The link died under this reader: close it (its reader then cleans up) and say so."""
+    """The link died under this caller: close it, forget the worker, and say so.
+
+    The worker is forgotten here rather than left to the link's reader, so that
+    the caller's ``ProcessExitedException`` never races ahead of ``workers()``.
+    """
     conn.close(reason)
-    raise ProcessExitedException(conn.peer, reason)
+    raise link_lost(conn, reason)
 
 
 def _dispatch(conn: Connection, frame: Any, runner: Any) -> None:

@@ -198,7 +198,7 @@ class _DistributedMap:
             MsgType.CALL_BATCH, payload, buffers, response=(PGRP.myid, wid), notify=(int(self.star), self.fid)
         )
         if conn.closed:
-            cluster.fail_waiters(conn)
+            cluster.link_lost(conn)
 
     def _lose_worker(self, pid: int, exc: BaseException) -> None:
         if pid in self.pids:

@@ -160,6 +160,19 @@ def test_a_worker_killed_mid_call_releases_every_waiter(two: list[int]) -> None:
     assert cc.remotecall_fetch(cc.myid, two[1]) == two[1]
 
 
+def test_a_caller_that_finds_its_worker_dead_sees_it_gone(two: list[int]) -> None:
+    # The caller reads the end of the link itself: by the time it raises, the
+    # worker must already be out of workers(), not left for the link's reader.
+    w, other = two
+    with pytest.raises(cc.ProcessExitedException) as info:
+        cc.remotecall_fetch(lambda: os.kill(os.getpid(), signal.SIGKILL), w)
+    assert info.value.worker_id == w
+    assert cc.workers() == [other]
+    with pytest.raises(cc.ProcessExitedException):
+        cc.remotecall_fetch(os.getpid, w)
+    assert cc.remotecall_fetch(cc.myid, other) == other
+
+
 def test_worker_output_is_forwarded_with_its_pid(two: list[int]) -> None:
     w = two[1]
     with worker_output() as out:
