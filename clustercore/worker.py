@@ -50,8 +50,14 @@ def start_worker(
     stderr_to_stdout: bool = True,
     bind_to: str | None = None,
     lifeline: bool = False,
+    driver_link: socket.socket | None = None,
 ) -> None:
-    """Run this process as a worker listening on TCP; returns only by exiting."""
+    """Run this process as a worker listening on TCP; returns only by exiting.
+
+    ``driver_link``: a connected socket its launcher holds the other end of (a
+    Unix socket pair from the Local plugin's fork server), served like an
+    accepted connection, so pid 1 may join through it instead of over TCP.
+    """
     if cookie is None:
         cookie = sys.stdin.readline().strip()
         if not cookie:
@@ -70,6 +76,8 @@ def start_worker(
     listener, host = _listen(bind_to)
     port = listener.getsockname()[1]
     threading.Thread(target=_accept_forever, args=(listener,), name="clustercore-accept", daemon=True).start()
+    if driver_link is not None:
+        threading.Thread(target=_serve_accepted, args=(driver_link,), name="clustercore-incoming", daemon=True).start()
     timeout = worker_timeout()
     print(f"clustercore_worker:{port}#{host}", file=out, flush=True)
     threading.Thread(target=_exit_unless_joined, args=(timeout,), name="clustercore-join-timer", daemon=True).start()

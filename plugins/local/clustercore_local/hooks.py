@@ -31,3 +31,10 @@ def kill(manager: ClusterManager, pid: int, config: WorkerConfig) -> bool | None
         return None
     manager.end_worker(pid, config)
     return True
+
+
+@hookimpl
+def connect(manager: ClusterManager, pid: int, config: WorkerConfig) -> tuple[Any, Any] | None:
+    if not isinstance(manager, LocalManager):
+        return None
+    return manager.connect_worker(pid, config)

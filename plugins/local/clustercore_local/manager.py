@@ -11,7 +11,13 @@ from threading import Condition
 from typing import Any
 
 from clustercore import ClusterManager, WorkerConfig, cluster_cookie
-from clustercore.managers import end_process, worker_command, worker_environment
+from clustercore.managers import (
+    default_connect,
+    end_process,
+    read_worker_host_port,
+    worker_command,
+    worker_environment,
+)
 
 from .forkserver import fork_server
 
@@ -60,8 +66,8 @@ class LocalManager(ClusterManager):
             "env": env,
             "dir": str(params.get("dir") or os.getcwd()),
         }
-        for pid, output in server.fork_workers(request, self.np):
-            config = WorkerConfig(io=output, ospid=pid, userdata={"forked": True})
+        for forked in server.fork_workers(request, self.np):
+            config = WorkerConfig(io=forked.output, ospid=forked.ospid, userdata={"forked": True, "link": forked.link})
             config.enable_threaded_blas = bool(params.get("enable_threaded_blas"))
             with ntfy:
                 launched.append(config)
@@ -91,6 +97,20 @@ class LocalManager(ClusterManager):
             with launch_ntfy:
                 launched.append(config)
                 launch_ntfy.notify_all()
+
+    def connect_worker(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
+        """A forked worker is reached through the Unix socket pair made for it; its TCP
+        address (read from its output, as the default ``connect`` does) is for the others."""
+        link = config.userdata.pop("link", None) if isinstance(config.userdata, dict) else None
+        if link is None or config.connect_at is not None:
+            return default_connect(pid, config)
+        try:
+            config.host, config.port = read_worker_host_port(pid, config)
+        except BaseException:
+            link.close()
+            raise
+        config.connect_at = (config.host, config.port)
+        return link, link
 
     def end_worker(self, pid: int, config: WorkerConfig) -> None:
         from clustercore.processes import remote_exit

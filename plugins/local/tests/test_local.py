@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 import cloudpickle
@@ -48,6 +49,34 @@ def test_unrestricted_workers_listen_on_all_interfaces() -> None:
         assert any(line.split()[1].startswith("00000000:") for line in listening)
     finally:
         cc.rmprocs(pids)
+
+
+def _link_family(pid: int) -> socket.AddressFamily:
+    conn = cc.cluster.worker_from_id(pid).conn
+    assert conn is not None
+    return conn.transport.sock.family  # type: ignore[attr-defined,no-any-return]
+
+
+def test_forked_workers_are_reached_over_a_unix_socket_pair() -> None:
+    a, b = cc.addprocs(2)
+    try:
+        assert _link_family(a) == _link_family(b) == socket.AF_UNIX
+        assert cc.worker_id_from_socket(cc.cluster.worker_from_id(a).conn.transport.sock) == a  # type: ignore[union-attr]
+        # the others still reach a worker at the TCP address it printed
+        assert cc.remotecall_fetch(lambda other: cc.remotecall_fetch(cc.myid, other), a, b) == b
+        assert cc.remotecall_fetch(_link_family, a, b) == socket.AF_INET
+        assert cc.remotecall_fetch(_link_family, a, 1) == socket.AF_UNIX
+    finally:
+        cc.rmprocs([a, b])
+
+
+def test_spawned_workers_are_reached_over_tcp() -> None:
+    (pid,) = cc.addprocs(1, start_method="spawn")
+    try:
+        assert _link_family(pid) == socket.AF_INET
+        assert cc.remotecall_fetch(cc.myid, pid) == pid
+    finally:
+        cc.rmprocs(pid)
 
 
 def test_workers_run_in_their_own_session() -> None:
