@@ -4,13 +4,13 @@ A plugin is a module of ``@hookimpl`` functions named by an entry point in
 the group ``clustercore``. Hooks are dispatched on the manager: a plugin's
 implementation returns ``None`` for managers that are not its own, and the
 first non-``None`` result wins. Plugins are discovered lazily, on the first
-``addprocs`` (never on ``import clustercore``); a plugin that fails to import
-gives a warning naming it and the others still load.
+``addprocs`` (never on ``import clustercore``), and loaded one at a time as
+they are needed; a plugin that fails to import gives a warning naming it
+and the others still load.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 import warnings
 from dataclasses import dataclass
@@ -72,67 +72,120 @@ class PluginInfo:
 
 
 class _Plugins:
-    """The one plugin manager; built-in hooks are registered like external ones."""
+    """The one plugin manager; built-in hooks are registered like external ones.
+
+    Entry points are loaded one by one as they are needed: ``addprocs("name")``
+    loads the plugin of that name first (``addprocs(4)`` loads only ``local``),
+    and everything else (listing, a manager class no loaded plugin provides)
+    loads them all.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pm: pluggy.PluginManager | None = None
+        self._entry_points: dict[str, Any] | None = None
+        self._tried: set[str] = set()
+        self._types: dict[str, type[ClusterManager]] = {}
         self.infos: list[PluginInfo] = []
 
     @property
     def pm(self) -> pluggy.PluginManager:
         with self._lock:
             if self._pm is None:
-                self._pm = self._load()
+                from . import default_manager
+
+                pm = pluggy.PluginManager(PROJECT)
+                pm.add_hookspecs(HookSpecs)
+                pm.register(default_manager, name="clustercore.default")
+                self._pm = pm
             return self._pm
 
-    def _load(self) -> pluggy.PluginManager:
-        from . import default_manager
+    def _found(self) -> dict[str, Any]:
+        if self._entry_points is None:
+            import importlib.metadata
 
-        pm = pluggy.PluginManager(PROJECT)
-        pm.add_hookspecs(HookSpecs)
-        pm.register(default_manager, name="clustercore.default")
-        for ep in importlib.metadata.entry_points(group=PROJECT):
+            self._entry_points = {}
+            for ep in importlib.metadata.entry_points(group=PROJECT):
+                self._entry_points.setdefault(ep.name, ep)
+        return self._entry_points
+
+    def load(self, name: str) -> None:
+        """Load the plugin registered under ``name``, if there is one and it is not loaded."""
+        with self._lock:
+            ep = self._found().get(name)
+            if ep is None or name in self._tried:
+                return
+            self._tried.add(name)
+            pm = self.pm
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
             try:
                 module = ep.load()
-                if pm.get_plugin(ep.name) is None and not pm.is_registered(module):
-                    pm.register(module, name=ep.name)
+                if pm.get_plugin(name) is None and not pm.is_registered(module):
+                    pm.register(module, name=name)
+                pm.check_pending()
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the others
                 warnings.warn(
-                    f"clustercore plugin {ep.name!r} ({dist} {version}) failed to load: {exc!r}",
+                    f"clustercore plugin {name!r} ({dist} {version}) failed to load: {exc!r}",
                     RuntimeWarning,
-                    stacklevel=4,
+                    stacklevel=5,
                 )
-                self.infos.append(PluginInfo(ep.name, dist, version, ep.value, repr(exc)))
-                continue
-            self.infos.append(PluginInfo(ep.name, dist, version, ep.value))
-        pm.check_pending()
-        return pm
+                self.infos.append(PluginInfo(name, dist, version, ep.value, repr(exc)))
+                return
+            self.infos.append(PluginInfo(name, dist, version, ep.value))
+            for mapping in pm.hook.manager_types():
+                self._types.update(mapping)
+
+    def load_all(self) -> None:
+        with self._lock:
+            for name in list(self._found()):
+                self.load(name)
+
+    def manager_types(self, everything: bool = True) -> dict[str, type[ClusterManager]]:
+        if everything:
+            self.load_all()
+        with self._lock:
+            return dict(self._types)
+
+    def serving(self, manager: ClusterManager) -> pluggy.PluginManager:
+        """The plugin manager, with every plugin loaded unless ``manager``'s class is the
+        core's own or one that a loaded plugin provides."""
+        with self._lock:
+            provided = tuple(self._types.values())
+            core_class = type(manager).__module__.partition(".")[0] == PROJECT
+            if not core_class and not (provided and isinstance(manager, provided)):
+                self.load_all()
+            return self.pm
 
 
 PLUGINS = _Plugins()
 
 
 def plugin_manager() -> pluggy.PluginManager:
+    """The plugin manager with every installed plugin loaded."""
+    PLUGINS.load_all()
     return PLUGINS.pm
 
 
 def manager_types() -> dict[str, type[ClusterManager]]:
-    found: dict[str, type[ClusterManager]] = {}
-    for mapping in plugin_manager().hook.manager_types():
-        found.update(mapping)
-    return found
+    """Every installed manager class, by name."""
+    return PLUGINS.manager_types()
+
+
+def manager_class(name: str) -> type[ClusterManager] | None:
+    """The manager class named ``name``, loading no more plugins than it takes to find it."""
+    PLUGINS.load(name)
+    found = PLUGINS.manager_types(everything=False).get(name)
+    return found if found is not None else PLUGINS.manager_types().get(name)
 
 
 def installed_plugins() -> list[PluginInfo]:
-    plugin_manager()
+    PLUGINS.load_all()
     return list(PLUGINS.infos)
 
 
 def _first(name: str, manager: ClusterManager, **kwargs: Any) -> Any:
-    result = getattr(plugin_manager().hook, name)(manager=manager, **kwargs)
+    result = getattr(PLUGINS.serving(manager).hook, name)(manager=manager, **kwargs)
     if result is None:
         raise NotImplementedError(
             f"{type(manager).__name__} does not implement {name!r}: define a {name} method "

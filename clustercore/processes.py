@@ -86,11 +86,14 @@ def _resolve_manager(what: Any, kwargs: dict[str, Any]) -> tuple[ClusterManager,
 def _manager_by_name(name: str, kwargs: dict[str, Any]) -> tuple[ClusterManager, dict[str, Any]]:
     from . import hooks
 
-    types = hooks.manager_types()
-    cls = types.get(name)
+    cls = hooks.manager_class(name)
     if cls is None:
-        known = ", ".join(sorted(types)) or "none"
-        hint = f"; install clustercore-{name}" if name in ("local", "ssh", "slurm", "k8s") else ""
+        known = ", ".join(sorted(hooks.manager_types())) or "none"
+        broken = [info.error for info in hooks.installed_plugins() if info.name == name and info.error]
+        if broken:
+            hint = f"; its plugin failed to load: {broken[0]}"
+        else:
+            hint = f"; install clustercore-{name}" if name in ("local", "ssh", "slurm", "k8s") else ""
         raise ValueError(f"no cluster manager named {name!r} (installed: {known}){hint}")
     own: set[str] = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     mine = {k: v for k, v in kwargs.items() if k in own and k not in GENERIC_PARAMS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -146,11 +147,33 @@ def test_managers_command_lists_plugins_and_survives_a_broken_one(broken_plugin:
 
 
 def test_addprocs_works_beside_a_broken_plugin(broken_plugin: dict[str, str]) -> None:
-    code = "import clustercore as cc; p = cc.addprocs(1); print(cc.remotecall_fetch(cc.myid, p[0]))"
+    code = (
+        "import clustercore as cc; p = cc.addprocs(1); print(cc.remotecall_fetch(cc.myid, p[0]))\n"
+        "try:\n    cc.addprocs('broken')\nexcept ValueError as e:\n    print(e)"
+    )
     result = _run([sys.executable, "-c", code], env=broken_plugin)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "2"
-    assert "broken" in result.stderr
+    first, error = result.stdout.strip().splitlines()
+    assert first == "2"
+    assert "no cluster manager named 'broken'" in error
+    assert "its plugin failed to load: ImportError('this plugin is broken on purpose')" in error
+    assert "clustercore plugin 'broken' (clustercore-broken 0.1) failed to load" in result.stderr
+
+
+def test_addprocs_loads_only_the_plugin_it_needs() -> None:
+    prefixes = ("clustercore_", "paramiko", "kubernetes")
+    code = (
+        "import sys, clustercore as cc; cc.addprocs(1)\n"
+        f"print(sorted({{m.partition('.')[0] for m in sys.modules if m.startswith({prefixes!r})}}))\n"
+        "cc.hooks.manager_types()\n"
+        f"print(sorted({{m.partition('.')[0] for m in sys.modules if m.startswith({prefixes!r})}}))"
+    )
+    result = _run([sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr
+    only_local, everything = result.stdout.splitlines()
+    assert only_local == "['clustercore_local']"
+    all_plugins = {"clustercore_local", "clustercore_ssh", "clustercore_slurm", "clustercore_k8s"}
+    assert all_plugins <= set(ast.literal_eval(everything))
 
 
 def test_cli_runs_a_script_with_workers(tmp_path: Path) -> None:
