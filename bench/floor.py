@@ -4,7 +4,8 @@ Nothing a Python RPC layer does can beat these figures, so every peer is
 reported as a ratio to them.
 
 * ``pingpong``: one byte to a child process and back, ``TCP_NODELAY``;
-  the latency floor.
+  the latency floor. The child stays up for the whole latency run, so the
+  floor is sampled in rounds alongside the peers.
 * ``echo``: a length-prefixed payload to a child that receives all of it
   and then sends all of it back (store and forward, like a worker that
   returns its argument). The receiving buffers are either allocated once
@@ -15,14 +16,15 @@ reported as a ratio to them.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from bench.stats import latency_summary, median
+from bench.stats import median
 
 _HEADER = struct.Struct("!Q")
 
@@ -85,6 +87,10 @@ def _child(target, *args) -> Iterator[socket.socket]:  # type: ignore[no-untyped
             try:
                 yield conn
             finally:
+                # shutdown, not just close: a child forked from us meanwhile (mp.Pool)
+                # holds a copy of this socket, and the partner must still see EOF
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
                 conn.close()
             proc.join(10)
         finally:
@@ -93,20 +99,19 @@ def _child(target, *args) -> Iterator[socket.socket]:  # type: ignore[no-untyped
                 proc.join(5)
 
 
-def pingpong_latency(n: int, warmup: int) -> dict[str, float]:
-    """Median and p90 (us) of a one-byte round trip to another process."""
+@contextmanager
+def pingpong() -> Iterator[Callable[[], None]]:
+    """A ping-pong partner kept up until exit; yields one round trip as a call."""
     with _child(_pingpong_child) as s:
         one = bytearray(b"x")
         back = bytearray(1)
-        samples: list[int] = []
-        for i in range(warmup + n):
-            t0 = time.perf_counter_ns()
+
+        def roundtrip() -> None:
             s.sendall(one)
             if not s.recv_into(back):
                 raise ConnectionError("ping-pong child closed")
-            if i >= warmup:
-                samples.append(time.perf_counter_ns() - t0)
-    return latency_summary(samples)
+
+        yield roundtrip
 
 
 def echo_bandwidth(nbytes: int, reuse: bool, warmup: int, repeats: int) -> dict[str, float]:

@@ -1,4 +1,6 @@
-"""The four measurements, each run on one peer session (or peer).
+"""Throughput, bandwidth and start-up, each run on one peer session (or peer).
+
+Latency, sampled from every peer in turn, is in :mod:`bench.latency`.
 
 Every function returns a plain dict (JSON-ready). Timing uses
 ``time.perf_counter``; figures are medians over repeats after warm-ups.
@@ -13,28 +15,8 @@ import numpy as np
 
 from bench.config import Sizes
 from bench.peers import Peer, Session, Skip
-from bench.stats import latency_summary, median
+from bench.stats import median
 from bench.tasks import identity, inc, noop
-
-
-def latency(session: Session, sizes: Sizes) -> dict[str, Any]:
-    """Round trip of a no-op call: median and p90 in microseconds.
-
-    A slow peer stops after ``sizes.latency_budget_s`` seconds of sampling
-    (with at least 50 samples), so it does not dominate the run.
-    """
-    for _ in range(sizes.latency_warmup):
-        session.call(noop)
-    samples: list[int] = []
-    deadline = time.perf_counter_ns() + int(sizes.latency_budget_s * 1e9)
-    for _ in range(sizes.latency_calls):
-        t0 = time.perf_counter_ns()
-        session.call(noop)
-        t1 = time.perf_counter_ns()
-        samples.append(t1 - t0)
-        if t1 > deadline and len(samples) >= 50:
-            break
-    return latency_summary(samples)
 
 
 def throughput(session: Session, sizes: Sizes) -> dict[str, Any]:

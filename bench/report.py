@@ -127,7 +127,27 @@ def _latency(results: dict[str, Any], names: list[str]) -> list[str]:
     lines = [title]
     if how:
         lines.append(f"   pinned = driver and workers on one CPU via {how}")
-    return [*lines, *_table(header, rows)]
+    lines += _table(header, rows)
+    for label, half in halves:
+        spread = _round_spread(half, names)
+        if spread:
+            lines.append(f"   {label}, clustercore / peer per round (medians of the same round), min..max: {spread}")
+    return lines
+
+
+def _round_spread(half: dict[str, Any], names: list[str]) -> str:
+    """``floor 1.10..1.32x, mp.Pool 0.91..1.04x, ...``: clustercore's median over
+    each peer's in the same round, lowest and highest; empty if not recorded."""
+    cc = (half.get(CC) or {}).get("round_medians_us")
+    if not cc:
+        return ""
+    parts = []
+    for name in ["floor", *names]:
+        theirs = (half.get(name) or {}).get("round_medians_us") if name != CC else None
+        rs = [a / b for a, b in zip(cc, theirs or [], strict=False) if b]
+        if rs:
+            parts.append(f"{name} {_x(min(rs)).removesuffix('x')}..{_x(max(rs))}")
+    return ", ".join(parts)
 
 
 def best_variant(cell: dict[str, Any] | None) -> tuple[str, float] | None:

@@ -1,10 +1,15 @@
 """Runs the selected measurements on the floor and on every peer.
 
-Each peer gets one session of ``sizes.workers`` workers for latency,
-throughput and bandwidth, closed before the next peer starts, so peers
-never compete for the two CPUs. Start-up starts fresh sessions. A peer
-that is not installed is skipped with a note; an exception in a
-measurement is recorded as an error for that cell and the run goes on.
+Latency first: the floor's ping-pong partner and one session of
+``sizes.workers`` workers per peer are opened together and sampled in
+interleaved rounds (see :mod:`bench.latency`). Only one of them is called
+at a time; the others sit idle (blocked in a read, or for dask and ray,
+their own background timers), and all are closed before anything else runs.
+Throughput and bandwidth then get a fresh session per peer, closed before
+the next peer starts, so no two peers' workers are ever busy at once.
+Start-up starts fresh sessions. A peer that is not installed is skipped
+with a note; an exception in a measurement, or a failed start, is
+recorded as an error for that cell and the run goes on without it.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ import platform
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 from bench import floor, measure
 from bench.config import Sizes
+from bench.latency import Contestant, round_order
 from bench.peers import Peer, Session, Skip
+from bench.tasks import noop
 
 
 def log(msg: str) -> None:
@@ -62,6 +71,12 @@ class Runner:
         sec: dict[str, Any] = self.results[measurement]
         return sec["unpinned"] if measurement == "latency" else sec
 
+    def _fail(self, section: dict[str, Any], key: str, what: str, e: Exception) -> None:
+        msg = f"{type(e).__name__}: {e}"
+        section[key] = {"error": msg}
+        self.results["errors"].append(f"{what}: {msg}")
+        log(f"{what} failed:\n{traceback.format_exc()}")
+
     def _cell(self, section: dict[str, Any], key: str, what: str, fn: Callable[[], dict[str, Any]]) -> None:
         log(what)
         try:
@@ -69,85 +84,135 @@ class Runner:
         except Skip as e:
             section[key] = {"skipped": str(e)}
         except Exception as e:  # noqa: BLE001 - one failing cell must not end the run
+            self._fail(section, key, what, e)
+
+    def _start(self, peer: Peer, measurements: Sequence[str]) -> Session | None:
+        """A session for ``measurements``, or None (the error is recorded in each)."""
+        log(f"{peer.name}: starting {self.sizes.workers} workers for {', '.join(measurements)}")
+        try:
+            return peer.start(self.sizes.workers)
+        except Exception as e:  # noqa: BLE001
             msg = f"{type(e).__name__}: {e}"
-            section[key] = {"error": msg}
-            self.results["errors"].append(f"{what}: {msg}")
-            log(f"{what} failed:\n{traceback.format_exc()}")
+            self.results["errors"].append(f"{peer.name}: start: {msg}")
+            log(f"{peer.name}: start failed:\n{traceback.format_exc()}")
+            for m in measurements:
+                self._section(m)[peer.name] = {"error": f"start failed: {msg}"}
+            return None
 
-    # -- the run -------------------------------------------------------------
+    def _shut(self, name: str, session: Session) -> None:
+        self._cell({}, "close", f"{name}: shutting down", lambda: _close(session))
 
-    def run_floor(self) -> None:
-        s = self.sizes
-        if "latency" in self.only:
-            self._cell(
-                self.results["latency"]["unpinned"],
-                "floor",
-                "floor: TCP ping-pong",
-                lambda: floor.pingpong_latency(s.floor_pingpongs, s.floor_pingpongs // 10),
-            )
-        if "bandwidth" in self.only:
-            for reuse, key in ((True, "floor (reused buffer)"), (False, "floor (fresh buffer)")):
-                self._cell(
-                    self.results["bandwidth"],
-                    key,
-                    f"{key}: socket echo",
-                    lambda reuse=reuse: floor.echo_bandwidth(  # type: ignore[misc]
-                        s.bandwidth_bytes, reuse, s.bandwidth_warmup, s.bandwidth_repeats
-                    ),
-                )
-
-    def run_peer(self, peer: Peer) -> None:
+    def _register(self, peer: Peer) -> bool:
+        """List the peer in the report; True if it is to run."""
         info: dict[str, Any] = {"description": peer.description}
         if peer.startup_only:
             if "startup" not in self.only:
-                return
+                return False
             info["startup_only"] = True
         self.results["peers"][peer.name] = info
-        per_session = [m for m in ("latency", "throughput", "bandwidth") if m in self.only and not peer.startup_only]
         reason = peer.unavailable()
         if reason:
             info["skipped"] = reason
             log(f"{peer.name}: skipped ({reason})")
+            per_session = () if peer.startup_only else ("latency", "throughput", "bandwidth")
             for m in (*per_session, "startup"):
                 if m in self.only:
                     self._section(m)[peer.name] = {"skipped": reason}
-            return
+            return False
         info["version"] = peer.version()
-        if per_session:
-            log(f"{peer.name}: starting {self.sizes.workers} workers")
-            try:
-                session = peer.start(self.sizes.workers)
-            except Exception as e:  # noqa: BLE001
-                msg = f"{type(e).__name__}: {e}"
-                self.results["errors"].append(f"{peer.name}: start: {msg}")
-                log(f"{peer.name}: start failed:\n{traceback.format_exc()}")
-                for m in per_session:
-                    self._section(m)[peer.name] = {"error": f"start failed: {msg}"}
-            else:
+        return True
+
+    # -- latency: everyone open at once, sampled in rounds --------------------
+
+    def _contestant(self, name: str, roundtrip: Callable[[], object], calls: int, warmup: int) -> Contestant | None:
+        """A warmed-up contestant taking ``calls`` samples over all rounds, or None."""
+        s = self.sizes
+        c = Contestant(name, roundtrip, max(1, calls // s.latency_rounds), s.latency_budget_s / s.latency_rounds)
+        try:
+            c.warm_up(warmup)
+        except Exception as e:  # noqa: BLE001
+            self._fail(self._section("latency"), name, f"{name}: latency warm-up", e)
+            return None
+        return c
+
+    def _open_floor(self, stack: ExitStack) -> Contestant | None:
+        log("floor: TCP ping-pong partner")
+        try:
+            roundtrip = stack.enter_context(floor.pingpong())
+        except Exception as e:  # noqa: BLE001
+            self._fail(self._section("latency"), "floor", "floor: TCP ping-pong", e)
+            return None
+        n = self.sizes.floor_pingpongs
+        return self._contestant("floor", roundtrip, n, n // 10)
+
+    def _open_peer(self, stack: ExitStack, peer: Peer) -> Contestant | None:
+        session = self._start(peer, ["latency"])
+        if session is None:
+            return None
+        stack.callback(self._shut, peer.name, session)  # closed last-opened first
+        return self._contestant(
+            peer.name, partial(session.call, noop), self.sizes.latency_calls, self.sizes.latency_warmup
+        )
+
+    def _rounds(self, contestants: list[Contestant]) -> None:
+        """Sample every contestant in each round; one that raises drops out."""
+        cells = self._section("latency")
+        live = list(contestants)
+        rounds = self.sizes.latency_rounds
+        for r in range(rounds):
+            order = round_order(live, r)
+            log(f"latency round {r + 1}/{rounds}: {', '.join(c.name for c in order)}")
+            for c in order:
                 try:
-                    if "latency" in self.only:
-                        self._cell(
-                            self.results["latency"]["unpinned"],
-                            peer.name,
-                            f"{peer.name}: latency",
-                            lambda: measure.latency(session, self.sizes),
-                        )
-                    if "throughput" in self.only:
-                        self._cell(
-                            self.results["throughput"],
-                            peer.name,
-                            f"{peer.name}: throughput",
-                            lambda: measure.throughput(session, self.sizes),
-                        )
-                    if "bandwidth" in self.only:
-                        self._cell(
-                            self.results["bandwidth"],
-                            peer.name,
-                            f"{peer.name}: bandwidth",
-                            lambda: measure.bandwidth(session, self.sizes),
-                        )
-                finally:
-                    self._cell({}, "close", f"{peer.name}: shutting down", lambda: _close(session))
+                    c.take_round(self.sizes.latency_min_per_round)
+                except Exception as e:  # noqa: BLE001 - the other contestants go on
+                    self._fail(cells, c.name, f"{c.name}: latency round {r + 1}", e)
+                    live.remove(c)
+        for c in live:
+            cells[c.name] = c.summary()
+
+    def run_latency(self, peers: list[Peer]) -> None:
+        """The floor and every peer, open together, in interleaved rounds."""
+        with ExitStack() as stack:
+            opened = [self._open_floor(stack), *(self._open_peer(stack, p) for p in peers)]
+            self._rounds([c for c in opened if c is not None])
+
+    # -- everything else: one peer at a time ---------------------------------
+
+    def run_floor_bandwidth(self) -> None:
+        s = self.sizes
+        for reuse, key in ((True, "floor (reused buffer)"), (False, "floor (fresh buffer)")):
+            self._cell(
+                self.results["bandwidth"],
+                key,
+                f"{key}: socket echo",
+                lambda reuse=reuse: floor.echo_bandwidth(  # type: ignore[misc]
+                    s.bandwidth_bytes, reuse, s.bandwidth_warmup, s.bandwidth_repeats
+                ),
+            )
+
+    def run_peer(self, peer: Peer) -> None:
+        """Throughput and bandwidth on one fresh session, then start-up."""
+        per_session = [m for m in ("throughput", "bandwidth") if m in self.only and not peer.startup_only]
+        session = self._start(peer, per_session) if per_session else None
+        if session is not None:
+            try:
+                if "throughput" in self.only:
+                    self._cell(
+                        self.results["throughput"],
+                        peer.name,
+                        f"{peer.name}: throughput",
+                        lambda: measure.throughput(session, self.sizes),
+                    )
+                if "bandwidth" in self.only:
+                    self._cell(
+                        self.results["bandwidth"],
+                        peer.name,
+                        f"{peer.name}: bandwidth",
+                        lambda: measure.bandwidth(session, self.sizes),
+                    )
+            finally:
+                self._shut(peer.name, session)
         if "startup" in self.only:
             self._cell(
                 self.results["startup"],
@@ -157,7 +222,11 @@ class Runner:
             )
 
     def run(self) -> dict[str, Any]:
-        self.run_floor()
-        for peer in self.peers:
+        ready = [p for p in self.peers if self._register(p)]
+        if "latency" in self.only:
+            self.run_latency([p for p in ready if not p.startup_only])
+        if "bandwidth" in self.only:
+            self.run_floor_bandwidth()
+        for peer in ready:
             self.run_peer(peer)
         return self.results

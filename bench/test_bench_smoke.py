@@ -10,14 +10,21 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from bench import report
+from bench.config import QUICK
+from bench.latency import round_order
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_run_prints_tables(tmp_path: Path) -> None:
-    out_json = tmp_path / "bench.json"
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """One ``--quick`` run shared by the tests below: its output and its JSON."""
+    out_json = tmp_path_factory.mktemp("quick") / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--json", str(out_json)],
         cwd=ROOT,
@@ -28,16 +35,31 @@ def test_quick_run_prints_tables(tmp_path: Path) -> None:
     )
     detail = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
     assert proc.returncode == 0, detail
+    return proc, json.loads(out_json.read_text())
+
+
+def test_quick_run_prints_tables(quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
+    proc, results = quick_run
+    detail = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
     for title in ("== latency", "== throughput", "== bandwidth", "== start-up"):
         assert title in proc.stdout, detail
     assert "raw TCP ping-pong (floor)" in proc.stdout, detail
     assert "raw socket floor (reused buffer)" in proc.stdout, detail
     assert "leftover processes: none" in proc.stdout, detail
     assert "errors: 0" in proc.stdout, detail
-    results = json.loads(out_json.read_text())
     assert results["latency"]["unpinned"]["floor"]["median_us"] > 0
     assert results["latency"]["pinned"]["floor"]["median_us"] > 0
     assert results["bandwidth"]["floor (fresh buffer)"]["gbps"] > 0
+
+
+def test_quick_run_keeps_round_medians(quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
+    proc, results = quick_run
+    for half in ("unpinned", "pinned"):
+        for name in ("clustercore", "floor"):
+            cell = results["latency"][half][name]
+            assert len(cell["round_medians_us"]) == QUICK.latency_rounds, (half, name, cell)
+            assert all(m > 0 for m in cell["round_medians_us"]), (half, name, cell)
+    assert "unpinned, clustercore / peer per round" in proc.stdout
 
 
 def test_only_and_peers_select(tmp_path: Path) -> None:
@@ -77,9 +99,9 @@ def _fake_results() -> dict:
         "errors": [],
         "latency": {
             "unpinned": {
-                "floor": {"median_us": 50.0, "p90_us": 60.0},
-                "clustercore": {"median_us": 90.0, "p90_us": 100.0},
-                "mp.Pool": {"median_us": 300.0, "p90_us": 400.0},
+                "floor": {"median_us": 50.0, "p90_us": 60.0, "round_medians_us": [50.0, 40.0]},
+                "clustercore": {"median_us": 90.0, "p90_us": 100.0, "round_medians_us": [90.0, 100.0]},
+                "mp.Pool": {"median_us": 300.0, "p90_us": 400.0, "round_medians_us": [300.0, 200.0]},
                 "PPE(spawn)": {"median_us": 200.0, "p90_us": 250.0},
                 "ray": {"skipped": "ray not installed"},
             },
@@ -132,3 +154,18 @@ def test_render_shows_ratios_and_skips() -> None:
     assert "1.50x" in text  # clustercore GB/s / raw fresh
     assert "skipped: ray not installed" in text
     assert "leftover processes: none" in text
+
+
+def test_round_spread_line() -> None:
+    text = report.render(_fake_results())
+    line = next(ln for ln in text.splitlines() if "unpinned, clustercore / peer per round" in ln)
+    assert line.endswith("floor 1.80..2.50x, mp.Pool 0.30..0.50x")  # PPE(spawn) has no rounds
+    assert "   pinned, clustercore / peer per round" not in text  # the pinned half has none either
+
+
+def test_round_order_varies_first_and_neighbours() -> None:
+    items = ["a", "b", "c"]
+    orders = [tuple(round_order(items, r)) for r in range(6)]
+    assert len(set(orders)) == 6  # every permutation of three, once
+    assert {tuple(round_order(["x", "y"], r)) for r in range(4)} == {("x", "y"), ("y", "x")}
+    assert round_order([], 3) == []
