@@ -1,4 +1,9 @@
-"""Command line: ``python -m bench [--quick] [--only ...] [--peers ...] [--json out.json]``."""
+"""Command line: ``python -m bench [--quick] [--only ...] [--peers ...] [--no-pinned] [--no-split] [--json out.json]``.
+
+With latency selected, the parent also re-runs latency in child processes,
+one per placement (pinned, split; see :mod:`bench.placement`), and adds
+their halves to its results.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 QUICK_HANG_S = 90  # --quick normally takes well under 60 s
@@ -22,6 +28,7 @@ def _export_repo_root() -> None:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     from bench.config import MEASUREMENTS
+    from bench.placement import PLACEMENTS
 
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -42,10 +49,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="comma-separated peer names to run (default: all), e.g. clustercore,loky",
     )
-    p.add_argument("--no-pinned", action="store_true", help="skip the second latency run pinned to CPU 0")
+    p.add_argument(
+        "--no-pinned",
+        action="store_true",
+        help="skip both placed latency child runs (pinned and split): unpinned latency only",
+    )
+    p.add_argument(
+        "--no-split",
+        action="store_true",
+        help="skip the split latency child run (driver on one CPU, workers on another)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     p.add_argument("--_latency-child", dest="latency_child", help=argparse.SUPPRESS)
-    p.add_argument("--_pin-self", dest="pin_self", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--_placement", dest="placement", choices=PLACEMENTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     only = tuple(m.strip() for m in args.only.split(",") if m.strip())
     bad = [m for m in only if m not in MEASUREMENTS]
@@ -56,17 +72,43 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _placed_halves(args: argparse.Namespace) -> list[str]:
+    """The placements to re-run latency with, as child runs."""
+    if "latency" not in args.only or args.no_pinned:
+        return []
+    return ["pinned"] if args.no_split else ["pinned", "split"]
+
+
+def _run_placed(results: dict[str, Any], name: str, args: argparse.Namespace) -> None:
+    """Latency again in a child run placed as ``name``; a failure is an error, a skip a note."""
+    from bench import placement
+    from bench.runner import log
+
+    reason = placement.skip_reason(name)
+    if reason:
+        log(f"latency {name}: skipped ({reason})")
+        results["latency"][f"{name}_skipped"] = reason
+        return
+    log(f"latency again, {name} (child run)")
+    try:
+        child = placement.run_child(name, args.quick, args.peers, timeout=180 if args.quick else 1800)
+    except Exception as e:  # noqa: BLE001 - reported, the rest of the run stands
+        results["errors"].append(f"{name} latency run: {type(e).__name__}: {e}")
+        results["latency"][name] = {"floor": {"error": f"{name} run failed"}}
+    else:
+        placement.add_half(results, name, child)
+
+
 def main(argv: list[str] | None = None) -> int:
     _export_repo_root()
     args = _parse(argv)
 
-    from bench import pinned, procs, report
+    from bench import placement, procs, report
     from bench.config import FULL, QUICK
     from bench.peers import all_peers
-    from bench.runner import Runner, log
+    from bench.runner import Runner
 
-    if args.pin_self:
-        pinned.pin_self()
+    split = placement.apply_in_child(args.placement) if args.placement else None
     sizes = QUICK if args.quick else FULL
     if args.quick:  # a hung smoke test dumps every thread's stack instead of eating CI's budget
         faulthandler.dump_traceback_later(QUICK_HANG_S, exit=True)
@@ -82,30 +124,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         peers = [p for p in peers if p.name.lower() in wanted]
 
-    results = Runner(sizes, args.only, peers, args.quick).run()
+    results = Runner(sizes, args.only, peers, args.quick, settle=split.settle if split else None).run()
 
-    if args.latency_child:  # the pinned half, re-executed by bench.pinned
+    if args.latency_child:  # a placed half, re-executed by bench.placement
         results["leftover_processes"] = procs.leftover_children()
         with open(args.latency_child, "w") as f:
             json.dump(results, f)
         return 0
 
-    if "latency" in args.only and not args.no_pinned:
-        log("latency again, pinned to CPU 0 (child run)")
-        try:
-            child = pinned.run_pinned_latency(args.quick, args.peers, timeout=180 if args.quick else 1800)
-        except Exception as e:  # noqa: BLE001 - reported, the rest of the run stands
-            results["errors"].append(f"pinned latency run: {type(e).__name__}: {e}")
-            results["latency"]["pinned"] = {"floor": {"error": "pinned run failed"}}
-        else:
-            results["latency"]["pinned"] = child["latency"]["unpinned"]
-            results["latency"]["pinned_how"] = child["how"]
-            results["latency"]["pinned_affinity"] = child["meta"]["affinity"]
-            results["errors"] += [f"pinned run: {e}" for e in child.get("errors", [])]
-            results.setdefault("child_leftovers", child.get("leftover_processes", []))
+    for name in _placed_halves(args):
+        _run_placed(results, name, args)
 
-    left = procs.leftover_children()
-    left += [f"(pinned run) {d}" for d in results.pop("child_leftovers", [])]
+    left = procs.leftover_children() + results.pop("child_leftovers", [])
     results["leftover_processes"] = left
 
     print(report.render(results, tasks=sizes.tasks if "throughput" in args.only else None))

@@ -3,6 +3,12 @@
 Ratios direction: for times (latency, start-up) a ratio is ``time / reference``,
 lower is better; for rates (throughput, bandwidth) it is ``rate / reference``,
 higher is better. The reference is named in each table's title.
+
+Latency has up to three placements, three columns each (median, p90,
+x floor): ``unpinned`` and the child runs ``pinned`` and ``split`` (see
+:mod:`bench.placement`), stored as ``results["latency"][placement]``; one
+that could not run here is ``results["latency"][placement + "_skipped"]``,
+printed as a note.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from typing import Any
 from bench.stats import ratio
 
 CC = "clustercore"
+HALVES = ("unpinned", "pinned", "split")
+PLACED_AS = {"pinned": "driver and workers on one CPU via {how}", "split": "{how}"}
 # the peers of issue 3's throughput target
 THROUGHPUT_PEERS = ("mp.Pool", "PPE(spawn)", "PPE(fork)", "loky")
 
@@ -95,9 +103,7 @@ def _meta(results: dict[str, Any]) -> list[str]:
 
 def _latency(results: dict[str, Any], names: list[str]) -> list[str]:
     lat = results["latency"]
-    halves = [("unpinned", lat.get("unpinned", {}))]
-    if "pinned" in lat:
-        halves.append(("pinned", lat["pinned"]))
+    halves = [(h, lat.get(h, {})) for h in HALVES if h == "unpinned" or h in lat]
     header = ["peer"]
     for label, _ in halves:
         header += [f"{label} median", "p90", "x floor"]
@@ -120,18 +126,25 @@ def _latency(results: dict[str, Any], names: list[str]) -> list[str]:
         if notes and all(c == "-" for c in row[1:]):
             row = [row[0], notes[0]]
         rows.append(row)
-    how = lat.get("pinned_how", "")
     title = (
         "== latency: no-op call round trip, median and p90 in us (x floor = median / ping-pong median; lower is better)"
     )
-    lines = [title]
-    if how:
-        lines.append(f"   pinned = driver and workers on one CPU via {how}")
-    lines += _table(header, rows)
+    lines = [title, *_placement_notes(lat), *_table(header, rows)]
     for label, half in halves:
         spread = _round_spread(half, names)
         if spread:
             lines.append(f"   {label}, clustercore / peer per round (medians of the same round), min..max: {spread}")
+    return lines
+
+
+def _placement_notes(lat: dict[str, Any]) -> list[str]:
+    """One line per placed half: how it was placed, or why it was skipped."""
+    lines = []
+    for half, text in PLACED_AS.items():
+        if lat.get(f"{half}_how"):
+            lines.append(f"   {half} = " + text.format(how=lat[f"{half}_how"]))
+        if lat.get(f"{half}_skipped"):
+            lines.append(f"   {half}: skipped ({lat[f'{half}_skipped']})")
     return lines
 
 
@@ -261,7 +274,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str]]:
         return ("met" if ok else "NOT met") + f" ({detail})"
 
     lat = results.get("latency", {})
-    for half in ("unpinned", "pinned"):
+    for half in HALVES:
         cells = lat.get(half)
         if cells is None:
             continue

@@ -10,6 +10,11 @@ the next peer starts, so no two peers' workers are ever busy at once.
 Start-up starts fresh sessions. A peer that is not installed is skipped
 with a note; an exception in a measurement, or a failed start, is
 recorded as an error for that cell and the run goes on without it.
+
+A ``settle`` callback, if given, is called whenever processes may have
+appeared during latency: right after each contestant opens, after its
+warm-up, and before every round. The split placement uses it to move the
+workers (see :mod:`bench.placement`); it runs outside any timed call.
 """
 
 from __future__ import annotations
@@ -55,10 +60,18 @@ def _close(session: Session) -> dict[str, Any]:
 
 
 class Runner:
-    def __init__(self, sizes: Sizes, only: tuple[str, ...], peers: list[Peer], quick: bool) -> None:
+    def __init__(
+        self,
+        sizes: Sizes,
+        only: tuple[str, ...],
+        peers: list[Peer],
+        quick: bool,
+        settle: Callable[[], None] | None = None,
+    ) -> None:
         self.sizes = sizes
         self.only = only
         self.peers = peers
+        self.settle = settle or (lambda: None)
         self.results: dict[str, Any] = {"meta": meta(quick), "peers": {}, "errors": []}
         for m in only:
             self.results[m] = {}
@@ -129,7 +142,9 @@ class Runner:
         s = self.sizes
         c = Contestant(name, roundtrip, max(1, calls // s.latency_rounds), s.latency_budget_s / s.latency_rounds)
         try:
+            self.settle()  # the contestant's processes were just started
             c.warm_up(warmup)
+            self.settle()  # and some peers start them only on first use
         except Exception as e:  # noqa: BLE001
             self._fail(self._section("latency"), name, f"{name}: latency warm-up", e)
             return None
@@ -161,6 +176,7 @@ class Runner:
         rounds = self.sizes.latency_rounds
         for r in range(rounds):
             order = round_order(live, r)
+            self.settle()
             log(f"latency round {r + 1}/{rounds}: {', '.join(c.name for c in order)}")
             for c in order:
                 try:

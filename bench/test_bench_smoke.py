@@ -1,12 +1,15 @@
 """Smoke test of the benchmark suite: it runs, prints its tables, leaks nothing.
 
 No timing is asserted: these machines are shared and noisy. The fast tests
-below check the ratio arithmetic on made-up figures.
+below check the ratio arithmetic on made-up figures, and that the split
+placement's helper really moves a process tree onto another CPU.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from bench import report
+from bench import placement, report
 from bench.config import QUICK
 from bench.latency import round_order
 
 ROOT = Path(__file__).resolve().parent.parent
+TWO_CPUS = placement.split_cpus() is not None
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +53,19 @@ def test_quick_run_prints_tables(quick_run: tuple[subprocess.CompletedProcess[st
     assert "errors: 0" in proc.stdout, detail
     assert results["latency"]["unpinned"]["floor"]["median_us"] > 0
     assert results["latency"]["pinned"]["floor"]["median_us"] > 0
+    if TWO_CPUS:
+        for name in ("floor", "clustercore"):
+            assert results["latency"]["split"][name]["median_us"] > 0, results["latency"]["split"]
+        assert "split = driver on CPU" in proc.stdout, detail
+    else:
+        assert "split" not in results["latency"] and results["latency"]["split_skipped"]
+        assert "split: skipped" in proc.stdout, detail
     assert results["bandwidth"]["floor (fresh buffer)"]["gbps"] > 0
 
 
 def test_quick_run_keeps_round_medians(quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     proc, results = quick_run
-    for half in ("unpinned", "pinned"):
+    for half in ("unpinned", "pinned", "split") if TWO_CPUS else ("unpinned", "pinned"):
         for name in ("clustercore", "floor"):
             cell = results["latency"][half][name]
             assert len(cell["round_medians_us"]) == QUICK.latency_rounds, (half, name, cell)
@@ -110,6 +121,12 @@ def _fake_results() -> dict:
                 "clustercore": {"median_us": 50.0, "p90_us": 60.0},
                 "mp.Pool": {"median_us": 40.0, "p90_us": 45.0},
             },
+            "split": {
+                "floor": {"median_us": 64.0, "p90_us": 70.0, "round_medians_us": [60.0, 64.0]},
+                "clustercore": {"median_us": 96.0, "p90_us": 99.0, "round_medians_us": [90.0, 96.0]},
+                "mp.Pool": {"median_us": 120.0, "p90_us": 130.0, "round_medians_us": [100.0, 120.0]},
+            },
+            "split_how": "driver on CPU 0, workers on CPU 1 (every thread, os.sched_setaffinity)",
         },
         "throughput": {
             "clustercore": {
@@ -140,6 +157,8 @@ def test_target_verdicts() -> None:
     assert verdicts["latency unpinned: clustercore below every peer"].startswith("met")
     assert verdicts["latency pinned: clustercore <= 2x floor"].startswith("NOT met (2.50x")
     assert verdicts["latency pinned: clustercore below every peer"].startswith("NOT met")
+    assert verdicts["latency split: clustercore <= 2x floor"].startswith("met (1.50x")
+    assert verdicts["latency split: clustercore below every peer"].startswith("met (96.0 us vs mp.Pool 120 us")
     assert verdicts["bandwidth: clustercore >= 50% of raw socket (reused buffer)"].startswith("met (0.60x")
     assert verdicts["start-up (warm fork server): clustercore faster than PPE(spawn)"].startswith("NOT met (2.00x")
     auto = "throughput: pmap(batch_size='auto') >= best of Pool/PPE/loky"
@@ -161,6 +180,55 @@ def test_round_spread_line() -> None:
     line = next(ln for ln in text.splitlines() if "unpinned, clustercore / peer per round" in ln)
     assert line.endswith("floor 1.80..2.50x, mp.Pool 0.30..0.50x")  # PPE(spawn) has no rounds
     assert "   pinned, clustercore / peer per round" not in text  # the pinned half has none either
+    line = next(ln for ln in text.splitlines() if "split, clustercore / peer per round" in ln)
+    assert line.endswith("floor 1.50..1.50x, mp.Pool 0.80..0.90x")
+
+
+def test_split_columns_and_skip_note() -> None:
+    results = _fake_results()
+    text = report.render(results)
+    header = next(ln for ln in text.splitlines() if ln.startswith("peer "))
+    assert header.split()[1:] == [w for h in report.HALVES for w in (h, "median", "p90", "x", "floor")]
+    assert "   split = driver on CPU 0, workers on CPU 1" in text
+    del results["latency"]["split"], results["latency"]["split_how"]
+    results["latency"]["split_skipped"] = "needs 2 CPUs, only [0] allowed"
+    text = report.render(results)
+    assert "   split: skipped (needs 2 CPUs, only [0] allowed)" in text
+    assert "split median" not in text
+    assert "latency split" not in text
+
+
+@pytest.mark.skipif(not TWO_CPUS, reason="needs 2 allowed CPUs")
+def test_move_descendants_moves_every_thread_of_every_descendant() -> None:
+    """A child with a second thread, and its own child: all of them end up on CPU B."""
+    _, b = placement.split_cpus() or (0, 0)
+    script = (
+        "import subprocess, sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "print(g.pid, flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    grandchild = None
+    try:
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        assert os.sched_getaffinity(grandchild) != {b}  # inherited from us: every allowed CPU
+        assert placement.move_descendants(b) >= 3  # the child's two threads, the grandchild
+        for pid in (child.pid, grandchild):
+            tids = placement.threads(pid)
+            assert tids, pid
+            assert {t: os.sched_getaffinity(t) for t in tids} == {t: {b} for t in tids}
+        assert len(placement.threads(child.pid)) >= 2  # the sleeping thread was moved too
+        assert grandchild in placement.descendants(os.getpid())
+    finally:
+        if grandchild is not None:
+            os.kill(grandchild, signal.SIGKILL)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def test_round_order_varies_first_and_neighbours() -> None:
