@@ -9,6 +9,10 @@ x floor): ``unpinned`` and the child runs ``pinned`` and ``split`` (see
 :mod:`bench.placement`), stored as ``results["latency"][placement]``; one
 that could not run here is ``results["latency"][placement + "_skipped"]``,
 printed as a note.
+
+Latency and throughput are sampled in interleaved rounds (see
+:mod:`bench.rounds`); a line under each of their tables gives the lowest and
+highest ratio of clustercore to a peer taken within one round.
 """
 
 from __future__ import annotations
@@ -157,9 +161,9 @@ def _round_spread(half: dict[str, Any], names: list[str]) -> str:
     parts = []
     for name in ["floor", *names]:
         theirs = (half.get(name) or {}).get("round_medians_us") if name != CC else None
-        rs = [a / b for a, b in zip(cc, theirs or [], strict=False) if b]
-        if rs:
-            parts.append(f"{name} {_x(min(rs)).removesuffix('x')}..{_x(max(rs))}")
+        spread = _min_max(cc, theirs)
+        if spread:
+            parts.append(f"{name} {spread}")
     return ", ".join(parts)
 
 
@@ -213,7 +217,36 @@ def _throughput(results: dict[str, Any], names: list[str], tasks: int | None) ->
             f"   best peer: {best[0]} {best[1]} at {_num(best[2])} tasks/s"
             "   (auto* = Pool.map's heuristic len/(4*workers) for peers without one)"
         )
-    return [*lines, *_table(["peer", "variant", "tasks/s", "x best", ""], rows)]
+    lines += _table(["peer", "variant", "tasks/s", "x best", ""], rows)
+    spread = _throughput_spread(thr, best)
+    if spread:
+        lines.append(f"   clustercore / peer per round (rates of the same round), min..max: {spread}")
+    return lines
+
+
+def _min_max(ours: Sequence[float] | None, theirs: Sequence[float] | None) -> str | None:
+    """``0.91..1.04x``: the lowest and highest of ``ours[i] / theirs[i]``; None without pairs."""
+    rs = [a / b for a, b in zip(ours or [], theirs or [], strict=False) if b]
+    return f"{_x(min(rs)).removesuffix('x')}..{_x(max(rs))}" if rs else None
+
+
+def _throughput_spread(thr: dict[str, Any], best: tuple[str, str, float] | None) -> str:
+    """``batch_size=auto / mp.Pool chunksize=auto 1.10..1.30x, batch_size=1 / mp.Pool
+    chunksize=1 0.90..1.10x``: clustercore's rate over a peer variant's in the same
+    round, lowest and highest; empty if no rounds were recorded."""
+
+    def rounds(name: str, label: str) -> list[float] | None:
+        return ((thr.get(name) or {}).get(label) or {}).get("round_tasks_per_s")
+
+    pairs = [("batch_size=1", "mp.Pool", "chunksize=1")]
+    if best:
+        pairs.insert(0, ("batch_size=auto", best[0], best[1]))
+    parts = []
+    for ours, name, label in pairs:
+        spread = _min_max(rounds(CC, ours), rounds(name, label))
+        if spread:
+            parts.append(f"{ours} / {name} {label} {spread}")
+    return ", ".join(parts)
 
 
 def _bandwidth(results: dict[str, Any], names: list[str]) -> list[str]:

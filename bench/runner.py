@@ -1,20 +1,22 @@
 """Runs the selected measurements on the floor and on every peer.
 
-Latency first: the floor's ping-pong partner and one session of
-``sizes.workers`` workers per peer are opened together and sampled in
-interleaved rounds (see :mod:`bench.latency`). Only one of them is called
-at a time; the others sit idle (blocked in a read, or for dask and ray,
-their own background timers), and all are closed before anything else runs.
-Throughput and bandwidth then get a fresh session per peer, closed before
-the next peer starts, so no two peers' workers are ever busy at once.
-Start-up starts fresh sessions. A peer that is not installed is skipped
+Latency and throughput share one session of ``sizes.workers`` workers per
+peer, all opened together, and sample them in interleaved rounds (see
+:mod:`bench.rounds`): first latency, where the floor's ping-pong partner
+joins them, then throughput; the sessions are closed after the last
+throughput round. Only one contestant is busy at a time: a round trip, or
+a whole map, finishes before the next starts, while the others sit idle
+(blocked in a read, or for dask and ray, their own background timers).
+Bandwidth then gets a fresh session per peer, closed before the next peer
+starts, and start-up starts fresh sessions of its own, so no two peers'
+workers are ever busy at once. A peer that is not installed is skipped
 with a note; an exception in a measurement, or a failed start, is
 recorded as an error for that cell and the run goes on without it.
 
 A ``settle`` callback, if given, is called whenever processes may have
-appeared during latency: right after each contestant opens, after its
-warm-up, and before every round. The split placement uses it to move the
-workers (see :mod:`bench.placement`); it runs outside any timed call.
+appeared: right after each contestant opens, after its warm-up, and before
+every round. The split placement uses it to move the workers (see
+:mod:`bench.placement`); it runs outside any timed call.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from typing import Any
 
 from bench import floor, measure
 from bench.config import Sizes
-from bench.latency import Contestant, round_order
 from bench.peers import Peer, Session, Skip
+from bench.rounds import Contestant, LatencyContestant, ThroughputContestant, round_order
 from bench.tasks import noop
 
 
@@ -135,20 +137,37 @@ class Runner:
         info["version"] = peer.version()
         return True
 
-    # -- latency: everyone open at once, sampled in rounds --------------------
+    # -- latency and throughput: everyone open at once, sampled in rounds -----
 
-    def _contestant(self, name: str, roundtrip: Callable[[], object], calls: int, warmup: int) -> Contestant | None:
-        """A warmed-up contestant taking ``calls`` samples over all rounds, or None."""
-        s = self.sizes
-        c = Contestant(name, roundtrip, max(1, calls // s.latency_rounds), s.latency_budget_s / s.latency_rounds)
+    def _warmed(self, measurement: str, name: str, make: Callable[[], Contestant]) -> Contestant | None:
+        """``make()``, a contestant that warms up as it is made, or None (the error is recorded)."""
+        log(f"{name}: {measurement} warm-up")
         try:
-            self.settle()  # the contestant's processes were just started
-            c.warm_up(warmup)
-            self.settle()  # and some peers start them only on first use
+            c = make()
+            self.settle()  # some peers start their processes only on first use
         except Exception as e:  # noqa: BLE001
-            self._fail(self._section("latency"), name, f"{name}: latency warm-up", e)
+            self._fail(self._section(measurement), name, f"{name}: {measurement} warm-up", e)
             return None
         return c
+
+    def _latency_contestant(
+        self, name: str, roundtrip: Callable[[], object], calls: int, warmup: int
+    ) -> Contestant | None:
+        """A warmed-up latency contestant taking ``calls`` samples over all rounds, or None."""
+        s = self.sizes
+
+        def make() -> LatencyContestant:
+            c = LatencyContestant(
+                name,
+                roundtrip,
+                max(1, calls // s.latency_rounds),
+                s.latency_budget_s / s.latency_rounds,
+                s.latency_min_per_round,
+            )
+            c.warm_up(warmup)
+            return c
+
+        return self._warmed("latency", name, make)
 
     def _open_floor(self, stack: ExitStack) -> Contestant | None:
         log("floor: TCP ping-pong partner")
@@ -157,41 +176,60 @@ class Runner:
         except Exception as e:  # noqa: BLE001
             self._fail(self._section("latency"), "floor", "floor: TCP ping-pong", e)
             return None
+        self.settle()  # the partner is a process of its own
         n = self.sizes.floor_pingpongs
-        return self._contestant("floor", roundtrip, n, n // 10)
+        return self._latency_contestant("floor", roundtrip, n, n // 10)
 
-    def _open_peer(self, stack: ExitStack, peer: Peer) -> Contestant | None:
-        session = self._start(peer, ["latency"])
-        if session is None:
-            return None
-        stack.callback(self._shut, peer.name, session)  # closed last-opened first
-        return self._contestant(
-            peer.name, partial(session.call, noop), self.sizes.latency_calls, self.sizes.latency_warmup
-        )
+    def _open_session(self, stack: ExitStack, peer: Peer, measurements: Sequence[str]) -> Session | None:
+        """A session closed when ``stack`` unwinds (last-opened first), or None."""
+        session = self._start(peer, measurements)
+        if session is not None:
+            stack.callback(self._shut, peer.name, session)
+            self.settle()  # its processes were just started
+        return session
 
-    def _rounds(self, contestants: list[Contestant]) -> None:
+    def _play(self, measurement: str, contestants: Sequence[Contestant | None], rounds: int) -> None:
         """Sample every contestant in each round; one that raises drops out."""
-        cells = self._section("latency")
-        live = list(contestants)
-        rounds = self.sizes.latency_rounds
+        cells = self._section(measurement)
+        live = [c for c in contestants if c is not None]
         for r in range(rounds):
             order = round_order(live, r)
             self.settle()
-            log(f"latency round {r + 1}/{rounds}: {', '.join(c.name for c in order)}")
+            log(f"{measurement} round {r + 1}/{rounds}: {', '.join(c.name for c in order)}")
             for c in order:
                 try:
-                    c.take_round(self.sizes.latency_min_per_round)
+                    c.take_round(r)
                 except Exception as e:  # noqa: BLE001 - the other contestants go on
-                    self._fail(cells, c.name, f"{c.name}: latency round {r + 1}", e)
+                    self._fail(cells, c.name, f"{c.name}: {measurement} round {r + 1}", e)
                     live.remove(c)
         for c in live:
             cells[c.name] = c.summary()
 
-    def run_latency(self, peers: list[Peer]) -> None:
-        """The floor and every peer, open together, in interleaved rounds."""
+    def run_rounds(self, peers: list[Peer]) -> None:
+        """Latency (with the floor), then throughput, on one session per peer, all open together."""
+        s = self.sizes
+        phases = [m for m in ("latency", "throughput") if m in self.only]
         with ExitStack() as stack:
-            opened = [self._open_floor(stack), *(self._open_peer(stack, p) for p in peers)]
-            self._rounds([c for c in opened if c is not None])
+            latency: list[Contestant | None] = []
+            if "latency" in phases:
+                latency.append(self._open_floor(stack))
+            sessions: list[tuple[str, Session]] = []
+            for peer in peers:
+                session = self._open_session(stack, peer, phases)
+                if session is None:
+                    continue
+                sessions.append((peer.name, session))
+                if "latency" in phases:
+                    call = partial(session.call, noop)
+                    latency.append(self._latency_contestant(peer.name, call, s.latency_calls, s.latency_warmup))
+            if "latency" in phases:
+                self._play("latency", latency, s.latency_rounds)
+            if "throughput" in phases:
+                throughput = [
+                    self._warmed("throughput", name, partial(ThroughputContestant.warmed_up, name, session, s))
+                    for name, session in sessions
+                ]
+                self._play("throughput", throughput, s.throughput_rounds)
 
     # -- everything else: one peer at a time ---------------------------------
 
@@ -208,27 +246,19 @@ class Runner:
             )
 
     def run_peer(self, peer: Peer) -> None:
-        """Throughput and bandwidth on one fresh session, then start-up."""
-        per_session = [m for m in ("throughput", "bandwidth") if m in self.only and not peer.startup_only]
-        session = self._start(peer, per_session) if per_session else None
-        if session is not None:
-            try:
-                if "throughput" in self.only:
-                    self._cell(
-                        self.results["throughput"],
-                        peer.name,
-                        f"{peer.name}: throughput",
-                        lambda: measure.throughput(session, self.sizes),
-                    )
-                if "bandwidth" in self.only:
+        """Bandwidth on one fresh session, then start-up."""
+        if "bandwidth" in self.only and not peer.startup_only:
+            session = self._start(peer, ["bandwidth"])
+            if session is not None:
+                try:
                     self._cell(
                         self.results["bandwidth"],
                         peer.name,
                         f"{peer.name}: bandwidth",
                         lambda: measure.bandwidth(session, self.sizes),
                     )
-            finally:
-                self._shut(peer.name, session)
+                finally:
+                    self._shut(peer.name, session)
         if "startup" in self.only:
             self._cell(
                 self.results["startup"],
@@ -239,8 +269,8 @@ class Runner:
 
     def run(self) -> dict[str, Any]:
         ready = [p for p in self.peers if self._register(p)]
-        if "latency" in self.only:
-            self.run_latency([p for p in ready if not p.startup_only])
+        if "latency" in self.only or "throughput" in self.only:
+            self.run_rounds([p for p in ready if not p.startup_only])
         if "bandwidth" in self.only:
             self.run_floor_bandwidth()
         for peer in ready:

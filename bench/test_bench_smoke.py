@@ -19,7 +19,7 @@ import pytest
 
 from bench import placement, report
 from bench.config import QUICK
-from bench.latency import round_order
+from bench.rounds import round_order
 
 ROOT = Path(__file__).resolve().parent.parent
 TWO_CPUS = placement.split_cpus() is not None
@@ -71,6 +71,19 @@ def test_quick_run_keeps_round_medians(quick_run: tuple[subprocess.CompletedProc
             assert len(cell["round_medians_us"]) == QUICK.latency_rounds, (half, name, cell)
             assert all(m > 0 for m in cell["round_medians_us"]), (half, name, cell)
     assert "unpinned, clustercore / peer per round" in proc.stdout
+
+
+def test_quick_run_keeps_throughput_rounds(
+    quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+) -> None:
+    proc, results = quick_run
+    variants = [("clustercore", "batch_size=auto"), ("clustercore", "batch_size=1"), ("mp.Pool", "chunksize=1")]
+    for name, label in variants:
+        cell = results["throughput"][name][label]
+        assert len(cell["round_tasks_per_s"]) == QUICK.throughput_rounds == cell["repeats"], (name, label, cell)
+        assert all(r > 0 for r in cell["round_tasks_per_s"]), (name, label, cell)
+    line = next(ln for ln in proc.stdout.splitlines() if "clustercore / peer per round (rates" in ln)
+    assert "batch_size=auto / " in line and "batch_size=1 / mp.Pool chunksize=1 " in line, line
 
 
 def test_only_and_peers_select(tmp_path: Path) -> None:
@@ -130,12 +143,15 @@ def _fake_results() -> dict:
         },
         "throughput": {
             "clustercore": {
-                "batch_size=auto": {"tasks_per_s": 2e6},
-                "batch_size=1": {"tasks_per_s": 3e4},
+                "batch_size=auto": {"tasks_per_s": 2e6, "round_tasks_per_s": [2e6, 1.5e6, 2.2e6]},
+                "batch_size=1": {"tasks_per_s": 3e4, "round_tasks_per_s": [3e4, 2e4, 4e4]},
             },
             "mp.Pool": {
-                "chunksize=1": {"tasks_per_s": 4e4},
-                "chunksize=1000": {"tasks_per_s": 1e6},
+                "chunksize=1": {"tasks_per_s": 4e4, "round_tasks_per_s": [4e4, 5e4, 4e4]},
+                "chunksize=1000": {"tasks_per_s": 1e6, "round_tasks_per_s": [1e6, 1.25e6, 0.8e6]},
+            },
+            "PPE(spawn)": {
+                "chunksize=1000": {"tasks_per_s": 9e5, "round_tasks_per_s": [9e5, 5e6, 9e5]},
             },
         },
         "bandwidth": {
@@ -182,6 +198,20 @@ def test_round_spread_line() -> None:
     assert "   pinned, clustercore / peer per round" not in text  # the pinned half has none either
     line = next(ln for ln in text.splitlines() if "split, clustercore / peer per round" in ln)
     assert line.endswith("floor 1.50..1.50x, mp.Pool 0.80..0.90x")
+
+
+def test_throughput_round_spread_line() -> None:
+    results = _fake_results()
+    text = report.render(results)
+    line = next(ln for ln in text.splitlines() if "clustercore / peer per round (rates" in ln)
+    # the best peer variant by pooled median (mp.Pool chunksize=1000), not PPE(spawn)'s one fast round
+    auto = "batch_size=auto / mp.Pool chunksize=1000 1.20..2.75x"
+    assert line.endswith(f"{auto}, batch_size=1 / mp.Pool chunksize=1 0.40..1.00x")
+    del results["throughput"]["mp.Pool"]["chunksize=1"]["round_tasks_per_s"]
+    line = next(ln for ln in report.render(results).splitlines() if "clustercore / peer per round (rates" in ln)
+    assert line.endswith(auto)
+    del results["throughput"]["clustercore"]["batch_size=auto"]["round_tasks_per_s"]
+    assert "clustercore / peer per round (rates" not in report.render(results)
 
 
 def test_split_columns_and_skip_note() -> None:
