@@ -119,6 +119,7 @@ class Worker:
         self.ospid = 0
         self.cpu_threads = 0
         self.exit_reason = ""
+        self.local_address = ""  # its abstract Unix socket, reachable from its own host only
 
     def __repr__(self) -> str:
         return f"Worker({self.id}, {self.state.value})"
@@ -145,6 +146,7 @@ class ProcessGroup:
         self.manager: ClusterManager | None = None  # how this process reaches other workers
         self.cookie: str | None = None
         self.hostname = socket.gethostname()
+        self.local_address = ""  # this worker's abstract Unix socket, if it listens on one
         self.driver_hostname = self.hostname
         self.runner = CallRunner()
         self.runner.pid = 1
@@ -370,11 +372,17 @@ def _connect_lazily(w: Worker) -> Connection:
 
 
 def open_connection_to_peer(w: Worker) -> Connection:
+    """Dial worker ``w``: over its Unix socket if it runs on this host (and no custom
+    manager decides how workers connect), else the manager's way (TCP by default)."""
     from .managers import DefaultClusterManager, WorkerConfig
 
-    manager = PGRP.manager or DefaultClusterManager()
-    instream, outstream = manager.connect(w.id, WorkerConfig(connect_at=w.connect_at))
-    transport = make_transport(instream, outstream)
+    sock = _dial_locally(w.local_address) if w.local_address and PGRP.manager is None else None
+    if sock is not None:
+        transport = make_transport(sock, sock)
+    else:
+        manager = PGRP.manager or DefaultClusterManager()
+        instream, outstream = manager.connect(w.id, WorkerConfig(connect_at=w.connect_at))
+        transport = make_transport(instream, outstream)
     connect_handshake(transport, cluster_cookie())
     conn = Connection(transport, w.id)
     conn.send_frame(MsgType.IDENTIFY_SOCKET, pickle.dumps(PGRP.myid))
@@ -384,6 +392,20 @@ def open_connection_to_peer(w: Worker) -> Connection:
         raise ConnectionError(f"worker {w.id} did not acknowledge our connection")
     attach_connection(w, conn)
     return conn
+
+
+def _dial_locally(address: str) -> socket.socket | None:
+    """A connection to an abstract Unix socket; None when it is not on this host (or in
+    this network namespace), where connecting fails at once."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(worker_timeout())
+        sock.connect(address)
+        sock.settimeout(None)
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 # --- connections ------------------------------------------------------------------------
@@ -513,4 +535,5 @@ def add_peers(peers: list[PeerInfo]) -> None:
         for peer in peers:
             if peer.pid == PGRP.myid or peer.pid in PGRP.workers or peer.pid in PGRP.exited:
                 continue
-            PGRP.workers[peer.pid] = Worker(peer.pid, peer.connect_at, peer.hostname)
+            w = PGRP.workers[peer.pid] = Worker(peer.pid, peer.connect_at, peer.hostname)
+            w.local_address = peer.local_address

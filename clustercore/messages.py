@@ -85,14 +85,15 @@ class _Record:
 class PeerInfo(_Record):
     """What a process needs to reach another worker."""
 
-    _fields = ("pid", "connect_at", "hostname")
+    _fields = ("pid", "connect_at", "hostname", "local_address")
     __slots__ = _fields
     pid: int
     connect_at: Any
     hostname: str
+    local_address: str  # the worker's abstract Unix socket ("" if none): same-host peers dial it
 
     def _default(self, name: str) -> Any:
-        return "" if name == "hostname" else super()._default(name)
+        return "" if name in ("hostname", "local_address") else super()._default(name)
 
 
 @register_plain_type
@@ -127,8 +128,12 @@ class JoinPGRP(_Record):
 class JoinComplete(_Record):
     """From a worker to pid 1 once it has joined."""
 
-    _fields = ("cpu_threads", "ospid", "hostname")
+    _fields = ("cpu_threads", "ospid", "hostname", "local_address")
     __slots__ = _fields
     cpu_threads: int
     ospid: int
     hostname: str
+    local_address: str
+
+    def _default(self, name: str) -> Any:
+        return "" if name == "local_address" else super()._default(name)

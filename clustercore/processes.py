@@ -263,7 +263,7 @@ def create_worker(
         _kill_unjoined(manager, pid, config)
         raise
     w = Worker(pid, config.connect_at, done.hostname, config, manager)
-    w.ospid, w.cpu_threads = done.ospid, done.cpu_threads
+    w.ospid, w.cpu_threads, w.local_address = done.ospid, done.cpu_threads, done.local_address
     config.ospid = config.ospid or done.ospid
     with PGRP.lock:
         PGRP.workers[pid] = w
@@ -330,7 +330,7 @@ def _introduce(new: list[Worker], params: dict[str, Any]) -> None:
 
 
 def _peer_info(w: Worker) -> PeerInfo:
-    return PeerInfo(w.id, w.connect_at, w.hostname)
+    return PeerInfo(w.id, w.connect_at, w.hostname, w.local_address)
 
 
 # --- what the driver asks workers to do ----------------------------------------------

@@ -1,7 +1,9 @@
 """The worker side: listening, joining the cluster, serving, exiting.
 
 ``clustercore worker`` runs :func:`start_worker`: read the cookie from the
-first line of stdin, listen, print ``clustercore_worker:PORT#HOST``, wait for
+first line of stdin, listen on TCP (and, on Linux, on an abstract Unix socket
+that other workers on the same host dial instead), print
+``clustercore_worker:PORT#HOST``, wait for
 pid 1's ``JoinPGRP`` (exit if it does not come within
 ``CLUSTERCORE_WORKER_TIMEOUT``), then run calls on the main thread until
 told to exit or until the link to pid 1 closes (no orphans).
@@ -76,6 +78,9 @@ def start_worker(
     listener, host = _listen(bind_to)
     port = listener.getsockname()[1]
     threading.Thread(target=_accept_forever, args=(listener,), name="clustercore-accept", daemon=True).start()
+    local = _listen_locally()
+    if local is not None:
+        threading.Thread(target=_accept_forever, args=(local,), name="clustercore-accept-local", daemon=True).start()
     if driver_link is not None:
         threading.Thread(target=_serve_accepted, args=(driver_link,), name="clustercore-incoming", daemon=True).start()
     timeout = worker_timeout()
@@ -133,6 +138,23 @@ def _listen(bind_to: str | None) -> tuple[socket.socket, str]:
     listener.listen(128)
     shown = host if host not in ("0.0.0.0", "::") else _public_address()
     return listener, f"[{shown}]" if ":" in shown else shown
+
+
+def _listen_locally() -> socket.socket | None:
+    """Also listen on an abstract Unix socket with a random name (Linux), which other
+    workers on this host dial instead of TCP; its name goes to pid 1 when we join."""
+    if not sys.platform.startswith("linux"):
+        return None
+    address = f"\0clustercore-{os.getpid()}-{os.urandom(8).hex()}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(address)
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        return None
+    PGRP.local_address = address
+    return listener
 
 
 def _public_address() -> str:
@@ -208,7 +230,7 @@ def _join_cluster(conn: Connection, join: JoinPGRP) -> None:
     try:
         for pid in join.connect_now:
             cluster.connection_to(pid)
-        reply: Any = JoinComplete(os.cpu_count() or 1, os.getpid(), PGRP.hostname)
+        reply: Any = JoinComplete(os.cpu_count() or 1, os.getpid(), PGRP.hostname, PGRP.local_address)
     except Exception as exc:  # noqa: BLE001 - tell pid 1 why we cannot join
         reply = exc
     payload, buffers = serialize.dumps(reply)

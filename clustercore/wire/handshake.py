@@ -29,7 +29,7 @@ import threading
 from ..errors import AuthenticationError, HandshakeError, VersionMismatchError
 from .transport import Transport
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAGIC = b"CLSTCORE"
 NONCE_LEN = 32
 MAC_LEN = 32

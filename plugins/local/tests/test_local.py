@@ -62,9 +62,10 @@ def test_forked_workers_are_reached_over_a_unix_socket_pair() -> None:
     try:
         assert _link_family(a) == _link_family(b) == socket.AF_UNIX
         assert cc.worker_id_from_socket(cc.cluster.worker_from_id(a).conn.transport.sock) == a  # type: ignore[union-attr]
-        # the others still reach a worker at the TCP address it printed
+        # workers on one host reach each other over their abstract Unix sockets
         assert cc.remotecall_fetch(lambda other: cc.remotecall_fetch(cc.myid, other), a, b) == b
-        assert cc.remotecall_fetch(_link_family, a, b) == socket.AF_INET
+        assert cc.remotecall_fetch(_link_family, a, b) == socket.AF_UNIX
+        assert cc.remotecall_fetch(_link_family, b, a) == socket.AF_UNIX
         assert cc.remotecall_fetch(_link_family, a, 1) == socket.AF_UNIX
     finally:
         cc.rmprocs([a, b])

@@ -36,6 +36,14 @@ def listening() -> list[tuple[str, int]]:
     return sorted({(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections("tcp") if c.status == "LISTEN"})
 
 
+def link_family(pid: int) -> int:
+    """Run on a worker: the address family of its link to ``pid``."""
+    from clustercore import cluster
+
+    conn = cluster.PGRP.workers[pid].conn
+    return int(conn.transport.sock.family) if conn is not None else -1
+
+
 def ask_hostname_of(pid: int) -> str:
     """Run on a worker: a worker-to-worker call."""
     return cc.remotecall_fetch(hostname, pid)
@@ -52,6 +60,9 @@ def test_three_hosts_two_workers_each_all_to_all(cluster: Launched, ssh_infra: S
         assert sorted(cc.procs(p)) == sorted(q for q in pids if names[q] == names[p])
     calls = {(a, b): cc.remotecall(ask_hostname_of, a, b) for a in pids for b in pids if a != b}
     assert {k: f.fetch() for k, f in calls.items()} == {(a, b): names[b] for a, b in calls}
+    # two workers on one host talk over a Unix socket; across network namespaces over TCP
+    families = {(a, b): cc.remotecall_fetch(link_family, a, b) for a, b in calls}
+    assert families == {(a, b): socket.AF_UNIX if names[a] == names[b] else socket.AF_INET for a, b in calls}
 
 
 @pytest.mark.hosts
