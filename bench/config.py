@@ -17,7 +17,8 @@ class Sizes:
     latency_min_per_round: int = 5  # samples a peer takes in a round even past its budget
     floor_pingpongs: int = 10000
     tasks: int = 20_000  # throughput: number of x + 1 tasks
-    throughput_rounds: int = 7  # every map variant runs once per interleaved round
+    throughput_rounds: int = 7  # interleaved rounds of throughput
+    throughput_maps_per_round: int = 5  # back-to-back maps of each variant in each round
     throughput_budget_s: float = 5.0  # a variant slower than this over all rounds maps fewer tasks each round
     bandwidth_bytes: int = 100 * MIB
     bandwidth_warmup: int = 1
@@ -35,6 +36,7 @@ QUICK = Sizes(
     floor_pingpongs=200,
     tasks=2000,
     throughput_rounds=2,
+    throughput_maps_per_round=1,
     bandwidth_bytes=4 * MIB,
     bandwidth_warmup=0,
     bandwidth_repeats=1,
