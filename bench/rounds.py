@@ -130,28 +130,36 @@ class MapVariant:
 
 
 def warm_up_variant(session: Session, sizes: Sizes, label: str, param: Any) -> MapVariant:
-    """Two warm-up maps on 1 % of the tasks (the first also ships the function);
-    the second's rate decides the task count of every round, and one untimed
-    map on that count follows (a first large batch can cost what small ones
-    do not: clustercore's workers, for one, import cloudpickle only when a
-    message first needs it).
+    """Warm a variant up and fix its task count for every round.
 
-    A variant that would spend more than ``sizes.throughput_budget_s`` over
-    all rounds on the full count runs each round on fewer tasks (never fewer
-    than the warm-up's), so slow variants cannot dominate the run.
+    Two maps on 1 % of the tasks (the first also ships the function) give a
+    first estimate of its rate; that understates fast variants, whose fixed
+    cost dominates so small a map, so where a full map looks affordable one
+    is timed too and its rate is the one used. A variant that would spend
+    more than ``sizes.throughput_budget_s`` over all its rounds' maps on the
+    full count maps fewer tasks (never fewer than the warm-up's), so slow
+    variants cannot dominate the run. The last warm-up map is on the chosen
+    count: a first large batch can cost what small ones do not (a clustercore
+    worker, for one, imports cloudpickle only when a message first needs it).
     """
     warm = list(range(max(100, sizes.tasks // 100)))
     session.map(inc, warm, param)
-    t0 = time.perf_counter()
-    session.map(inc, warm, param)
-    rate = len(warm) / (time.perf_counter() - t0)
-    per_round_s = sizes.throughput_budget_s / (sizes.throughput_rounds * sizes.throughput_maps_per_round)
+    rate = len(warm) / _timed_map(session, warm, param)
+    per_map_s = sizes.throughput_budget_s / (sizes.throughput_rounds * sizes.throughput_maps_per_round)
     n = sizes.tasks
-    if n / rate > per_round_s:
-        n = max(len(warm), int(rate * per_round_s))
-    if n > len(warm):
+    if n / rate <= 10 * per_map_s:  # affordable: measure the full count itself
+        _timed_map(session, list(range(n)), param)  # the first large map, untimed
+        rate = n / _timed_map(session, list(range(n)), param)
+    if n / rate > per_map_s:
+        n = max(len(warm), int(rate * per_map_s))
         session.map(inc, list(range(n)), param)
     return MapVariant(label, param, n)
+
+
+def _timed_map(session: Session, xs: list[int], param: Any) -> float:
+    t0 = time.perf_counter()
+    session.map(inc, xs, param)
+    return time.perf_counter() - t0
 
 
 @dataclass

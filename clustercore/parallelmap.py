@@ -171,7 +171,11 @@ class _DistributedMap:
                 batch = self.todo.popleft()
                 try:
                     conn = cluster.connection_to(pid)
-                    if not conn.corked_by_me():
+                    # An idle worker's first batch goes out at once, the rest in one write: sending
+                    # all of one worker's batches first delays the next worker's start whenever the
+                    # woken worker takes this CPU (it may, over a Unix socket) until it blocks.
+                    idle = self.inflight[pid] == 0
+                    if not idle and not conn.corked_by_me():
                         conn.cork()
                         corked.append(conn)
                     self._send(conn, pid, batch)
