@@ -1,6 +1,6 @@
 """The ``clustercore`` command.
 
-* ``clustercore worker [--bind-to ADDR[:PORT]] [--lifeline]``: run a worker (Julia's ``--worker``);
+* ``clustercore worker [--bind-to ADDR[:PORT]] [--lifeline] [--link-fd FD]``: run a worker (Julia's ``--worker``);
 * ``clustercore -p N script.py [args]`` / ``--machine-file FILE``: run a script with workers added;
 * ``clustercore managers``: list the installed manager plugins;
 * other subcommands come from plugins (``cli_commands`` hook).
@@ -32,10 +32,24 @@ def _worker(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="clustercore worker", description="Run a clustercore worker.")
     parser.add_argument("--bind-to", metavar="ADDR[:PORT]", help="address (and port) to listen on")
     parser.add_argument("--lifeline", action="store_true", help="exit when stdin reaches end of file")
+    parser.add_argument(
+        "--link-fd",
+        metavar="FD",
+        type=int,
+        help="an inherited connected socket to serve like an accepted connection (the launcher's link)",
+    )
     args = parser.parse_args(argv)
+    link = None
+    if args.link_fd is not None:
+        import socket
+
+        try:
+            link = socket.socket(fileno=args.link_fd)
+        except OSError as exc:
+            parser.error(f"--link-fd {args.link_fd} is not an open socket: {exc}")
     from .worker import start_worker
 
-    start_worker(bind_to=args.bind_to, lifeline=args.lifeline)
+    start_worker(bind_to=args.bind_to, lifeline=args.lifeline, driver_link=link)
     return 0
 
 

@@ -103,7 +103,9 @@ def end_process(
         process.wait()
 
 
-def worker_command(params: dict[str, Any], *, bind_to: str | None = None, lifeline: bool = False) -> list[str]:
+def worker_command(
+    params: dict[str, Any], *, bind_to: str | None = None, lifeline: bool = False, link_fd: int | None = None
+) -> list[str]:
     """The argv that starts ``clustercore worker`` with the launch parameters."""
     cmd = [str(params.get("exename") or sys.executable), *map(str, params.get("exeflags") or ())]
     cmd += ["-m", "clustercore", "worker"]
@@ -111,6 +113,8 @@ def worker_command(params: dict[str, Any], *, bind_to: str | None = None, lifeli
         cmd += ["--bind-to", bind_to]
     if lifeline:
         cmd.append("--lifeline")
+    if link_fd is not None:
+        cmd += ["--link-fd", str(link_fd)]
     return cmd
 
 

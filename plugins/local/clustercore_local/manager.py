@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass
 from threading import Condition
@@ -76,31 +77,39 @@ class LocalManager(ClusterManager):
     def _spawn_workers(
         self, params: dict[str, Any], bind_to: str, env: dict[str, str], launched: list[WorkerConfig], ntfy: Condition
     ) -> None:
-        argv = worker_command(params, bind_to=bind_to)
         cookie_line = (cluster_cookie() + "\n").encode()
         launch_ntfy = ntfy
         for _ in range(self.np):
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=params.get("dir") or None,
-                env=env,
-                start_new_session=True,  # a Ctrl-C at the driver's terminal is the driver's alone
-            )
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # the driver's link
+            try:
+                process = subprocess.Popen(
+                    worker_command(params, bind_to=bind_to, link_fd=theirs.fileno()),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=params.get("dir") or None,
+                    env=env,
+                    pass_fds=[theirs.fileno()],
+                    start_new_session=True,  # a Ctrl-C at the driver's terminal is the driver's alone
+                )
+            except BaseException:
+                mine.close()
+                raise
+            finally:
+                theirs.close()
             assert process.stdin is not None
             process.stdin.write(cookie_line)
             process.stdin.close()
-            config = WorkerConfig(io=process.stdout, process=process, ospid=process.pid)
+            config = WorkerConfig(io=process.stdout, process=process, ospid=process.pid, userdata={"link": mine})
             config.enable_threaded_blas = bool(params.get("enable_threaded_blas"))
             with launch_ntfy:
                 launched.append(config)
                 launch_ntfy.notify_all()
 
     def connect_worker(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
-        """A forked worker is reached through the Unix socket pair made for it; its TCP
-        address (read from its output, as the default ``connect`` does) is for the others."""
+        """A worker is reached through the Unix socket pair made for it when it started;
+        its TCP address (read from its output, as the default ``connect`` does) is for the
+        others."""
         link = config.userdata.pop("link", None) if isinstance(config.userdata, dict) else None
         if link is None or config.connect_at is not None:
             return default_connect(pid, config)

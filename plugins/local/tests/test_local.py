@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 
 import cloudpickle
@@ -71,13 +73,26 @@ def test_forked_workers_are_reached_over_a_unix_socket_pair() -> None:
         cc.rmprocs([a, b])
 
 
-def test_spawned_workers_are_reached_over_tcp() -> None:
-    (pid,) = cc.addprocs(1, start_method="spawn")
+def test_spawned_workers_get_a_socket_pair_too() -> None:
+    a, b = cc.addprocs(2, start_method="spawn")
     try:
-        assert _link_family(pid) == socket.AF_INET
-        assert cc.remotecall_fetch(cc.myid, pid) == pid
+        assert _link_family(a) == _link_family(b) == socket.AF_UNIX
+        assert cc.remotecall_fetch(lambda other: cc.remotecall_fetch(cc.myid, other), a, b) == b
+        assert cc.remotecall_fetch(_link_family, a, b) == socket.AF_UNIX
     finally:
-        cc.rmprocs(pid)
+        cc.rmprocs([a, b])
+
+
+def test_a_worker_given_a_bad_link_fd_says_so() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "clustercore", "worker", "--link-fd", "987"],
+        input="cookie\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--link-fd 987 is not an open socket" in result.stderr
 
 
 def test_workers_run_in_their_own_session() -> None:
