@@ -56,9 +56,10 @@ def start_worker(
 ) -> None:
     """Run this process as a worker listening on TCP; returns only by exiting.
 
-    ``driver_link``: a connected socket its launcher holds the other end of (a
-    Unix socket pair from the Local plugin's fork server), served like an
-    accepted connection, so pid 1 may join through it instead of over TCP.
+    ``driver_link``: a connected socket its launcher holds the other end of (the
+    Local plugin's Unix socket pair, handed over by its fork server or inherited
+    through ``--link-fd``), served like an accepted connection, so pid 1 may
+    join through it instead of over TCP.
     """
     if cookie is None:
         cookie = sys.stdin.readline().strip()

@@ -69,16 +69,12 @@ class LocalManager(ClusterManager):
         }
         for forked in server.fork_workers(request, self.np):
             config = WorkerConfig(io=forked.output, ospid=forked.ospid, userdata={"forked": True, "link": forked.link})
-            config.enable_threaded_blas = bool(params.get("enable_threaded_blas"))
-            with ntfy:
-                launched.append(config)
-                ntfy.notify_all()
+            _announce(config, params, launched, ntfy)
 
     def _spawn_workers(
         self, params: dict[str, Any], bind_to: str, env: dict[str, str], launched: list[WorkerConfig], ntfy: Condition
     ) -> None:
         cookie_line = (cluster_cookie() + "\n").encode()
-        launch_ntfy = ntfy
         for _ in range(self.np):
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # the driver's link
             try:
@@ -101,17 +97,14 @@ class LocalManager(ClusterManager):
             process.stdin.write(cookie_line)
             process.stdin.close()
             config = WorkerConfig(io=process.stdout, process=process, ospid=process.pid, userdata={"link": mine})
-            config.enable_threaded_blas = bool(params.get("enable_threaded_blas"))
-            with launch_ntfy:
-                launched.append(config)
-                launch_ntfy.notify_all()
+            _announce(config, params, launched, ntfy)
 
     def connect_worker(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
         """A worker is reached through the Unix socket pair made for it when it started;
         its TCP address (read from its output, as the default ``connect`` does) is for the
         others."""
         link = config.userdata.pop("link", None) if isinstance(config.userdata, dict) else None
-        if link is None or config.connect_at is not None:
+        if link is None:
             return default_connect(pid, config)
         try:
             config.host, config.port = read_worker_host_port(pid, config)
@@ -129,6 +122,14 @@ class LocalManager(ClusterManager):
             end_process(config.process, self.exit_timeout, self.term_timeout)
         elif config.ospid:
             end_forked_process(config.ospid, self.exit_timeout, self.term_timeout)
+
+
+def _announce(config: WorkerConfig, params: dict[str, Any], launched: list[WorkerConfig], ntfy: Condition) -> None:
+    """Hand a started worker to ``addprocs``, which connects to it."""
+    config.enable_threaded_blas = bool(params.get("enable_threaded_blas"))
+    with ntfy:
+        launched.append(config)
+        ntfy.notify_all()
 
 
 def end_forked_process(ospid: int, exit_timeout: float, term_timeout: float) -> None:
