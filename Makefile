@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean services services-down
 
 setup: $(VENV)/.installed
 	@# Editable installs leave bytecode to the import system, which this machine may forbid
@@ -20,8 +20,18 @@ $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
 demo: setup
 	$(PY) examples/demo.py
 
-test: setup
+# As root, `make test` first starts the test services (a real sshd, namespace hosts, Slurm);
+# without root it runs the tests without them, and the tests that need them are skipped.
+test: setup $(if $(filter 0,$(shell id -u)),services)
 	$(PY) -m pytest
+
+# Start what is missing of the test services (idempotent; root): tests/services/up.
+services:
+	bash tests/services/up
+
+# Stop exactly what `make services` started.
+services-down:
+	bash tests/services/down
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
