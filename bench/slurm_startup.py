@@ -13,9 +13,9 @@ Each repetition measures, back to back in this one run:
   (connected and joined), then, separately, ``rmprocs`` until the job has
   left the queue.
 
-Slurm must be reachable (``SLURM_CONF`` set, e.g. by
-``../shared/infra/slurm-up``). No timing is asserted; the ratios are the
-figures to read.
+Slurm must be reachable (``SLURM_CONF`` set, e.g. by ``make services`` as
+root, then ``set -a; . /tmp/clustercore-services/env``). No timing is
+asserted; the ratios are the figures to read.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ measures, back to back in this one run:
   all at once: the least any one-ssh-per-worker launcher pays.
 
 ``rmprocs`` is timed separately for both. The SSH servers come from
-``../shared/infra/sshd-up`` and ``hosts-up 3`` (``CLUSTERCORE_SSH_CONFIG``
-and ``CLUSTERCORE_TEST_HOSTNAMES`` set); the cross-host scenario is left out
-without the hosts. No timing is asserted; read the ratios.
+``make services`` (as root), with its variables in the environment
+(``set -a; . /tmp/clustercore-services/env``: ``CLUSTERCORE_SSH_CONFIG`` and
+``CLUSTERCORE_TEST_HOSTNAMES``); the cross-host scenario is left out without
+the hosts. No timing is asserted; read the ratios.
 """
 
 from __future__ import annotations
@@ -152,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = os.environ.get("CLUSTERCORE_SSH_CONFIG")
     if not config:
-        parser.error("CLUSTERCORE_SSH_CONFIG is not set: run ../shared/infra/sshd-up and source its output")
+        parser.error(
+            "CLUSTERCORE_SSH_CONFIG is not set: run `make services` as root, then `set -a;"
+            " . /tmp/clustercore-services/env`"
+        )
     repeat = 1 if args.quick else args.repeat
     scenarios = {"8 workers on one host": [(os.environ.get("CLUSTERCORE_SSH_ALIAS", "cc-local"), 8)]}
     hosts = os.environ.get("CLUSTERCORE_TEST_HOSTNAMES", "").split()

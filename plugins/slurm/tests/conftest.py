@@ -1,11 +1,11 @@
-"""Fixtures for the Slurm plugin's tests, against a real Slurm started by ``shared/infra/slurm-up``.
+"""Fixtures for the Slurm plugin's tests, against the real Slurm of ``make services``.
 
 - Tests marked ``slurm`` need the single-node cluster, ``slurm3`` the
-  three-node one (``slurm-up 3``); collection puts all ``slurm`` tests
-  before the ``slurm3`` ones so the cluster switches mode (a ~5 s restart)
-  at most once.
-- Without the infra scripts (or with a Slurm that does not come up) these
-  tests skip, and FAIL when ``CI`` is set.
+  three-node one; collection puts all ``slurm`` tests before the ``slurm3``
+  ones so the cluster switches mode (``tests/services/slurm up 3``, a few
+  seconds, as root) at most once.
+- Without that Slurm (``make services`` as root starts it; ``make test`` runs
+  it first) these tests skip, saying so, and FAIL when ``CI`` is set.
 - ``fresh_slurm``: no workers before, none after; every worker process the
   test started has exited and no clustercore job is left in ``squeue``.
 """
@@ -24,8 +24,8 @@ from clustercore import WorkerConfig
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slurm: needs the single-node Slurm of shared/infra/slurm-up")
-    config.addinivalue_line("markers", "slurm3: needs the three-node Slurm of shared/infra/slurm-up 3")
+    config.addinivalue_line("markers", "slurm: needs the single-node Slurm of `make services`")
+    config.addinivalue_line("markers", "slurm3: needs the three-node Slurm (tests/services/slurm up 3)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

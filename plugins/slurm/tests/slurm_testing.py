@@ -1,30 +1,33 @@
-"""Helpers for the Slurm plugin's tests: the shared test cluster, the queue, processes."""
+"""Helpers for the Slurm plugin's tests: the test cluster of ``make services``, the queue, processes."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import ccservices
 import pytest
 
 from clustercore import testing
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-INFRA = Path(os.environ.get("CLUSTERCORE_SHARED_INFRA", REPO.parent / "shared" / "infra"))
-UP_TIMEOUT = 180.0
 PYTHON = sys.executable  # the venv's absolute interpreter: what drivers and workers run
-_EXPORT = re.compile(r'export (\w+)=(?:"(.*)"|(\S*))')
 
 
 class SlurmCluster:
-    """Starts (or switches) the shared test cluster; one per session."""
+    """The test cluster of ``make services``, in the mode a test needs; one per session.
+
+    ``make services`` starts a single-node Slurm. As root, :meth:`ensure` switches the running
+    cluster between one and three nodes with ``tests/services/slurm up N`` (idempotent: ~0.2 s
+    when already in that mode, a few seconds to switch). Without root, or when Slurm is not
+    running, it takes ``SLURM_CONF`` and ``CLUSTERCORE_SLURM_*`` as they are.
+    """
 
     def __init__(self) -> None:
         self.nodes: int | None = None
@@ -33,26 +36,34 @@ class SlurmCluster:
     def ensure(self, nodes: int) -> dict[str, str]:
         if self.nodes == nodes:
             return self.env
-        script = INFRA / "slurm-up"
-        if not script.is_file():
-            _missing(f"{script} not found (set CLUSTERCORE_SHARED_INFRA)")
-        argv = ["bash", str(script)] + ([str(nodes)] if nodes > 1 else [])
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=UP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _missing(f"{' '.join(argv)} did not finish within {UP_TIMEOUT:g} s")
-        if result.returncode != 0:
-            _missing(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        self.env = {m[1]: m[2] if m[2] is not None else m[3] for m in _EXPORT.finditer(result.stdout)}
-        os.environ.update(self.env)
+        what = "Slurm with 3 simulated nodes" if nodes > 1 else "a single-node Slurm"
+        ccservices.load_env()
+        ours = os.environ.get("SLURM_CONF") == str(ccservices.STATE / "slurm" / "etc" / "slurm.conf")
+        if ours and ccservices.is_running("slurm") and os.geteuid() == 0:
+            try:
+                env = ccservices.run("slurm", "up", str(nodes))
+            except ccservices.ServiceError as e:
+                _missing(f"{what} did not come up: {e}")
+        else:
+            conf = os.environ.get("SLURM_CONF", "")
+            if not conf or not Path(conf).is_file():
+                _missing(f"{what} is not running: {ccservices.HOW}")
+            env = {k: v for k, v in os.environ.items() if k == "SLURM_CONF" or k.startswith("CLUSTERCORE_SLURM_")}
+            running = env.get("CLUSTERCORE_SLURM_NODES", "").split()
+            if len(running) != nodes:
+                _missing(
+                    f"{what} is not running (Slurm runs on {' '.join(running) or 'unknown nodes'}); run the tests"
+                    f" as root after `make services`: they switch its mode (tests/services/slurm up {nodes})"
+                )
+        self.env = env
         self.nodes = nodes
         return self.env
 
 
-def _missing(why: str) -> None:
+def _missing(why: str) -> NoReturn:
     if os.environ.get("CI"):
-        pytest.fail(f"Slurm test infrastructure missing: {why}", pytrace=False)
-    pytest.skip(f"Slurm test infrastructure missing: {why}")
+        pytest.fail(f"{why} (CI is set: a missing service is a failure)", pytrace=False)
+    pytest.skip(why)
 
 
 def squeue_jobs() -> list[str]:

@@ -1,34 +1,30 @@
-"""Fixtures: the real SSH servers (started with ``shared/infra``), clean clusters, leak checks.
+"""Fixtures: the real SSH servers of ``make services``, clean clusters, leak checks.
 
-Tests marked ``sshd`` need the loopback sshd (``sshd-up``), tests marked
-``hosts`` the network-namespace hosts (``hosts-up 3``). The session fixtures
-start them with the infra scripts (found at ``$CLUSTERCORE_SHARED_INFRA``,
-else ``../shared/infra`` next to the repository), or use what ``.ci/run``
-started and exported. When they are missing the tests are skipped, except
-under ``CI=...``, where missing infrastructure is a failure. The services are
-left running (``.ci/run`` stops them): other test sessions may share them.
+Tests marked ``sshd`` need the loopback sshd, tests marked ``hosts`` the three
+network-namespace hosts. ``make services`` (as root; ``make test`` runs it
+first) starts both and writes their variables to
+``/tmp/clustercore-services/env``, which the fixtures read (variables already
+exported win). The fixtures neither start nor stop services. When one is
+missing, its tests are skipped with the service's name and the command that
+starts it, except under ``CI=...``, where a missing service is a failure.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import socket
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
+import ccservices
 import cloudpickle
 import pytest
 import ssh_testing
 from ssh_testing import NUM_HOSTS, Launched, SSHInfra, TestHosts
 
-REPO = Path(__file__).resolve().parents[3]
-
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "sshd: needs the loopback sshd from shared/infra/sshd-up")
-    config.addinivalue_line("markers", "hosts: needs the namespace hosts from shared/infra/hosts-up 3")
+    config.addinivalue_line("markers", "sshd: needs the loopback sshd of `make services`")
+    config.addinivalue_line("markers", "hosts: needs the namespace hosts of `make services`")
 
 
 @pytest.fixture(autouse=True)
@@ -39,41 +35,20 @@ def _ship_test_modules_by_value(request: pytest.FixtureRequest) -> None:
             cloudpickle.register_pickle_by_value(module)
 
 
-def _infra_dir() -> Path | None:
-    for candidate in (os.environ.get("CLUSTERCORE_SHARED_INFRA"), REPO.parent / "shared" / "infra"):
-        if candidate and (Path(candidate) / "sshd-up").is_file():
-            return Path(candidate)
-    return None
-
-
 def _missing(what: str) -> None:
     if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI is set: missing infrastructure is a failure)", pytrace=False)
+        pytest.fail(f"{what} (CI is set: a missing service is a failure)", pytrace=False)
     pytest.skip(what)
-
-
-def _run_infra(script: str, *args: str) -> None:
-    """Run an infra script if we have it and may; its ``export`` lines go into os.environ."""
-    infra = _infra_dir()
-    if infra is None or os.geteuid() != 0:
-        return
-    proc = subprocess.run(
-        ["bash", str(infra / script), *args], capture_output=True, text=True, timeout=900, check=False
-    )
-    if proc.returncode != 0:
-        _missing(f"{script} {' '.join(args)} failed: {proc.stderr.strip()[-2000:]}")
-    for line in proc.stdout.splitlines():
-        if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export ") :].partition("=")
-            os.environ[name] = " ".join(shlex.split(value))
 
 
 @pytest.fixture(scope="session")
 def ssh_infra() -> SSHInfra:
-    _run_infra("sshd-up")
+    ccservices.load_env()
     env = os.environ
-    if not env.get("CLUSTERCORE_SSH_CONFIG") or not Path(env["CLUSTERCORE_SSH_CONFIG"]).is_file():
-        _missing("no sshd: run shared/infra/sshd-up as root (or export CLUSTERCORE_SSH_* as it prints)")
+    if not os.path.isfile(env.get("CLUSTERCORE_SSH_CONFIG", "")):
+        _missing(f"the loopback sshd (127.0.0.1:2222) is not running: {ccservices.HOW}")
+    if not os.access(env.get("CLUSTERCORE_SSH_KEY", ""), os.R_OK):
+        _missing(f"the sshd's client key {env.get('CLUSTERCORE_SSH_KEY')} is not readable here: run the tests as root")
     return SSHInfra(
         config=env["CLUSTERCORE_SSH_CONFIG"],
         key=env["CLUSTERCORE_SSH_KEY"],
@@ -87,11 +62,11 @@ def ssh_infra() -> SSHInfra:
 
 @pytest.fixture(scope="session")
 def test_hosts(ssh_infra: SSHInfra) -> TestHosts:
-    _run_infra("hosts-up", str(NUM_HOSTS))
+    ccservices.load_env()
     names = os.environ.get("CLUSTERCORE_TEST_HOSTNAMES", "").split()
     addresses = os.environ.get("CLUSTERCORE_TEST_HOSTS", "").split()
     if len(names) < NUM_HOSTS or len(addresses) < NUM_HOSTS:
-        _missing(f"need {NUM_HOSTS} namespace hosts (shared/infra/hosts-up {NUM_HOSTS}); have {names}")
+        _missing(f"the {NUM_HOSTS} network-namespace hosts (ccnode1..{NUM_HOSTS}) are not running: {ccservices.HOW}")
     controller = os.environ["CLUSTERCORE_TEST_CONTROLLER_ADDR"]
     return TestHosts(tuple(names[:NUM_HOSTS]), tuple(addresses[:NUM_HOSTS]), controller)
 

@@ -1,4 +1,4 @@
-"""Helpers for the live tests: what the infra gave us, and remote processes seen through OpenSSH."""
+"""Helpers for the live tests: what the test services gave us, and remote processes seen through OpenSSH."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ NUM_HOSTS = 3
 
 @dataclass(frozen=True)
 class SSHInfra:
-    """The loopback sshd from ``shared/infra/sshd-up``."""
+    """The loopback sshd of ``make services`` (``tests/services/sshd``)."""
 
     config: str
     key: str
@@ -29,7 +29,7 @@ class SSHInfra:
 
 @dataclass(frozen=True)
 class TestHosts:
-    """The namespace hosts from ``shared/infra/hosts-up``: ssh aliases (= hostnames) and addresses."""
+    """The namespace hosts of ``make services`` (``tests/services/hosts``): ssh aliases (= hostnames), addresses."""
 
     __test__ = False
     aliases: tuple[str, ...]
