@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(hosts) >= 3:
         scenarios["3 hosts x 4 workers"] = [(h, 4) for h in hosts[:3]]
     else:
-        print("(no namespace hosts: run ../shared/infra/hosts-up 3 for the cross-host scenario)")
+        print("(no namespace hosts: run `make services` as root for the cross-host scenario)")
     results = {title: measure(config, machines, repeat) for title, machines in scenarios.items()}
     for title, samples in results.items():
         print("\n".join(report(title, samples)))
