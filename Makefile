@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 
-.PHONY: setup demo test lint bench clean services services-down
+.PHONY: setup demo test torture lint bench clean services services-down
 
 setup: $(VENV)/.installed
 	@# Editable installs leave bytecode to the import system, which this machine may forbid
@@ -24,6 +24,11 @@ demo: setup
 # without root it runs the tests without them, and the tests that need them are skipped.
 test: setup $(if $(filter 0,$(shell id -u)),services)
 	$(PY) -m pytest
+
+# The long run of the concurrency torture test (a short one is part of `make test`);
+# run it before every change to the engine. TORTURE_SECONDS and TORTURE_SEED to vary it.
+torture: setup
+	$(PY) -m tests.torture --seconds $(or $(TORTURE_SECONDS),600) $(if $(TORTURE_SEED),--seed $(TORTURE_SEED))
 
 # Start what is missing of the test services (idempotent; root): tests/services/up.
 services:

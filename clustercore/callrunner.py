@@ -17,14 +17,16 @@ call (a sleep) by a signal.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from .connection import THREAD
 from .errors import CapturedException, RemoteException
 from .logs import LazyLogger
 
@@ -51,13 +53,15 @@ def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
 class _Link:
     """Read state of one link: is someone reading it, and since when has nobody."""
 
-    __slots__ = ("closed", "conn", "handle", "on_close", "reading", "unread_since")
+    __slots__ = ("closed", "conn", "handle", "leader", "on_close", "unread_since")
 
     def __init__(self, conn: Any, handle: Callable[[Any, Any], Task | None], on_close: Callable[[Any], None]) -> None:
         self.conn = conn
         self.handle = handle
         self.on_close = on_close
-        self.reading = True
+        # The thread that leads the link, 0 while a new leader is on its way. A leader that ran
+        # a call checks it is still the one: a flag would not tell it from a later leader.
+        self.leader = 0
         self.unread_since = 0.0
         self.closed = False
 
@@ -73,6 +77,8 @@ class CallRunner:
         self._main_idle = False
         self._main_ident = threading.main_thread().ident
         self.in_user_code: set[int] = set()  # threads running a served call (interrupt's targets)
+        self._held: set[int] = set()  # such threads in engine work: interrupts wait (interrupts_held)
+        self._deferred: set[int] = set()  # ... and those an interrupt is waiting for
         self._unread: set[_Link] = set()
         self._calls_started = 0
         self._watchdog_wake = threading.Event()
@@ -121,7 +127,10 @@ class CallRunner:
             task = self._main_tasks.get()
             if task is None:
                 return
-            task()
+            try:
+                task()
+            except KeyboardInterrupt:  # one that reached engine code: this thread serves on
+                log.warning("an interrupt reached the main thread outside a call; it was ignored")
 
     def stop_main_thread(self) -> None:
         if self._main_tasks is not None:
@@ -135,10 +144,15 @@ class CallRunner:
         self.spawn(lambda: self._lead(link))
 
     def _lead(self, link: _Link) -> None:
-        if link.conn.poller is None:
-            self._lead_blocking(link)
-        else:
-            self._lead_polled(link)
+        link.leader = threading.get_ident()
+        THREAD.serves_links = True  # a leader never waits for a peer, but in the calls it runs
+        try:
+            if link.conn.poller is None:
+                self._lead_blocking(link)
+            else:
+                self._lead_polled(link)
+        finally:
+            THREAD.serves_links = False
 
     def _lead_blocking(self, link: _Link) -> None:
         """Read in ``recv``: nobody else reads this link while its leader leads."""
@@ -159,6 +173,8 @@ class CallRunner:
         epoch = conn.read_epoch
         while True:
             if not ready:
+                if conn.corked_by and conn.corked_by_me():
+                    conn.uncork()  # about to wait: send what we owe first
                 epoch = conn.read_epoch
                 ready = conn.wait_readable()
                 if conn.closed:
@@ -216,22 +232,26 @@ class CallRunner:
         return _CLOSED
 
     def _run_call_then_keep_reading(self, link: _Link, call: Task) -> bool:
+        me = threading.get_ident()
         with self._lock:
-            link.reading = False
             link.unread_since = time.monotonic()
             self._unread.add(link)
             self._calls_started += 1
             if not self._watchdog_active:
                 self._start_watchdog()
-        call()
+        THREAD.serves_links = False  # the call is the user's: its sends wait as any caller's do
+        try:
+            call()
+        finally:
+            THREAD.serves_links = True
         hand_back = False
         with self._lock:
-            promoted = link.reading or link.closed  # another thread leads the link now
+            promoted = link.leader != me or link.closed  # another thread leads the link now
             if not promoted:
                 self._unread.discard(link)
-                link.reading = True
-                if self._main_idle and self._main_tasks is not None and threading.get_ident() != self._main_ident:
+                if self._main_idle and self._main_tasks is not None and me != self._main_ident:
                     self._main_idle = False  # hand the link back to the main thread
+                    link.leader = 0
                     hand_back = True
         keeps_leading = not (promoted or hand_back)
         if not keeps_leading and link.conn.corked_by_me():
@@ -250,6 +270,7 @@ class CallRunner:
 
     def _watch(self) -> None:
         """Give a link whose leader is busy running a call a new leader."""
+        THREAD.serves_links = True  # it must never wait for a peer: every link depends on it
         quiet_rounds = 0
         seen_calls = -1
         while True:
@@ -258,7 +279,7 @@ class CallRunner:
                 now = time.monotonic()
                 for link in [x for x in self._unread if now - x.unread_since >= PROMOTE_AFTER]:
                     self._unread.discard(link)
-                    link.reading = True
+                    link.leader = 0
                     self._lock.release()
                     try:
                         link.conn.uncork()  # results the busy leader was holding
@@ -287,24 +308,38 @@ class CallRunner:
             except BaseException as exc:  # noqa: BLE001
                 return RemoteException(self.pid, CapturedException.capture(exc)), True
         ident = threading.get_ident()
-        value: Any = None
-        failed = False
         try:
+            self._enter_user_code(ident)
             try:
-                self._enter_user_code(ident)
                 value = f(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
-                value, failed = RemoteException(self.pid, CapturedException.capture(exc)), True
             finally:
+                # First thing: from here on no interrupt may target this thread. (On the main
+                # thread, inline: a method call would let a pending SIGINT in before it.)
+                if ident == self._main_ident:
+                    self.in_user_code.discard(ident)
+                    THREAD.user_call = None
+                else:
+                    self._leave_user_code(ident)
+            return value, False
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            self._leave_for_good(ident)
+            return RemoteException(self.pid, CapturedException.capture(exc)), True
+
+    def _leave_for_good(self, ident: int) -> None:
+        """Leave user code even if an interrupt cut the first try short (it may land
+        while leaving, and a thread left marked would be interrupted in engine code)."""
+        while True:
+            try:
                 self._leave_user_code(ident)
-        except KeyboardInterrupt:  # an interrupt that landed just after the call ended
-            self._leave_user_code(ident)
-        return value, failed
+                return
+            except KeyboardInterrupt:
+                continue
 
     # The main thread is interrupted by SIGINT, whose handler checks membership: it needs
     # no lock. Other threads get an asynchronous exception from interrupt(), under the lock.
 
     def _enter_user_code(self, ident: int) -> None:
+        THREAD.user_call = self
         if ident == self._main_ident:
             self.in_user_code.add(ident)
             return
@@ -312,6 +347,7 @@ class CallRunner:
             self.in_user_code.add(ident)
 
     def _leave_user_code(self, ident: int) -> None:
+        THREAD.user_call = None
         if ident == self._main_ident:
             self.in_user_code.discard(ident)
             return
@@ -319,6 +355,29 @@ class CallRunner:
             if ident in self.in_user_code:
                 self.in_user_code.discard(ident)
                 _set_async_exc(ident, None)  # drop an interrupt that came too late
+
+    @contextlib.contextmanager
+    def interrupts_held(self) -> Iterator[None]:
+        """Engine work inside a served call (a send): an interrupt that comes meanwhile is
+        raised when it is over, so it never cuts a frame in two or leaves a link wedged."""
+        ident = threading.get_ident()
+        with self._lock:
+            self._held.add(ident)
+            self.in_user_code.discard(ident)
+            if ident != self._main_ident:
+                _set_async_exc(ident, None)
+        THREAD.user_call = None
+        try:
+            yield
+        finally:
+            THREAD.user_call = self
+            with self._lock:
+                self._held.discard(ident)
+                self.in_user_code.add(ident)
+                deferred = ident in self._deferred
+                self._deferred.discard(ident)
+            if deferred:
+                raise KeyboardInterrupt
 
     def interrupt(self) -> int:
         """Raise ``KeyboardInterrupt`` in each user call in flight; returns how many."""
@@ -329,8 +388,11 @@ class CallRunner:
                     signal.pthread_kill(ident, signal.SIGINT)
                 else:
                     _set_async_exc(ident, KeyboardInterrupt)
-        return len(targets)
+            self._deferred.update(self._held)
+        return len(targets) + len(self._held)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._main_ident in self.in_user_code:
             raise KeyboardInterrupt
+        if self._main_ident in self._held:
+            self._deferred.add(self._main_ident)

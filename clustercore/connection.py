@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .wire.framing import HEADER, NO_REF, Frame, FrameReader, encode_frame
-from .wire.transport import Transport
+from .wire.transport import Transport, byte_views, skip
 
 
 class ConnectionClosed(ConnectionError):
@@ -41,6 +41,11 @@ class Connection:
         # Buffer what has arrived without waiting; whether a frame is whole (polled links only).
         self.receive_available: Callable[[], bool] = _blocking_link
         self._send_lock = threading.Lock()
+        self._writing = False  # a thread holds the writer role: others queue behind it
+        self._queue: list[list[Any]] = []  # frames (lists of parts) the writer still owes
+        self._queued = 0  # frames ever queued; a waiting sender's ticket is its frame's number
+        self._written = 0  # how many queued frames are written
+        self._progress = threading.Condition(self._send_lock)
         self._before_send: Callable[[], list[Any]] | None = None
         self._outbox: list[Any] = []
         self.corked_by = 0  # a thread whose sends wait in _pending until it uncorks
@@ -103,29 +108,15 @@ class Connection:
         notify: tuple[int, int] = NO_REF,
         flags: int = 0,
     ) -> None:
+        """Send one frame, whole and in order (see "the writer" below for who waits)."""
         if buffers:
             parts = encode_frame(msg_type, payload, buffers, response, notify, flags)
         else:
             parts = [_pack_header(len(payload), msg_type, flags, 0, *response, *notify), payload]
-        with self._send_lock:
-            if self.closed:
-                raise ConnectionClosed(self.close_reason or "connection closed")
-            if self._outbox:
-                parts = self._before_send() + parts  # type: ignore[misc]
-            if self.corked_by:
-                if self.corked_by == threading.get_ident():
-                    self._pending += parts
-                    return
-            if self._pending:
-                parts, self._pending = self._pending + parts, []
-            self._send_parts(parts)
-
-    def _send_parts(self, parts: list[Any]) -> None:
-        try:
-            self.transport.send_all(parts)
-        except OSError as exc:
-            self._mark_closed(f"send failed: {exc}")
-            raise ConnectionClosed(self.close_reason) from exc
+        if THREAD.user_call is None:
+            self._submit(parts)
+        else:
+            self._submit_in_user_call(parts)
 
     def cork(self) -> None:
         """Hold this thread's sends until :meth:`uncork`, to write them in one system call."""
@@ -133,32 +124,117 @@ class Connection:
 
     def uncork(self) -> None:
         """Send whatever is held, now."""
-        with self._send_lock:
-            self.corked_by = 0
-            parts, self._pending = self._pending, []
-            if parts and not self.closed:
-                self._send_parts(parts)
+        if THREAD.user_call is None:
+            self._submit(_UNCORK)
+        else:
+            self._submit_in_user_call(_UNCORK)
 
     def corked_by_me(self) -> bool:
         return self.corked_by == threading.get_ident()
 
     def flush(self) -> None:
         """Send what ``before_send`` has pending, with no message after it."""
+        if THREAD.user_call is None:
+            self._submit(_FLUSH)
+        else:
+            self._submit_in_user_call(_FLUSH)
+
+    # --- the writer ------------------------------------------------------------------------
+    # Both ends of a link may write at once; if each waited for its socket while nobody on
+    # its side read, both would wait forever. So no thread but a link's writer ever waits
+    # for a socket: a sender writes what the socket takes at once and queues the rest for
+    # the writer thread (started when needed, gone when the queue is empty), whose only
+    # job is to write. A thread that serves links (a reader, a caller reading its own
+    # reply, the watchdog) then goes on; any other thread waits until its frame is
+    # written, since its buffers may be reused once the send returns.
+
+    def _submit(self, parts: list[Any]) -> None:
         with self._send_lock:
-            parts = self._before_send() if self._before_send is not None and not self.closed else []
-            if self._pending:
-                parts, self._pending = self._pending + parts, []
-            if parts:
-                self._send_parts(parts)
+            if parts is _UNCORK:
+                self.corked_by = 0
+                parts, self._pending = self._pending, []
+                if self.closed:
+                    return
+            elif parts is _FLUSH:
+                parts = self._before_send() if self._before_send is not None and not self.closed else []
+                if self._pending:
+                    parts, self._pending = self._pending + parts, []
+            else:
+                if self.closed:
+                    raise ConnectionClosed(self.close_reason or "connection closed")
+                if self._outbox:
+                    parts = self._before_send() + parts  # type: ignore[misc]
+                if self.corked_by:
+                    if self.corked_by == threading.get_ident():
+                        self._pending += parts
+                        return
+                if self._pending:
+                    parts, self._pending = self._pending + parts, []
+            if not parts:
+                return
+            if not self._writing:
+                try:
+                    parts = self.transport.send_nowait(parts)  # what the socket did not take
+                except OSError as exc:
+                    self._close_locked(f"send failed: {exc}")
+                    raise ConnectionClosed(self.close_reason) from exc
+                if not parts:
+                    return
+                self._writing = True
+                self._queue.append(parts)
+                threading.Thread(target=self._drain, name=f"clustercore-writer-{self.peer}", daemon=True).start()
+            else:
+                self._queue.append(parts)
+            self._queued += 1
+            if THREAD.serves_links:
+                return
+            ticket = self._queued
+            while self._written < ticket and not self.closed:
+                self._progress.wait()
+            if self._written < ticket:
+                raise ConnectionClosed(self.close_reason or "connection closed")
+
+    def _submit_in_user_call(self, parts: list[Any]) -> None:
+        """:meth:`_submit` for a thread running a served call: an interrupt that comes
+        meanwhile is held until the frame is whole (see ``CallRunner.interrupts_held``)."""
+        with THREAD.user_call.interrupts_held():  # type: ignore[union-attr]
+            self._submit(parts)
+
+    def _drain(self) -> None:
+        """The writer thread: write queued frames until none is left, then end."""
+        while True:
+            with self._send_lock:
+                if self.closed or not self._queue:
+                    self._writing = False
+                    self._queue.clear()
+                    self._progress.notify_all()
+                    return
+                batch, self._queue = self._queue, []
+                written = self._written + len(batch)
+            views = [view for parts in batch for view in byte_views(parts)]
+            try:
+                while views:
+                    views = skip(views, self.transport.send_some(views))
+            except OSError as exc:
+                self.close(f"send failed: {exc}")
+                continue
+            with self._send_lock:
+                self._written = written
+                self._progress.notify_all()
 
     def close_poller(self) -> None:
         if self.poller is not None:
             self.poller.close()
 
     def _mark_closed(self, reason: str) -> None:
+        with self._send_lock:
+            self._close_locked(reason)
+
+    def _close_locked(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
             self.close_reason = reason
+        self._progress.notify_all()  # senders waiting for the writer give up
 
     def close(self, reason: str = "closed locally") -> None:
         self._mark_closed(reason)
@@ -171,6 +247,18 @@ class Connection:
                 self.poller.register(_always_readable_fd(), select.EPOLLIN)
             except (OSError, ValueError):
                 pass  # the reader is gone already
+
+
+class _ThreadRole(threading.local):
+    """What the current thread is to the engine."""
+
+    serves_links = False  # reads links or keeps them moving: it must never wait for a peer
+    user_call: Any = None  # the CallRunner, while this thread runs a call it may interrupt
+
+
+THREAD = _ThreadRole()
+_UNCORK: list[Any] = []  # markers for _submit: what to send is taken under the lock
+_FLUSH: list[Any] = []
 
 
 def _blocking_link() -> bool:

@@ -26,7 +26,7 @@ import threading
 from typing import Any, NoReturn
 
 from .cluster import link_lost
-from .connection import Connection, ConnectionClosed
+from .connection import THREAD, Connection, ConnectionClosed
 from .message_handlers import decode_result, handle_msg
 from .messages import MsgType
 
@@ -55,6 +55,7 @@ def request(
         lock = conn.read_lock
         if not lock.acquire(blocking=False):
             return None
+        THREAD.serves_links = True  # holding the read right: no send may wait for the peer
         try:
             conn.read_epoch += 1
             conn.disarm()
@@ -64,6 +65,7 @@ def request(
                 raise link_lost(conn, str(exc)) from None
             return _read_reply(conn, ref[1], runner, holding_sigint)
         finally:
+            THREAD.serves_links = False
             # Let go first, then re-arm: armed while still holding the right, the
             # reader could take the wake-up, fail to get the right, and sleep on a
             # poller nobody re-arms, with data waiting.

@@ -178,6 +178,13 @@ class OutputForwarder:
         finally:
             self.ended = True
             self._found.set()
+            with _forwarders_lock:  # the stream has ended: its descriptor goes with it
+                if _forwarders.get(id(self.io)) is self:
+                    del _forwarders[id(self.io)]
+            try:
+                self.io.close()
+            except (OSError, ValueError):
+                pass
 
     def wait_address(self, timeout: float) -> tuple[str, int]:
         if not self._found.wait(timeout):

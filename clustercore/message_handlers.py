@@ -62,7 +62,7 @@ def _handle_result(conn: Connection, frame: Frame) -> None:
 def decode_result(conn: Connection, frame: Frame) -> tuple[Any, bool]:
     """A RESULT frame's ``(value, failed)``; one that cannot be unpickled is that call's error."""
     try:
-        return pickle.loads(frame.payload, buffers=frame.buffers), bool(frame.flags & FLAG_ERROR)
+        return serialize.loads(frame.payload, frame.buffers), bool(frame.flags & FLAG_ERROR)
     except BaseException as exc:  # noqa: BLE001
         return _capture(exc, f"the result from pid {conn.peer} could not be unpickled here", conn.peer), True
 
@@ -71,7 +71,7 @@ def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     kind = frame.msg_type
     rv = lookup_ref(RRID(*frame.response)) if kind in _FILLS_FUTURE else None
     try:
-        f, args, kwargs = pickle.loads(frame.payload, buffers=frame.buffers)
+        f, args, kwargs = serialize.loads(frame.payload, frame.buffers)
     except BaseException as exc:  # noqa: BLE001 - answer this call, keep the link
         error = _capture(exc, "the call could not be unpickled on this worker", PGRP.myid)
         _finish(conn, kind, frame.response, frame.notify, rv, error, True)

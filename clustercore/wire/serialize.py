@@ -9,8 +9,10 @@ separate frame buffers.
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
+import re
 import threading
 import types
 from typing import Any, SupportsIndex
@@ -196,6 +198,29 @@ def dumps_call(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> tuple[bytes
     return dumps(call)
 
 
-def loads(payload: Any, buffers: list[Any]) -> Any:
-    """Inverse of :func:`dumps`."""
+def loads(payload: Any, buffers: list[Any] = ()) -> Any:  # type: ignore[assignment]
+    """Inverse of :func:`dumps`.
+
+    Two threads that unpickle at once may both import a module for the first time (numpy
+    on a new worker); a package with circular imports can then fail in one of them
+    ("partially initialized module", "deadlock detected"). That thread waits for the
+    other's import to end, holding no import lock itself, and unpickles again.
+    """
+    try:
+        return pickle.loads(payload, buffers=buffers)
+    except (ImportError, RuntimeError) as exc:
+        package = _raced_import(exc)
+        if package is None:
+            raise
+    importlib.import_module(package)
     return pickle.loads(payload, buffers=buffers)
+
+
+_RACED_IMPORT = re.compile(r"(?:partially initialized module |_ModuleLock\()'([\w.]+)'")
+
+
+def _raced_import(exc: BaseException) -> str | None:
+    """The top-level package whose import another thread was in the middle of, if that is
+    why ``exc`` was raised."""
+    match = _RACED_IMPORT.search(str(exc))
+    return match.group(1).split(".")[0] if match else None

@@ -21,6 +21,12 @@ class Transport(Protocol):
     def send_all(self, parts: list[Any]) -> None:
         """Write every byte of every buffer in ``parts``, in order."""
 
+    def send_nowait(self, parts: list[Any]) -> list[memoryview]:
+        """Write what can be written without waiting; what is left, as byte views."""
+
+    def send_some(self, views: list[memoryview]) -> int:
+        """Write at least one byte of ``views``, waiting if need be; how many were written."""
+
     def close(self) -> None:
         """Close both directions; a blocked ``recv_into`` returns or raises."""
 
@@ -31,7 +37,7 @@ class Transport(Protocol):
         """A short text naming the peer, for error messages."""
 
 
-def _byte_views(parts: list[Any]) -> list[memoryview]:
+def byte_views(parts: list[Any]) -> list[memoryview]:
     views = []
     for part in parts:
         view = memoryview(part)
@@ -47,7 +53,17 @@ def _copy_chunk(chunk: bytes, view: memoryview) -> int:
     return len(chunk)
 
 
-def _skip(views: list[memoryview], sent: int) -> list[memoryview]:
+def _total(parts: list[Any]) -> int:
+    total = 0
+    for part in parts:
+        total += len(part) if type(part) is bytes else memoryview(part).nbytes
+    return total
+
+
+_NOTHING_LEFT: list[memoryview] = []  # never mutated: callers only test it and slice it
+
+
+def skip(views: list[memoryview], sent: int) -> list[memoryview]:
     """What is left of ``views`` once ``sent`` bytes went out."""
     while sent:
         head = views[0]
@@ -77,17 +93,26 @@ class SocketTransport:
             self.send_rest(parts, 0)
             return
         sent = self.sock.sendmsg(parts)  # usually one call sends it all
-        total = 0
-        for part in parts:
-            total += len(part) if type(part) is bytes else memoryview(part).nbytes
-        if sent != total:
+        if sent != _total(parts):
             self.send_rest(parts, sent)
+
+    def send_nowait(self, parts: list[Any]) -> list[memoryview]:
+        try:
+            sent = self.sock.sendmsg(parts[:IOV_MAX], (), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        if len(parts) <= IOV_MAX and sent == _total(parts):
+            return _NOTHING_LEFT
+        return skip(byte_views(parts), sent)
+
+    def send_some(self, views: list[memoryview]) -> int:
+        return self.sock.sendmsg(views[:IOV_MAX])
 
     def send_rest(self, parts: list[Any], sent: int) -> None:
         """Send what is left of ``parts`` once their first ``sent`` bytes went out."""
-        views = _skip(_byte_views(parts), sent)
+        views = skip(byte_views(parts), sent)
         while views:
-            views = _skip(views, self.sock.sendmsg(views[:IOV_MAX]))
+            views = skip(views, self.sock.sendmsg(views[:IOV_MAX]))
 
     def close(self) -> None:
         try:
@@ -139,7 +164,7 @@ class StreamTransport:
     def send_all(self, parts: list[Any]) -> None:
         stream = self.outstream
         sendall = getattr(stream, "sendall", None)
-        for view in _byte_views(parts):
+        for view in byte_views(parts):
             if sendall is not None:
                 sendall(view)
             else:
@@ -147,6 +172,13 @@ class StreamTransport:
         flush = getattr(stream, "flush", None)
         if flush is not None:
             flush()
+
+    def send_nowait(self, parts: list[Any]) -> list[memoryview]:
+        return byte_views(parts)  # a stream may block on any write
+
+    def send_some(self, views: list[memoryview]) -> int:
+        self.send_all(views)  # type: ignore[arg-type]
+        return _total(views)
 
     def close(self) -> None:
         for stream in (self.outstream, self.instream):

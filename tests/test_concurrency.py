@@ -1,0 +1,114 @@
+"""Calls from many threads at once: each case here once hung for good.
+
+The randomized search for more of them is :mod:`tests.torture`; these are the
+cases it (or a user) found, kept as plain tests. Every wait is bounded, so a
+regression fails instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import clustercore as cc
+
+DEADLINE = 60.0
+
+
+def echo(x: Any) -> Any:
+    return x
+
+
+def run_threads(n: int, body: Callable[[int], None]) -> None:
+    """Run ``body(i)`` on ``n`` threads; fail (rather than hang) if any is still running
+    after ``DEADLINE`` seconds, and re-raise the first failure."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            body(i)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + DEADLINE
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), f"calls from {n} threads still running after {DEADLINE:g} s"
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize(
+    ("nthreads", "size"),
+    [(3, 1_600_000), (16, 64 * 1024), (8, 8_000_000), (32, 300_000)],
+    ids=["3x1.6MB", "16x64KiB", "8x8MB", "32x300KB"],
+)
+def test_parallel_sends_of_large_payloads_to_one_worker(two: list[int], nthreads: int, size: int) -> None:
+    """Julia's "parallel sends of large arrays from multiple tasks to the same remote worker".
+
+    Both ends wrote at once while nobody on either side read: the caller holding the
+    link's read right waited for its socket, the worker's replies for theirs.
+    """
+    target = two[-1]
+
+    def send(i: int) -> None:
+        for _ in range(3):
+            blob = os.urandom(size)
+            assert cc.remotecall_fetch(echo, target, blob) == blob
+            array = np.frombuffer(blob, dtype=np.uint8)
+            assert np.array_equal(cc.fetch(cc.remotecall(echo, target, array)), array)
+
+    run_threads(nthreads, send)
+    cc.rmprocs(two, waitfor=30)  # the workers can still be removed
+
+
+def sends_from_threads(target: int, nthreads: int, size: int) -> int:
+    """On a worker: ``nthreads`` threads echo ``size`` bytes off ``target`` at once."""
+    done = []
+
+    def send() -> None:
+        blob = os.urandom(size)
+        for _ in range(3):
+            assert cc.remotecall_fetch(echo, target, blob) == blob
+        done.append(1)
+
+    threads = [threading.Thread(target=send) for _ in range(nthreads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLINE)
+    return len(done)
+
+
+def test_parallel_sends_between_workers_and_to_the_driver(fresh: None) -> None:
+    a, b = cc.addprocs(2)
+    for target in (b, 1):  # worker to worker, worker to driver
+        assert cc.remotecall_fetch(sends_from_threads, a, target, 6, 1_600_000) == 6
+
+
+def test_a_call_that_calls_back_after_its_link_got_a_new_leader(two: list[int]) -> None:
+    """A worker's reader runs a call inline; when it is slow another thread takes over
+    reading. The first thread, done, mistook the new leader's call for its own and went
+    on reading, so the watchdog no longer knew the new leader was busy, and that call's
+    message back to the driver (held while more frames were buffered) never left."""
+    p = two[0]
+    for i in range(100):
+        fut = cc.Future()
+        cc.remote_do(time.sleep, p, 0.003)  # read and run inline; a new leader comes at 2 ms
+        cc.remote_do(put_later, p, fut, i)  # the new leader runs this inline, corked
+        cc.remote_do(echo, p, None)  # buffered behind it, so the new leader corks
+        assert fut.wait(timeout=DEADLINE).fetch() == i
+
+
+def put_later(fut: Any, value: Any) -> None:
+    time.sleep(0.003)
+    fut.put(value)
