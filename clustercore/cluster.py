@@ -372,20 +372,30 @@ def _connect_lazily(w: Worker) -> Connection:
 
 
 def open_connection_to_peer(w: Worker) -> Connection:
-    """Dial worker ``w``: over its Unix socket if it runs on this host (and no custom
-    manager decides how workers connect), else the manager's way (TCP by default)."""
+    """Dial worker ``w``: over its Unix socket if it runs on this host and in this network
+    namespace (and no custom manager decides how workers connect), else the manager's way
+    (TCP by default). The handshake proves both ends hold the cookie and that the other
+    end is ``w``; a Unix socket held by anyone else is passed over for TCP."""
     from .managers import DefaultClusterManager, WorkerConfig
 
-    sock = _dial_locally(w.local_address) if w.local_address and PGRP.manager is None else None
-    if sock is not None:
-        transport = make_transport(sock, sock)
-    else:
+    transport = None
+    if w.local_address and PGRP.manager is None and same_host(w.local_address):
+        sock = _dial_locally(w.local_address)
+        if sock is not None:
+            transport = make_transport(sock, sock)
+            try:
+                connect_handshake(transport, cluster_cookie(), me=PGRP.myid, target=w.id)
+            except HandshakeError as exc:
+                log.warning("not using worker %d's Unix socket: %s", w.id, exc)
+                transport.close()
+                transport = None
+    if transport is None:
         manager = PGRP.manager or DefaultClusterManager()
         instream, outstream = manager.connect(w.id, WorkerConfig(connect_at=w.connect_at))
         transport = make_transport(instream, outstream)
-    connect_handshake(transport, cluster_cookie())
+        connect_handshake(transport, cluster_cookie(), me=PGRP.myid, target=w.id)
     conn = Connection(transport, w.id)
-    conn.send_frame(MsgType.IDENTIFY_SOCKET, pickle.dumps(PGRP.myid))
+    conn.send_frame(MsgType.IDENTIFY_SOCKET, b"")  # who we are, the handshake has proven
     ack = conn.read_frame()
     if ack is None or ack.msg_type != MsgType.IDENTIFY_ACK:
         conn.close("no identify acknowledgement")
@@ -394,9 +404,34 @@ def open_connection_to_peer(w: Worker) -> Connection:
     return conn
 
 
+def local_socket_name() -> str:
+    """A fresh abstract Unix socket name that says which kernel (boot id) and network
+    namespace it lives in: the same name means another socket anywhere else."""
+    return f"\0clustercore-{_host_key()}-{os.getpid()}-{os.urandom(8).hex()}"
+
+
+def same_host(address: str) -> bool:
+    """Whether the abstract socket ``address`` was named on this host, in this namespace."""
+    return address.startswith(f"\0clustercore-{_host_key()}-")
+
+
+_HOST_KEY: list[str] = []
+
+
+def _host_key() -> str:
+    if not _HOST_KEY:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                boot = f.read().strip()
+            netns = os.stat("/proc/self/ns/net").st_ino
+        except OSError:  # not Linux: abstract sockets are not used
+            boot, netns = "unknown", 0
+        _HOST_KEY.append(f"{boot}-{netns}")
+    return _HOST_KEY[0]
+
+
 def _dial_locally(address: str) -> socket.socket | None:
-    """A connection to an abstract Unix socket; None when it is not on this host (or in
-    this network namespace), where connecting fails at once."""
+    """A connection to an abstract Unix socket; None when nothing listens there."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(worker_timeout())

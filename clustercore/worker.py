@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import pickle
 import socket
 import sys
 import threading
@@ -26,7 +25,7 @@ from .errors import HandshakeError
 from .logs import LazyLogger
 from .messages import JoinComplete, JoinPGRP, MsgType
 from .wire import serialize
-from .wire.handshake import accept_handshake
+from .wire.handshake import accept_handshake, connect_handshake
 from .wire.transport import make_transport
 
 if TYPE_CHECKING:
@@ -146,7 +145,7 @@ def _listen_locally() -> socket.socket | None:
     workers on this host dial instead of TCP; its name goes to pid 1 when we join."""
     if not sys.platform.startswith("linux"):
         return None
-    address = f"\0clustercore-{os.getpid()}-{os.urandom(8).hex()}"
+    address = cluster.local_socket_name()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(address)
@@ -182,16 +181,20 @@ def _serve_accepted(sock: socket.socket) -> None:
 
 
 def process_messages(r_stream: Any, w_stream: Any, incoming: bool = True) -> None:
-    """Authenticate a link and serve it (Julia's ``process_messages``); for custom transports."""
+    """Authenticate a link and serve it (Julia's ``process_messages``); for custom transports.
+
+    Nothing from the peer is unpickled before the handshake has proven that it holds the
+    cookie and which pid it is: only pid 1 may make this worker join, only another
+    worker may identify itself.
+    """
     transport = make_transport(r_stream, w_stream)
     try:
         if incoming:
-            accept_handshake(transport, cluster.cluster_cookie())
+            dialer = accept_handshake(transport, cluster.cluster_cookie(), me=PGRP.myid)
         else:
-            from .wire.handshake import connect_handshake
-
-            connect_handshake(transport, cluster.cluster_cookie())
-        conn = Connection(transport)
+            connect_handshake(transport, cluster.cluster_cookie(), me=PGRP.myid, target=1)
+            dialer = 1
+        conn = Connection(transport, dialer)
         transport.set_timeout(worker_timeout())
         first = conn.read_frame()
         transport.set_timeout(None)
@@ -202,12 +205,12 @@ def process_messages(r_stream: Any, w_stream: Any, incoming: bool = True) -> Non
     if first is None:
         transport.close()
         return
-    if first.msg_type == MsgType.JOIN_PGRP:
+    if first.msg_type == MsgType.JOIN_PGRP and dialer == 1:
         _join_cluster(conn, serialize.loads(first.payload, first.buffers))
-    elif first.msg_type == MsgType.IDENTIFY_SOCKET:
-        _identify_peer(conn, pickle.loads(first.payload))
+    elif first.msg_type == MsgType.IDENTIFY_SOCKET and dialer > 1 and PGRP.myid:
+        _identify_peer(conn, dialer)
     else:
-        log.warning("closing a connection whose first message was of type %d", first.msg_type)
+        log.warning("closing a connection from pid %d whose first message was of type %d", dialer, first.msg_type)
         transport.close()
 
 
@@ -248,7 +251,7 @@ def _identify_peer(conn: Connection, pid: int) -> None:
             w = PGRP.workers[pid] = Worker(pid)
         if PGRP.allowed_peers is not None:
             PGRP.allowed_peers.add(pid)
-    conn.send_frame(MsgType.IDENTIFY_ACK, pickle.dumps(None))
+    conn.send_frame(MsgType.IDENTIFY_ACK, b"")
     if w.conn is None or w.conn.closed:
         cluster.attach_connection(w, conn)
     else:  # both dialed at once: keep serving this link too

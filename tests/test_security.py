@@ -67,7 +67,7 @@ def test_wrong_cookie_is_refused_and_nothing_unpickled(shared_workers: list[int]
     with dial(w, via) as sock:
         transport = __import__("clustercore.wire.transport", fromlist=["x"]).SocketTransport(sock)
         try:
-            handshake.connect_handshake(transport, "not-the-cookie", deadline=10)
+            handshake.connect_handshake(transport, "not-the-cookie", deadline=10, me=w + 100, target=w)
         except handshake.AuthenticationError as exc:
             assert "cookie" in str(exc)
         sock.sendall(b"".join(bytes(p) for p in encode_frame(1, cloudpickle.dumps((Evil(), (), {})))))

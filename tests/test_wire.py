@@ -30,7 +30,7 @@ def test_frame_layout_golden_bytes() -> None:
         "04 00 00 00 00 00 00 00 07 00 00 00 00 00 00 00 "
         "50 41 59 4c 4f 41 44 62 75 66 31 62 75 66 66 65 72 32"
     )
-    assert handshake.PROTOCOL_VERSION == 4
+    assert handshake.PROTOCOL_VERSION == 5
 
 
 def test_frames_round_trip_with_out_of_band_buffers() -> None:
@@ -132,6 +132,70 @@ def test_the_cookie_never_crosses_the_wire() -> None:
     assert len(seen) > 64 and cookie.encode() not in seen
 
 
+MAGIC_AND_NONCE = handshake.MAGIC + bytes(handshake.NONCE_LEN)
+
+
+def test_the_handshake_proves_which_pids_talk() -> None:
+    """The acceptor learns the connector's pid; the connector reaches the pid it meant."""
+    dialer: list[int] = []
+    assert run_both(
+        lambda t: handshake.connect_handshake(t, "k", me=3, target=5),
+        lambda t: dialer.append(handshake.accept_handshake(t, "k", me=5)),
+    ) == (None, None)
+    assert dialer == [3]
+
+
+def test_a_handshake_meant_for_another_pid_is_refused() -> None:
+    """A dial relayed to another process of the cluster (one that holds the cookie too)."""
+    connector, acceptor = run_both(
+        lambda t: handshake.connect_handshake(t, "k", me=3, target=5),
+        lambda t: handshake.accept_handshake(t, "k", me=4),
+    )
+    assert isinstance(acceptor, AuthenticationError) and "meant to reach pid 5, not pid 4" in str(acceptor)
+    assert isinstance(connector, HandshakeError)
+
+
+def test_a_handshake_reflected_to_the_dialers_own_listener_fails() -> None:
+    """Pid 2 dials pid 3; a man in the middle hands pid 2's bytes to pid 2's own
+    listener and its answers back: both of pid 2's sides refuse, and nothing more flows."""
+    dial_side, mitm_a = pair()  # pid 2 dialing (it thinks) pid 3
+    mitm_b, listen_side = pair()  # pid 2's own listener
+    relay = [
+        threading.Thread(target=_pump, args=(mitm_a.sock, mitm_b.sock), daemon=True),
+        threading.Thread(target=_pump, args=(mitm_b.sock, mitm_a.sock), daemon=True),
+    ]
+    for t in relay:
+        t.start()
+    errors: list[BaseException | None] = [None, None]
+
+    def listen() -> None:
+        try:
+            handshake.accept_handshake(listen_side, "k", me=2, deadline=5)
+        except BaseException as exc:  # noqa: BLE001
+            errors[1] = exc
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    with pytest.raises(HandshakeError):
+        handshake.connect_handshake(dial_side, "k", me=2, target=3, deadline=5)
+    listener.join(10)
+    assert isinstance(errors[1], AuthenticationError) and "meant to reach pid 3, not pid 2" in str(errors[1])
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 def test_version_mismatch_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     real = handshake.local_versions()
 
@@ -140,10 +204,12 @@ def test_version_mismatch_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def acceptor(t: SocketTransport) -> None:
         # an acceptor running another Python minor version
-        hello = handshake._read_exact(t, len(handshake.MAGIC) + handshake.NONCE_LEN)
-        nonce_c = hello[len(handshake.MAGIC) :]
+        hello = handshake._read_exact(t, len(handshake.MAGIC) + handshake.NONCE_LEN + handshake.ENDS.size)
+        nonce_c, claimed = hello[len(handshake.MAGIC) : -handshake.ENDS.size], hello[-handshake.ENDS.size :]
         nonce_s = b"s" * handshake.NONCE_LEN
-        t.send_all([handshake.MAGIC, nonce_s, handshake._mac("k", b"acceptor", nonce_c, nonce_s)])
+        me = handshake.PID.pack(handshake.ANY)
+        mac = handshake._mac("k", b"acceptor", nonce_c, nonce_s, claimed + me)
+        t.send_all([handshake.MAGIC, nonce_s, me, mac])
         handshake._read_exact(t, handshake.MAC_LEN + handshake.VERSION.size)
         t.send_all([bytes([handshake.STATUS_VERSION_MISMATCH]), handshake.VERSION.pack(real[0], 3, 99)])
 
@@ -154,10 +220,12 @@ def test_version_mismatch_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_acceptor_rejects_another_protocol_version() -> None:
     def connector(t: SocketTransport) -> None:
-        t.send_all([handshake.MAGIC, b"c" * handshake.NONCE_LEN])
-        reply = handshake._read_exact(t, len(handshake.MAGIC) + handshake.NONCE_LEN + handshake.MAC_LEN)
-        nonce_s = reply[len(handshake.MAGIC) : len(handshake.MAGIC) + handshake.NONCE_LEN]
-        mac = handshake._mac("k", b"connector", nonce_s, b"c" * handshake.NONCE_LEN)
+        claimed = handshake.ENDS.pack(1, handshake.ANY)
+        t.send_all([handshake.MAGIC, b"c" * handshake.NONCE_LEN, claimed])
+        reply = handshake._read_exact(t, len(MAGIC_AND_NONCE) + handshake.PID.size + handshake.MAC_LEN)
+        nonce_s = reply[len(handshake.MAGIC) : len(MAGIC_AND_NONCE)]
+        ends = claimed + reply[len(MAGIC_AND_NONCE) : -handshake.MAC_LEN]
+        mac = handshake._mac("k", b"connector", nonce_s, b"c" * handshake.NONCE_LEN, ends)
         t.send_all([mac, handshake.VERSION.pack(99, 3, 11)])
         status = handshake._read_exact(t, 1 + handshake.VERSION.size)
         assert status[0] == handshake.STATUS_VERSION_MISMATCH
@@ -191,9 +259,11 @@ def test_unpickling_is_never_reached_before_authentication(tmp_path: object) -> 
             return (open, (marker, "w"))
 
     def attacker(t: SocketTransport) -> None:
-        t.send_all([handshake.MAGIC, b"n" * handshake.NONCE_LEN])
-        handshake._read_exact(t, len(handshake.MAGIC) + handshake.NONCE_LEN + handshake.MAC_LEN)
+        t.send_all([handshake.MAGIC, b"n" * handshake.NONCE_LEN, handshake.ENDS.pack(1, handshake.ANY)])
+        handshake._read_exact(t, len(MAGIC_AND_NONCE) + handshake.PID.size + handshake.MAC_LEN)
         t.send_all([b"m" * handshake.MAC_LEN, handshake.VERSION.pack(*handshake.local_versions())])
+        status = handshake._read_exact(t, 1 + handshake.VERSION.size)
+        assert status == bytes([handshake.STATUS_AUTH_FAILED]) + bytes(handshake.VERSION.size)  # no version told
         t.send_all(encode_frame(1, pickle.dumps(Evil())))
 
     _, acceptor = run_both(attacker, lambda t: handshake.accept_handshake(t, "k"))

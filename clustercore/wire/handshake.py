@@ -1,20 +1,25 @@
-"""Mutual authentication on the cluster cookie, then a version check.
+"""Mutual authentication on the cluster cookie, bound to both ends, then a version check.
 
 Nothing is unpickled, and every read has a fixed size, until both sides have
-proven that they hold the cookie. The cookie itself never crosses the wire::
+proven that they hold the cookie. The cookie itself never crosses the wire,
+and the proofs name the two ends, so a handshake relayed to another process of
+the cluster, or reflected back to the dialer's own listener, fails::
 
-    connector (dials)                               acceptor (listens)
-      | MAGIC | nonce_c (32)                       ->  |
-      |  <-  MAGIC | nonce_s (32) | mac_a            |  mac_a = HMAC(cookie, "acceptor" nonce_c nonce_s)
-      |  check mac_a, else AuthenticationError      |
-      | mac_c | version block (4)                  ->  |  mac_c = HMAC(cookie, "connector" nonce_s nonce_c)
-      |                                             |  check mac_c, compare versions
-      |  <-  status (1) | version block (4)         |  status: 0 ok, 1 auth failed, 2 version mismatch
-      |  status 0 and versions equal: frames follow |
+    connector (dials pid T as pid C)                 acceptor (pid A; 0 before it joins)
+      | MAGIC | nonce_c (32) | C T (u32 u32)     ->  |  refuse unless T == A
+      |  <-  MAGIC | nonce_s (32) | A | mac_a        |  mac_a = HMAC(cookie, "acceptor" nonce_c nonce_s C T A)
+      |  check mac_a and A == T, else refuse         |
+      | mac_c | version block (4)                ->  |  mac_c = HMAC(cookie, "connector" nonce_s nonce_c C T A)
+      |                                              |  check mac_c, compare versions
+      |  <-  status (1) | version block (4)          |  status: 0 ok, 1 auth failed, 2 version mismatch
+      |  status 0 and versions equal: frames follow  |
 
 The version block is (protocol version u16, Python major u8, Python minor u8):
-pickles of functions do not travel between Python minor versions. A
-deadline bounds the whole exchange (the transport is closed when it passes).
+pickles of functions do not travel between Python minor versions. A peer that
+failed to prove it holds the cookie learns no version (the block is zeros).
+Over a Unix socket both ends first check that the peer runs as the same user
+(``SO_PEERCRED``) and read nothing from any other. A deadline bounds the whole
+exchange (the transport is closed when it passes).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import socket
 import struct
 import sys
 import threading
@@ -29,11 +35,15 @@ import threading
 from ..errors import AuthenticationError, HandshakeError, VersionMismatchError
 from .transport import Transport
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 MAGIC = b"CLSTCORE"
 NONCE_LEN = 32
 MAC_LEN = 32
 VERSION = struct.Struct("<HBB")
+ENDS = struct.Struct("<II")  # the connector's pid, the pid it means to reach
+PID = struct.Struct("<I")  # the acceptor's pid
+ANY = 0  # the pid of a worker that has not joined yet
+_NO_VERSION = bytes(VERSION.size)
 STATUS_OK, STATUS_AUTH_FAILED, STATUS_VERSION_MISMATCH = 0, 1, 2
 DEFAULT_DEADLINE = 20.0
 
@@ -47,8 +57,23 @@ def _describe(versions: tuple[int, int, int]) -> str:
     return f"protocol {proto}, Python {major}.{minor}"
 
 
-def _mac(cookie: str, role: bytes, first: bytes, second: bytes) -> bytes:
-    return hmac.new(cookie.encode(), role + first + second, hashlib.sha256).digest()
+def _mac(cookie: str, role: bytes, first: bytes, second: bytes, ends: bytes) -> bytes:
+    return hmac.new(cookie.encode(), role + first + second + ends, hashlib.sha256).digest()
+
+
+def check_peer_user(transport: Transport) -> None:
+    """Over a Unix socket, refuse a peer that runs as another user, before reading a byte."""
+    sock = getattr(transport, "sock", None)
+    if sock is None or getattr(socket, "AF_UNIX", None) is None or sock.family != socket.AF_UNIX:
+        return
+    if not hasattr(socket, "SO_PEERCRED"):
+        return
+    _, uid, _ = PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
+    if uid != os.getuid():
+        raise AuthenticationError(f"the peer on a Unix socket runs as uid {uid}, not as this cluster's user")
+
+
+PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def _read_exact(transport: Transport, size: int) -> bytes:
@@ -97,20 +122,30 @@ def _run(transport: Transport, deadline: float, step: object) -> None:
             raise HandshakeError(f"handshake with {peer} failed: {exc}") from exc
 
 
-def connect_handshake(transport: Transport, cookie: str, deadline: float = DEFAULT_DEADLINE) -> None:
-    """Authenticate as the dialing side; raises a :class:`HandshakeError` subclass."""
+def connect_handshake(
+    transport: Transport, cookie: str, deadline: float = DEFAULT_DEADLINE, *, me: int = 1, target: int = ANY
+) -> None:
+    """Authenticate as pid ``me`` dialing pid ``target`` (``ANY``: a worker that has not
+    joined); raises a :class:`HandshakeError` subclass, also when the peer is not ``target``."""
     peer = transport.describe()
 
     def step() -> None:
+        check_peer_user(transport)
         nonce_c = os.urandom(NONCE_LEN)
-        transport.send_all([MAGIC, nonce_c])
-        reply = _read_exact(transport, len(MAGIC) + NONCE_LEN + MAC_LEN)
+        claimed = ENDS.pack(me, target)
+        transport.send_all([MAGIC, nonce_c, claimed])
+        reply = _read_exact(transport, len(MAGIC) + NONCE_LEN + PID.size + MAC_LEN)
         if reply[: len(MAGIC)] != MAGIC:
             raise HandshakeError(f"{peer} is not a clustercore worker (unexpected greeting)")
         nonce_s = reply[len(MAGIC) : len(MAGIC) + NONCE_LEN]
-        if not hmac.compare_digest(reply[-MAC_LEN:], _mac(cookie, b"acceptor", nonce_c, nonce_s)):
+        acceptor = reply[len(MAGIC) + NONCE_LEN : -MAC_LEN]
+        ends = claimed + acceptor
+        if not hmac.compare_digest(reply[-MAC_LEN:], _mac(cookie, b"acceptor", nonce_c, nonce_s, ends)):
             raise AuthenticationError(f"{peer} does not hold this cluster's cookie")
-        transport.send_all([_mac(cookie, b"connector", nonce_s, nonce_c), VERSION.pack(*local_versions())])
+        (answered,) = PID.unpack(acceptor)
+        if answered != target:
+            raise AuthenticationError(f"{peer} is pid {answered}, not pid {target}: a relayed or misdirected link")
+        transport.send_all([_mac(cookie, b"connector", nonce_s, nonce_c, ends), VERSION.pack(*local_versions())])
         status, *theirs = struct.unpack("<B" + VERSION.format[1:], _read_exact(transport, 1 + VERSION.size))
         _check_status(status, tuple(theirs), peer)  # type: ignore[arg-type]
 
@@ -129,26 +164,35 @@ def _check_status(status: int, theirs: tuple[int, int, int], peer: str) -> None:
         raise HandshakeError(f"{peer} answered the handshake with unknown status {status}")
 
 
-def accept_handshake(transport: Transport, cookie: str, deadline: float = DEFAULT_DEADLINE) -> None:
-    """Authenticate as the listening side; raises a :class:`HandshakeError` subclass."""
+def accept_handshake(transport: Transport, cookie: str, deadline: float = DEFAULT_DEADLINE, *, me: int = ANY) -> int:
+    """Authenticate as the listening side, pid ``me``; returns the pid the connector
+    proved it dials from. Raises a :class:`HandshakeError` subclass."""
     peer = transport.describe()
+    dialer = [0]
 
     def step() -> None:
-        hello = _read_exact(transport, len(MAGIC) + NONCE_LEN)
+        check_peer_user(transport)
+        hello = _read_exact(transport, len(MAGIC) + NONCE_LEN + ENDS.size)
         if hello[: len(MAGIC)] != MAGIC:
             raise HandshakeError(f"{peer} sent bytes that are not a clustercore handshake")
-        nonce_c = hello[len(MAGIC) :]
+        nonce_c, claimed = hello[len(MAGIC) : -ENDS.size], hello[-ENDS.size :]
+        connector, target = ENDS.unpack(claimed)
+        if target != me:
+            raise AuthenticationError(f"{peer} meant to reach pid {target}, not pid {me}: a relayed or stray link")
         nonce_s = os.urandom(NONCE_LEN)
-        transport.send_all([MAGIC, nonce_s, _mac(cookie, b"acceptor", nonce_c, nonce_s)])
+        ends = claimed + PID.pack(me)
+        transport.send_all([MAGIC, nonce_s, PID.pack(me), _mac(cookie, b"acceptor", nonce_c, nonce_s, ends)])
         answer = _read_exact(transport, MAC_LEN + VERSION.size)
-        mine = local_versions()
-        if not hmac.compare_digest(answer[:MAC_LEN], _mac(cookie, b"connector", nonce_s, nonce_c)):
-            transport.send_all([bytes([STATUS_AUTH_FAILED]), VERSION.pack(*mine)])
+        if not hmac.compare_digest(answer[:MAC_LEN], _mac(cookie, b"connector", nonce_s, nonce_c, ends)):
+            transport.send_all([bytes([STATUS_AUTH_FAILED]), _NO_VERSION])
             raise AuthenticationError(f"{peer} does not hold this cluster's cookie")
+        mine = local_versions()
         theirs = VERSION.unpack(answer[MAC_LEN:])
         status = STATUS_OK if theirs == mine else STATUS_VERSION_MISMATCH
         transport.send_all([bytes([status]), VERSION.pack(*mine)])
         if status != STATUS_OK:
             raise VersionMismatchError(f"{peer} runs {_describe(theirs)} but this process runs {_describe(mine)}")
+        dialer[0] = connector
 
     _run(transport, deadline, step)
+    return dialer[0]
