@@ -157,6 +157,8 @@ class OutputForwarder:
         self.ended = False
         self._found = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"clustercore-output-{pid}", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
@@ -204,9 +206,11 @@ def forward_worker_output(pid: int, io: Any) -> OutputForwarder:
     """Start (once per stream) forwarding ``io`` as worker ``pid``'s output."""
     with _forwarders_lock:
         forwarder = _forwarders.get(id(io))
-        if forwarder is None or forwarder.io is not io:
-            forwarder = _forwarders[id(io)] = OutputForwarder(pid, io)
-        return forwarder
+        if forwarder is not None and forwarder.io is io:
+            return forwarder
+        forwarder = _forwarders[id(io)] = OutputForwarder(pid, io)
+    forwarder.start()  # not under the lock: a thread's start waits until it runs, and joins add many at once
+    return forwarder
 
 
 def read_worker_host_port(pid: int, config: WorkerConfig, timeout: float | None = None) -> tuple[str, int]:
