@@ -167,7 +167,7 @@ class OutputForwarder:
                 line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
                 line = line.rstrip("\r\n")
                 if self.address is None:
-                    match = ADDRESS_LINE.search(line)
+                    match = ADDRESS_LINE.fullmatch(line.strip())  # the whole line: not one that quotes it
                     if match:
                         self.address = (match.group(2), int(match.group(1)))
                         self._found.set()

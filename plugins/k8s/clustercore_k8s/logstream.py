@@ -37,7 +37,7 @@ class PodLog:
         try:
             while line := self._next_line():
                 text = line.decode(errors="replace").rstrip("\r\n")
-                match = ADDRESS_LINE.search(text)
+                match = ADDRESS_LINE.fullmatch(text.strip())  # the whole line: not one that quotes it
                 if match:
                     return match.group(2), int(match.group(1))
                 self._early.append(line)
