@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -191,6 +192,7 @@ class _Joining:
     def __init__(self, manager: ClusterManager, params: dict[str, Any]) -> None:
         self.manager = manager
         self.params = params
+        self.peers = _batch_peers()
         self.joined: list[Worker] = []
         self.errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
@@ -206,7 +208,7 @@ class _Joining:
 
     def _join(self, config: WorkerConfig, pid: int) -> None:
         try:
-            w = create_worker(self.manager, config, self.params, pid)
+            w = create_worker(self.manager, config, self.params, pid, peers=self.peers)
             with self._lock:
                 self.joined.append(w)
         except BaseException as exc:  # noqa: BLE001 - keep going, report all at the end
@@ -222,9 +224,10 @@ class _Joining:
 
 
 def create_worker(
-    manager: ClusterManager, config: WorkerConfig, params: dict[str, Any], pid: int | None = None
+    manager: ClusterManager, config: WorkerConfig, params: dict[str, Any], pid: int | None = None, *, peers: Any = None
 ) -> Worker:
-    """Connect to one launched worker and make it join (Julia's ``create_worker``)."""
+    """Connect to one launched worker and make it join (Julia's ``create_worker``);
+    ``peers``, if given, are the workers it is told of (else those it may reach now)."""
     if pid is None:
         pid = PGRP.next_pid()
     timeout = worker_timeout()
@@ -241,7 +244,7 @@ def create_worker(
         conn = Connection(transport, pid)
         join = JoinPGRP(
             self_pid=pid,
-            peers=_peers_for(config),
+            peers=_peers_for(config) if peers is None else peers,
             connect_now=_connect_now_for(config, params),
             topology=PGRP.topology,
             lazy=PGRP.lazy,
@@ -284,6 +287,30 @@ def _kill_unjoined(manager: ClusterManager, pid: int, config: WorkerConfig) -> N
     threading.Thread(target=cluster._kill_quietly, args=(manager, pid, config), daemon=True).start()
 
 
+def _batch_peers() -> _PickledOnce | None:
+    """all_to_all: what every worker of a batch is told as it joins, pickled once: the
+    workers there before the batch. It learns its batch mates with everyone else in
+    :func:`_introduce` (telling each the ones that joined before it would be n²/2 records)."""
+    if PGRP.topology != "all_to_all":
+        return None  # custom: each its own; master_worker: none
+    with PGRP.lock:
+        there = [w for w in PGRP.workers.values() if w.state is not WorkerState.TERMINATED]
+    return _PickledOnce([_peer_info(w) for w in there])
+
+
+@serialize.register_plain_type
+class _PickledOnce:
+    """A value pickled once and sent to many workers: each unpickles the value itself."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: Any) -> None:
+        self.data = pickle.dumps(value, protocol=5)
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return pickle.loads, (self.data,)
+
+
 def _peers_for(config: WorkerConfig) -> list[PeerInfo]:
     if PGRP.topology == "master_worker":
         return []
@@ -324,7 +351,8 @@ def _introduce(new: list[Worker], params: dict[str, Any]) -> None:
         for waiter in waiters:
             waiter.result()
         return
-    broadcast_call(learn_peers, everyone, [_peer_info(w) for w in new])  # each ignores itself and whom it knows
+    news = _PickledOnce([_peer_info(w) for w in new])  # each ignores itself and whom it knows
+    broadcast_call(learn_peers, everyone, news)
     if not PGRP.lazy:
         broadcast_call(connect_to_lower, everyone)
 
@@ -351,7 +379,13 @@ def broadcast_call(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> li
 
 
 def broadcast_remote_do(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> None:
+    """``remote_do`` on every pid but those being removed (which need no news: an
+    ``rmprocs`` of n workers would otherwise send n² messages)."""
+    with PGRP.lock:
+        leaving = {p for p, w in PGRP.workers.items() if w.state is WorkerState.TERMINATING}
     for pid in pids:
+        if pid in leaving:
+            continue
         try:
             cluster.send_msg(pid, MsgType.REMOTE_DO, (f, args, {}))
         except (ProcessExitedException, ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from threading import Condition
 from typing import Any
@@ -34,6 +35,23 @@ def test_all_to_all_not_lazy_connects_every_pair(fresh: None) -> None:
     pids = cc.addprocs(3, lazy=False)
     for p in pids:
         assert connected_peers(p) == [1, *[q for q in pids if q != p]]
+
+
+def test_each_worker_knows_every_other_after_each_batch_and_removal(fresh: None) -> None:
+    # A batch's workers are told the older workers as they join and their batch mates
+    # after; removed workers are forgotten by those that stay.
+    first = cc.addprocs(2)
+    second = cc.addprocs(3)
+    everyone = [1, *first, *second]
+    assert all(cc.remotecall_fetch(cc.procs, p) == everyone for p in everyone[1:])
+    assert cc.remotecall_fetch(lambda: cc.remotecall_fetch(cc.myid, first[0]), second[-1]) == first[0]
+    assert cc.remotecall_fetch(lambda: cc.remotecall_fetch(cc.myid, second[-1]), first[0]) == second[-1]
+    cc.rmprocs([first[1], *second[:2]])
+    staying = [1, first[0], second[2]]
+    deadline = time.monotonic() + 10  # the news is a remote_do: it may still be running
+    while time.monotonic() < deadline and any(cc.remotecall_fetch(cc.procs, p) != staying for p in staying[1:]):
+        time.sleep(0.05)
+    assert all(cc.remotecall_fetch(cc.procs, p) == staying for p in staying[1:])
 
 
 def test_master_worker_forbids_worker_to_worker(fresh: None) -> None:
