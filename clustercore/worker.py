@@ -12,10 +12,16 @@ told to exit or until the link to pid 1 closes (no orphans).
 from __future__ import annotations
 
 import atexit
+import collections
+import contextlib
+import errno
 import os
+import select
 import socket
+import struct
 import sys
 import threading
+import time
 from typing import IO, TYPE_CHECKING, Any
 
 from . import cluster
@@ -24,7 +30,7 @@ from .connection import Connection
 from .errors import HandshakeError
 from .logs import LazyLogger
 from .messages import JoinComplete, JoinPGRP, MsgType
-from .wire import serialize
+from .wire import handshake, serialize
 from .wire.handshake import accept_handshake, connect_handshake
 from .wire.transport import make_transport
 
@@ -167,17 +173,278 @@ def _public_address() -> str:
     return "127.0.0.1"
 
 
+# --- accepting: what a connection may cost before it authenticates ------------------
+
+PREAUTH_LIMIT = 128  # connections per listener not yet authenticated: a descriptor each
+PREAUTH_THREADS = 32  # of those, how many may be authenticating on threads of their own at once
+PREAUTH_DEADLINE = handshake.DEFAULT_DEADLINE  # seconds from accept() to a thread; the handshake has its own
+HELLO_AT_LEAST = len(handshake.MAGIC) + handshake.NONCE_LEN  # a connector's first bytes, sent before it waits
+HELLO_RECHECK = 0.25  # seconds between looks at a hello that comes in pieces
+ACCEPT_BATCH = 16  # accepts in a row before the connections already there get a look
+ACCEPT_BACKOFF = (0.05, 2.0)  # the first and the longest pause after accept() or a thread start failed
+REJECTIONS_LOG_INTERVAL = 10.0  # seconds: at most one "rejected a connection" line per worker in each
+_REJECTED = "rejected a connection: %s"  # process_messages logs its rejections with this template too
+_PAUSED = "%s; accepting again in %.2g s"
+_LISTENER_GONE = (errno.EBADF, errno.EINVAL, errno.ENOTSOCK)
+_PEER_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ECONNRESET)  # that one connection's trouble
+
+
 def _accept_forever(listener: socket.socket) -> None:
-    while True:
-        try:
-            sock, _ = listener.accept()
-        except OSError:
-            return
-        threading.Thread(target=_serve_accepted, args=(sock,), name="clustercore-incoming", daemon=True).start()
+    """Accept connections on ``listener`` until it is closed; see :class:`_Gate`.
+
+    Nothing else ends it: a failed ``accept()`` (``EMFILE``, ``ENFILE``, ...) or
+    thread start pauses accepting (briefly, longer each time up to 2 s) and
+    logs it. Rejections, the gate's and :func:`process_messages`' alike, print
+    at most one line per ``REJECTIONS_LOG_INTERVAL`` with a count.
+    """
+    log.limit(_REJECTED, REJECTIONS_LOG_INTERVAL)
+    log.limit(_PAUSED, REJECTIONS_LOG_INTERVAL)
+    _Gate(listener).run()
 
 
 def _serve_accepted(sock: socket.socket) -> None:
+    """Authenticate an accepted connection and serve it (on the calling thread)."""
     process_messages(sock, sock, incoming=True)
+
+
+class _Pending:
+    """An accepted connection that has no thread yet."""
+
+    __slots__ = ("deadline", "fd", "next_look", "peer", "sock")
+
+    def __init__(self, sock: socket.socket, peer: str, deadline: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.deadline = deadline
+        self.next_look: float | None = None  # None: polled for input; else when to look again
+
+
+class _Gate:
+    """One listener and the connections on it that have not authenticated, on one thread.
+
+    A connection costs no thread while its peer has not sent the start of a
+    handshake: this thread polls it and peeks (never reads) until
+    ``HELLO_AT_LEAST`` bytes beginning with the handshake's magic are there.
+    Then it waits for one of ``PREAUTH_THREADS`` places, each a thread that
+    runs :func:`process_messages` on it, which reads those bytes and
+    authenticates as ever. Garbage, early closes and waits past
+    ``PREAUTH_DEADLINE`` are rejected here.
+
+    At most ``PREAUTH_LIMIT`` connections are in any of these phases. A
+    newcomer beyond that closes the oldest one whose peer has not spoken, so
+    a flood of silent connections locks out no peer that speaks; when every
+    one has spoken, accepting stops until one is through, and newcomers wait
+    in the kernel's listen backlog instead of being refused.
+    """
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.fd = listener.fileno()
+        self.poller = select.poll()
+        self.waiting: dict[int, _Pending] = {}  # peers that have not spoken, by descriptor, oldest first
+        self.ready: collections.deque[_Pending] = collections.deque()  # peers that have, waiting for a thread
+        self.threads = 0  # connections handed to a thread that has not returned yet
+        self.ended = False
+        self._threads_lock = threading.Lock()
+        self.wake_r, self.wake_w = os.pipe()  # a thread that returns writes a byte: a place is free
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.poller.register(self.wake_r, select.POLLIN)
+        self.listening = False
+        self.paused_until = 0.0
+        self.backoff = 0.0
+        self.log_due: float | None = None
+
+    def run(self) -> None:
+        self.listener.setblocking(False)
+        try:
+            while self.listener.fileno() >= 0:
+                try:
+                    if not self._step():
+                        return
+                except Exception as exc:  # noqa: BLE001 - nothing but a closed listener ends the loop
+                    if self.listener.fileno() < 0:
+                        return
+                    self._pause(time.monotonic(), f"the accept loop failed: {exc!r}")
+        finally:
+            self._end()
+
+    def _step(self) -> bool:
+        now = time.monotonic()
+        self._listen(now >= self.paused_until and (self._total() < PREAUTH_LIMIT or bool(self.waiting)))
+        events = self.poller.poll(self._timeout_ms(now))
+        now = time.monotonic()
+        accept = False
+        for fd, mask in events:
+            if fd == self.fd:  # a listener reports POLLHUP once shut down, POLLNVAL once closed
+                if mask & (select.POLLHUP | select.POLLNVAL):
+                    return False
+                accept = True
+            elif fd == self.wake_r:
+                with contextlib.suppress(OSError):
+                    os.read(self.wake_r, 4096)
+            elif (pending := self.waiting.get(fd)) is not None and pending.next_look is None:
+                self._look(pending, now)
+        if accept and not self._accept(now):  # after the looks: a peer that has spoken is not taken for silent
+            return False
+        self._on_time(now)
+        return True
+
+    def _total(self) -> int:
+        return len(self.waiting) + len(self.ready) + self.threads
+
+    def _timeout_ms(self, now: float) -> int | None:
+        times = [p.deadline for p in self.waiting.values()]
+        times += [p.next_look for p in self.waiting.values() if p.next_look is not None]
+        if self.ready:
+            times.append(self.ready[0].deadline)
+        if self.paused_until > now:
+            times.append(self.paused_until)
+        if self.log_due is not None:
+            times.append(self.log_due)
+        return max(0, int((min(times) - now) * 1000) + 1) if times else None
+
+    def _on_time(self, now: float) -> None:
+        for pending in tuple(self.waiting.values()):
+            if now >= pending.deadline:
+                self._reject(pending, f"{pending.peer} did not start a handshake within {PREAUTH_DEADLINE:g} s")
+            elif pending.next_look is not None and now >= pending.next_look:
+                self._look(pending, now)
+        while self.ready and now >= self.ready[0].deadline:  # oldest first: the rest are younger
+            late = self.ready.popleft()
+            late.sock.close()
+            log.warning(_REJECTED, f"{late.peer} waited {PREAUTH_DEADLINE:g} s for one of {PREAUTH_THREADS} handshakes")
+        self._dispatch(now)
+        self.log_due = log.flush_limits()  # counts held back, here or by process_messages' threads
+
+    def _listen(self, on: bool) -> None:
+        if on and not self.listening:
+            self.poller.register(self.fd, select.POLLIN)
+        elif not on and self.listening:
+            self.poller.unregister(self.fd)
+        self.listening = on
+
+    def _accept(self, now: float) -> bool:
+        """Take what the listener has, while there is room; False once it is closed."""
+        for _ in range(ACCEPT_BATCH):
+            full = self._total() >= PREAUTH_LIMIT
+            if self.paused_until > now or (full and not self.waiting):
+                return True  # the rest wait in the backlog
+            try:
+                sock, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError as exc:
+                if exc.errno in _LISTENER_GONE or self.listener.fileno() < 0:
+                    return False
+                if exc.errno not in _PEER_GONE:
+                    self._pause(now, f"could not accept a connection: {exc}")
+                    return True
+                continue
+            self.backoff = 0.0
+            if full:
+                oldest = next(iter(self.waiting.values()))
+                self._reject(oldest, f"{oldest.peer} was dropped for a newer connection: {PREAUTH_LIMIT} were waiting")
+            pending = _Pending(sock, _describe_peer(sock, addr), now + PREAUTH_DEADLINE)
+            self.waiting[pending.fd] = pending
+            self.poller.register(pending.fd, select.POLLIN)
+            self._look(pending, now)
+        return True
+
+    def _look(self, pending: _Pending, now: float) -> None:
+        """Peek at what the peer has sent: reject it, look again later, or queue it for a thread."""
+        try:
+            head = pending.sock.recv(HELLO_AT_LEAST, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._reject(pending, f"{pending.peer}: {exc}")
+            return
+        magic = handshake.MAGIC
+        if not head:
+            self._reject(pending, f"{pending.peer} closed the connection before its handshake")
+        elif head[: len(magic)] != magic[: len(head)]:
+            self._reject(pending, f"{pending.peer} sent bytes that are not a clustercore handshake")
+        elif len(head) < HELLO_AT_LEAST:  # it stays readable: look again in a while, not at once
+            if pending.next_look is None:
+                self.poller.unregister(pending.fd)
+            pending.next_look = now + HELLO_RECHECK
+        else:
+            self._forget(pending)
+            self.ready.append(pending)
+            self._dispatch(now)
+
+    def _dispatch(self, now: float) -> None:
+        """Start a thread for each peer that has spoken, oldest first, while places are free."""
+        while self.ready and self.threads < PREAUTH_THREADS and now >= self.paused_until:
+            pending = self.ready.popleft()
+            thread = threading.Thread(
+                target=self._serve, args=(pending.sock,), name="clustercore-incoming", daemon=True
+            )
+            with self._threads_lock:
+                self.threads += 1
+            try:
+                thread.start()
+            except (RuntimeError, MemoryError) as exc:  # "can't start new thread": it waits while its deadline lasts
+                with self._threads_lock:
+                    self.threads -= 1
+                self.ready.appendleft(pending)
+                self._pause(now, f"could not start a thread for an incoming connection: {exc}")
+                return
+            self.backoff = 0.0
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            _serve_accepted(sock)
+        finally:
+            with self._threads_lock:
+                self.threads -= 1
+                if not self.ended:
+                    with contextlib.suppress(OSError):
+                        os.write(self.wake_w, b"\0")
+                elif not self.threads:
+                    os.close(self.wake_w)
+
+    def _forget(self, pending: _Pending) -> None:
+        if pending.next_look is None:
+            self.poller.unregister(pending.fd)
+        del self.waiting[pending.fd]
+
+    def _reject(self, pending: _Pending, detail: str) -> None:
+        self._forget(pending)
+        pending.sock.close()
+        log.warning(_REJECTED, detail)
+
+    def _pause(self, now: float, why: str) -> None:
+        self.backoff = min(max(self.backoff * 2, ACCEPT_BACKOFF[0]), ACCEPT_BACKOFF[1])
+        self.paused_until = now + self.backoff
+        log.warning(_PAUSED, why, self.backoff)
+
+    def _end(self) -> None:
+        for pending in (*self.waiting.values(), *self.ready):
+            pending.sock.close()
+        self.waiting.clear()
+        self.ready.clear()
+        os.close(self.wake_r)
+        with self._threads_lock:  # the last thread to return closes the other end
+            self.ended = True
+            if not self.threads:
+                os.close(self.wake_w)
+
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _describe_peer(sock: socket.socket, addr: Any) -> str:
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:  # a Unix socket: the process on the other end
+        pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    except (AttributeError, OSError):
+        return "a local peer"
+    return f"local pid {pid} (uid {uid})"
 
 
 def process_messages(r_stream: Any, w_stream: Any, incoming: bool = True) -> None:
