@@ -129,6 +129,52 @@ def worker_environment(params: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+# --- descriptors -------------------------------------------------------------------
+
+LINK_DESCRIPTORS = 2  # what the driver holds per worker link: its socket and its reader's epoll
+_DESCRIPTOR_HEADROOM = 64  # for whatever else is opened meanwhile
+
+
+def reserve_descriptors(count: int, what: str) -> None:
+    """Make room for ``count`` more open file descriptors in this process, before
+    starting what needs them: past the soft ``RLIMIT_NOFILE`` it is raised to the hard
+    one (as servers do); if even that is too few, ``OSError(EMFILE)`` names the limit."""
+    import errno
+    import os
+    import resource
+
+    try:
+        in_use = len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
+    except OSError:
+        return  # no way to count them here: the kernel will say EMFILE if it comes to that
+    need = in_use + count + _DESCRIPTOR_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return
+    if hard == resource.RLIM_INFINITY or need <= hard:
+        for new_soft in (hard, need):  # the hard limit itself may be past the kernel's nr_open
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            except (ValueError, OSError):
+                continue
+            import logging
+
+            logging.getLogger(__name__).info("raised the soft RLIMIT_NOFILE from %d to %d for %s", soft, new_soft, what)
+            return
+    raise OSError(
+        errno.EMFILE,
+        f"{what} needs {count} more file descriptors in this process, which has {in_use} open, but its "
+        f"RLIMIT_NOFILE allows {_limit_text(hard)} (hard limit; soft {_limit_text(soft)}): raise the hard limit "
+        f"(ulimit -Hn, LimitNOFILE= for a systemd service, nofile in /etc/security/limits.conf) or add fewer workers",
+    )
+
+
+def _limit_text(value: int) -> str:
+    import resource
+
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
 # --- the worker's output and its address line ---------------------------------------
 
 _output_watchers: list[Callable[[str], None]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -13,14 +14,16 @@ from typing import Any
 
 from clustercore import ClusterManager, WorkerConfig, cluster_cookie
 from clustercore.managers import (
+    LINK_DESCRIPTORS,
     default_connect,
     end_process,
     read_worker_host_port,
+    reserve_descriptors,
     worker_command,
     worker_environment,
 )
 
-from .forkserver import fork_server
+from .forkserver import ForkedWorker, fork_server
 
 START_METHODS = ("forkserver", "spawn")
 
@@ -51,8 +54,13 @@ class LocalManager(ClusterManager):
     def start_workers(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition) -> None:
         bind_to = "127.0.0.1" if self.restrict else "0.0.0.0"
         env = {**os.environ, **worker_environment(params)}
-        own_interpreter = params.get("exename") or params.get("exeflags")
-        if self.start_method == "forkserver" and not own_interpreter:
+        forked = self.start_method == "forkserver" and not (params.get("exename") or params.get("exeflags"))
+        what = f"starting {self.np} local worker{'s' if self.np > 1 else ''}"
+        check_capacity(self.np, what)
+        # the driver holds each worker's link; a spawned worker's output pipe too (a forked
+        # one's output comes through its fork server, on one pipe for all)
+        reserve_descriptors(self.np * (LINK_DESCRIPTORS + (0 if forked else 1)), what)
+        if forked:
             self._fork_workers(params, bind_to, env, launched, launch_ntfy)
         else:
             self._spawn_workers(params, bind_to, env, launched, launch_ntfy)
@@ -67,9 +75,12 @@ class LocalManager(ClusterManager):
             "env": env,
             "dir": str(params.get("dir") or os.getcwd()),
         }
-        for forked in server.fork_workers(request, self.np):
+
+        def started(forked: ForkedWorker) -> None:
             config = WorkerConfig(io=forked.output, ospid=forked.ospid, userdata={"forked": True, "link": forked.link})
             _announce(config, params, launched, ntfy)
+
+        server.fork_workers(request, self.np, started)
 
     def _spawn_workers(
         self, params: dict[str, Any], bind_to: str, env: dict[str, str], launched: list[WorkerConfig], ntfy: Condition
@@ -132,6 +143,59 @@ def _announce(config: WorkerConfig, params: dict[str, Any], launched: list[Worke
         ntfy.notify_all()
 
 
+# What one local worker takes at least, measured on an idle one: its own memory (pages it
+# does not share with the fork server) and its threads, plus the two the driver runs for it.
+WORKER_MEMORY = 3 << 20
+WORKER_TASKS = 4 + 2
+
+
+def check_capacity(n: int, what: str) -> None:
+    """Fail before starting anything if this machine clearly cannot hold ``n`` more workers,
+    naming the limit: its available memory, or the kernel's limit on tasks."""
+    available = _meminfo("MemAvailable")
+    if available is not None and n * WORKER_MEMORY > available:
+        raise OSError(
+            errno.ENOMEM,
+            f"{what} needs at least {n * WORKER_MEMORY >> 20} MiB of memory ({WORKER_MEMORY >> 20} MiB each), but "
+            f"this machine has {available >> 20} MiB available (MemAvailable in /proc/meminfo)",
+        )
+    tasks = _tasks()
+    if tasks is not None:
+        existing, ceiling, name = tasks
+        if existing + n * WORKER_TASKS > ceiling:
+            raise OSError(
+                errno.EAGAIN,
+                f"{what} needs about {n * WORKER_TASKS} more processes and threads ({WORKER_TASKS} each), but "
+                f"{existing} of the {ceiling} this machine allows ({name}) exist already",
+            )
+
+
+def _meminfo(field: str) -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _tasks() -> tuple[int, int, str] | None:
+    """Tasks (processes and threads) that exist now, and the lower of the kernel's two limits on them."""
+    try:
+        with open("/proc/loadavg") as f:
+            existing = int(f.read().split()[3].split("/")[1])  # "running/existing"
+        limits = []
+        for name in ("kernel/pid_max", "kernel/threads-max"):
+            with open(f"/proc/sys/{name}") as f:
+                limits.append((int(f.read()), name.replace("/", ".")))
+    except (OSError, ValueError, IndexError):
+        return None
+    ceiling, name = min(limits)
+    return existing, ceiling, name
+
+
 def end_forked_process(ospid: int, exit_timeout: float, term_timeout: float) -> None:
     """The exit/SIGTERM/SIGKILL ladder for a worker that is not our child, watched through a pidfd."""
     try:
@@ -139,13 +203,15 @@ def end_forked_process(ospid: int, exit_timeout: float, term_timeout: float) -> 
     except ProcessLookupError:
         return
     try:
+        exited = select.poll()  # not select(): a driver with many workers has descriptors past FD_SETSIZE
+        exited.register(pidfd, select.POLLIN)
         for timeout, then in ((exit_timeout, signal.SIGTERM), (term_timeout, signal.SIGKILL)):
-            if select.select([pidfd], [], [], timeout)[0]:
+            if exited.poll(timeout * 1000):
                 return
             try:
                 signal.pidfd_send_signal(pidfd, then)
             except ProcessLookupError:
                 return
-        select.select([pidfd], [], [], term_timeout)
+        exited.poll(term_timeout * 1000)
     finally:
         os.close(pidfd)
