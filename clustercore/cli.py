@@ -1,7 +1,8 @@
 """The ``clustercore`` command.
 
 * ``clustercore worker [--bind-to ADDR[:PORT]] [--lifeline] [--link-fd FD]``: run a worker (Julia's ``--worker``);
-* ``clustercore -p N script.py [args]`` / ``--machine-file FILE``: run a script with workers added;
+* ``clustercore -p N script.py [args]`` / ``--machine-file FILE``: run a script with workers added
+  (also ``-c CODE`` and ``-m MODULE``; the program runs as it would under ``python``);
 * ``clustercore managers``: list the installed manager plugins;
 * other subcommands come from plugins (``cli_commands`` hook).
 """
@@ -9,8 +10,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
+from collections.abc import Callable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,18 +75,39 @@ def _managers() -> int:
     return 0
 
 
+_TAKES_VALUE = ("-p", "--procs", "--machine-file")
+
+
+def _split_program(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``clustercore``'s own options, and the program with its arguments (``script.py ...``,
+    ``-c CODE ...`` or ``-m MODULE ...``): like python's, everything after the program is its."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return argv[:i], argv[i + 1 :]
+        if arg[:2] in ("-c", "-m") or not arg.startswith("-") or arg == "-":
+            return argv[:i], argv[i:]
+        i += 2 if arg in _TAKES_VALUE else 1
+    return argv, []
+
+
 def _run_script(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="clustercore",
-        description="Run a Python script with clustercore workers already added (Julia's julia -p N).",
+        usage="clustercore [-p N | --machine-file FILE] (script.py | -c CODE | -m MODULE) [args ...]",
+        description="Run a Python program with clustercore workers already added (Julia's julia -p N); "
+        "the program runs as `python script.py`, `python -c CODE` or `python -m MODULE` would.",
         epilog="subcommands: worker, managers (and those of installed plugins)",
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-p", "--procs", metavar="N", help="number of local workers, or 'auto'")
     group.add_argument("--machine-file", metavar="FILE", help="SSH machines, one spec per line")
-    parser.add_argument("script", help="the script to run as __main__")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
-    args = parser.parse_args(argv)
+    options, program = _split_program(argv)
+    args = parser.parse_args(options)
+    if not program:
+        parser.error("nothing to run: give a script, -c CODE or -m MODULE")
+    run = _program(parser, program)  # before any worker starts: a missing script is an error now
     import clustercore
 
     if args.procs is not None:
@@ -99,11 +123,65 @@ def _run_script(argv: list[str]) -> int:
         except ImportError:
             parser.error("--machine-file needs the SSH plugin: pip install clustercore-ssh")
         clustercore.addprocs(parse_machine_file(args.machine_file))
-    sys.argv = [args.script, *args.args]
     try:
-        runpy.run_path(args.script, run_name="__main__")
+        run()
     finally:
         from clustercore.processes import terminate_all_workers
 
         terminate_all_workers()
     return 0
+
+
+def _program(parser: argparse.ArgumentParser, program: list[str]) -> Callable[[], object]:
+    """Check the program exists and set ``sys.path[0]`` and ``sys.argv`` as python would
+    (workers added next get the same path); returns what runs it."""
+    first, rest = program[0], program[1:]
+    if first[:2] == "-c":
+        code = first[2:] or (rest.pop(0) if rest else parser.error("-c needs an argument"))
+        sys.path[0] = ""
+        sys.argv = ["-c", *rest]
+        return lambda: _run_code(code)
+    if first[:2] == "-m":
+        module = first[2:] or (rest.pop(0) if rest else parser.error("-m needs an argument"))
+        sys.path[0] = os.getcwd()
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            print(f"clustercore: No module named {module}", file=sys.stderr)
+            raise SystemExit(1)
+        sys.argv = [module, *rest]  # run_module puts the module's file in argv[0]
+        return lambda: runpy.run_module(module, run_name="__main__", alter_sys=True)
+    if not os.path.exists(first):
+        print(
+            f"clustercore: can't open file {os.path.abspath(first)!r}: [Errno 2] No such file or directory",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    # a script's own directory (symbolic links resolved); a directory or zip file with a __main__.py, itself
+    sys.path[0] = first if not os.path.isfile(first) or _is_zip(first) else os.path.dirname(os.path.realpath(first))
+    sys.argv = [first, *rest]
+    return lambda: runpy.run_path(first, run_name="__main__")
+
+
+def _is_zip(path: str) -> bool:
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
+def _run_code(code: str) -> None:
+    """``python -c``: ``code`` runs in a fresh ``__main__`` (whose functions travel by value)."""
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = __builtins__
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = main
+    try:
+        exec(compile(code, "<string>", "exec"), main.__dict__)
+    finally:
+        sys.modules["__main__"] = saved

@@ -65,7 +65,13 @@ def start_worker(
     Local plugin's Unix socket pair, handed over by its fork server or inherited
     through ``--link-fd``), served like an accepted connection, so pid 1 may
     join through it instead of over TCP.
+
+    ``CLUSTERCORE_SYS_PATH`` (``os.pathsep``-separated, taken out of the
+    environment): import path entries to put after this process's first, the
+    driver's own when the Local manager starts it, so a worker imports what the
+    driver imported from next to its script, as Julia's workers share its project.
     """
+    use_launcher_path(os.environ.pop("CLUSTERCORE_SYS_PATH", ""))
     if cookie is None:
         cookie = sys.stdin.readline().strip()
         if not cookie:
@@ -94,6 +100,12 @@ def start_worker(
     threading.Thread(target=_exit_unless_joined, args=(timeout,), name="clustercore-join-timer", daemon=True).start()
     PGRP.runner.serve_on_main_thread()
     exit_worker("")
+
+
+def use_launcher_path(entries: str) -> None:
+    """Put the ``os.pathsep``-separated ``entries`` this process lacks after its first ``sys.path`` entry."""
+    missing = [p for p in dict.fromkeys(entries.split(os.pathsep)) if p and p not in sys.path]
+    sys.path[1:1] = missing
 
 
 def _watch_stdin() -> None:

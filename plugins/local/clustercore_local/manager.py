@@ -8,6 +8,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from threading import Condition
 from typing import Any
@@ -54,6 +55,7 @@ class LocalManager(ClusterManager):
     def start_workers(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition) -> None:
         bind_to = "127.0.0.1" if self.restrict else "0.0.0.0"
         env = {**os.environ, **worker_environment(params)}
+        env.setdefault("CLUSTERCORE_SYS_PATH", os.pathsep.join(project_path()))
         forked = self.start_method == "forkserver" and not (params.get("exename") or params.get("exeflags"))
         what = f"starting {self.np} local worker{'s' if self.np > 1 else ''}"
         check_capacity(self.np, what)
@@ -141,6 +143,21 @@ def _announce(config: WorkerConfig, params: dict[str, Any], launched: list[Worke
     with ntfy:
         launched.append(config)
         ntfy.notify_all()
+
+
+def project_path() -> list[str]:
+    """The driver's import path entries that are not its interpreter's own (the script's
+    directory, ``PYTHONPATH``, entries added at run time), absolute: local workers get them
+    (``CLUSTERCORE_SYS_PATH``), so they import what the driver imports, as Julia's
+    workers share its project."""
+    install = {os.path.abspath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    entries: list[str] = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.curdir)  # "": the current directory
+        inside = any(path == p or path.startswith(p + os.sep) for p in install)
+        if not inside and os.pathsep not in path and path not in entries:
+            entries.append(path)
+    return entries
 
 
 # What one local worker takes at least, measured on an idle one: its own memory (pages it

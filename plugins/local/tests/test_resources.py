@@ -7,11 +7,13 @@ is its workers' and nothing a previous test left behind.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -186,3 +188,18 @@ def test_one_worker_whose_output_is_not_taken_holds_up_no_other(monkeypatch: pyt
         stuck.set()
         cc.rmprocs(pids)
     assert sum(1 for line in lines if line.endswith("x" * 999)) == 4000
+
+
+def test_workers_import_modules_from_the_drivers_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As Julia's workers share the driver's project: a directory the driver imports from
+    # (its script's, PYTHONPATH's, one it added) is on its local workers' path too.
+    (tmp_path / "cc_nearby.py").write_text("def where():\n    import os\n    return os.getpid()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cc_nearby  # type: ignore[import-not-found]
+
+    pids = cc.addprocs(1) + cc.addprocs(1, start_method="spawn")
+    try:
+        for pid in pids:
+            assert cc.remotecall_fetch(cc_nearby.where, pid) == cc.remotecall_fetch(os.getpid, pid)
+    finally:
+        cc.rmprocs(pids)
