@@ -185,10 +185,29 @@ def myid() -> int:
 
 
 def cluster_cookie(cookie: str | None = None) -> str:
-    """The cluster's shared secret; with an argument, set it (before adding workers)."""
+    """The cluster's shared secret; with an argument, set it (before adding workers).
+
+    A cookie must have 128 random bits' worth of length: at least 32 characters
+    if all are hexadecimal digits (39 if all are decimal), else at least 22 (a
+    64-symbol alphabet, as ``secrets.token_urlsafe(16)`` makes); a shorter one
+    raises ``ValueError``. That is a rule on length, not a measure of randomness:
+    make cookies with :mod:`secrets`. The default is ``secrets.token_hex(16)``.
+    """
     if cookie is not None:
         if not isinstance(cookie, str) or not cookie or any(c.isspace() for c in cookie):
             raise ValueError("a cluster cookie must be a non-empty string without whitespace")
+        if all(c in "0123456789" for c in cookie):
+            need, made_of = 39, "decimal digits"
+        elif all(c in "0123456789abcdefABCDEF" for c in cookie):
+            need, made_of = 32, "hexadecimal digits"
+        else:
+            need, made_of = 22, "characters"
+        if len(cookie) < need:
+            raise ValueError(
+                f"a cluster cookie of {len(cookie)} {made_of} is weaker than 128 random bits: it needs at least "
+                f"{need} (32 hexadecimal digits, 39 decimal ones, else 22 characters); "
+                "make one with secrets.token_hex(16) or secrets.token_urlsafe(16)"
+            )
         PGRP.cookie = cookie
     elif PGRP.cookie is None:
         import secrets

@@ -14,8 +14,10 @@ import logging
 import os
 import re
 import resource
+import secrets
 import selectors
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -405,3 +407,36 @@ def test_only_a_closed_listener_ends_the_accept_loop() -> None:
     loop.join(10)
     assert not loop.is_alive()
     listener.close()
+
+
+# --- the cookie ----------------------------------------------------------------------------------
+
+WEAK = ["short", "0123456789abcdef", "0123456789abcdef0123456789abcde", "1" * 38, "x" * 21]
+LONG_ENOUGH = [secrets.token_hex(16), secrets.token_urlsafe(16), "9" * 39, "x" * 22]
+
+
+def test_a_cookie_weaker_than_128_bits_is_refused(fresh: None) -> None:
+    mine = cluster.PGRP.cookie
+    try:
+        for weak in WEAK:
+            with pytest.raises(ValueError, match="weaker than 128 random bits") as refused:
+                cc.cluster_cookie(weak)
+            assert weak not in str(refused.value)  # a secret, even a weak one, is not echoed
+        for strong in LONG_ENOUGH:
+            assert cc.cluster_cookie(strong) == strong
+    finally:
+        cluster.PGRP.cookie = mine
+    assert len(cc.cluster_cookie()) >= 32  # the generated one passes its own rule
+
+
+def test_a_worker_refuses_a_weak_cookie() -> None:
+    worker = subprocess.run(
+        [sys.executable, "-m", "clustercore", "worker", "--bind-to", "127.0.0.1"],
+        input="some-cookie\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode != 0
+    assert "weaker than 128 random bits" in worker.stdout + worker.stderr
+    assert "clustercore_worker:" not in worker.stdout  # it never listened

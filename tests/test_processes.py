@@ -214,7 +214,7 @@ def test_worker_exits_when_pid_1_never_joins() -> None:
     env = {**os.environ, "CLUSTERCORE_WORKER_TIMEOUT": "1"}
     worker = subprocess.run(
         [sys.executable, "-m", "clustercore", "worker", "--bind-to", "127.0.0.1"],
-        input="some-cookie\n",
+        input="some-cookie-long-enough-to-pass\n",
         capture_output=True,
         text=True,
         env=env,
@@ -237,7 +237,7 @@ def test_worker_exits_when_pid_1_never_joins_and_nobody_reads_its_output() -> No
     )
     try:
         assert worker.stdin is not None and worker.stdout is not None
-        worker.stdin.write(b"some-cookie\n")
+        worker.stdin.write(b"some-cookie-long-enough-to-pass\n")
         worker.stdin.flush()
         assert worker.stdout.readline().startswith(b"clustercore_worker:")
         worker.stdout.close()  # the notice it prints on giving up now fails to write
