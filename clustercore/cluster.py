@@ -18,7 +18,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .callrunner import CallRunner
-from .connection import Connection, ConnectionClosed
+from .connection import THREAD, Connection, ConnectionClosed
 from .errors import HandshakeError, ProcessExitedException
 from .logs import LazyLogger
 from .messages import MsgType, PeerInfo
@@ -367,7 +367,17 @@ def connection_to(pid: int) -> Connection:
 
 
 def _connect_lazily(w: Worker) -> Connection:
-    """Worker-to-worker links are opened on first use (Julia's lazy ``all_to_all``)."""
+    """Worker-to-worker links are opened on first use (Julia's lazy ``all_to_all``). From
+    a served call, interrupts wait until the link is made (or not): one that landed in
+    the handshake would leave a half-made link, or a thread it starts half-started."""
+    user_call = THREAD.user_call
+    if user_call is None:
+        return _connect(w)
+    with user_call.interrupts_held():
+        return _connect(w)
+
+
+def _connect(w: Worker) -> Connection:
     with w.connect_lock:
         if w.conn is not None and not w.conn.closed:
             return w.conn
@@ -415,7 +425,13 @@ def open_connection_to_peer(w: Worker) -> Connection:
         connect_handshake(transport, cluster_cookie(), me=PGRP.myid, target=w.id)
     conn = Connection(transport, w.id)
     conn.send_frame(MsgType.IDENTIFY_SOCKET, b"")  # who we are, the handshake has proven
-    ack = conn.read_frame()
+    transport.set_timeout(worker_timeout())
+    try:
+        ack = conn.read_frame()
+    except (OSError, EOFError) as exc:  # the timeout included
+        conn.close(f"no identify acknowledgement: {exc}")
+        raise ConnectionError(f"worker {w.id} did not acknowledge our connection: {exc}") from exc
+    transport.set_timeout(None)
     if ack is None or ack.msg_type != MsgType.IDENTIFY_ACK:
         conn.close("no identify acknowledgement")
         raise ConnectionError(f"worker {w.id} did not acknowledge our connection")

@@ -315,7 +315,8 @@ def run_round(rnd: Round, log: Callable[[str], None]) -> None:
         dump_stacks(ospids)
         raise Failure(f"calls still running after {ROUND_DEADLINE:g} s: {sorted(running.values())}")
     if failures:
-        raise Failure(f"{len(failures)} calls failed; the first: {failures[0]}")
+        shown = "\n".join(f"[torture]   {line}" for failure in failures[:3] for line in failure.splitlines())
+        raise Failure(f"{len(failures)} calls failed; the first ones:\n{shown}")
     cc.rmprocs(cc.workers(), waitfor=30)
     left = wait_until_gone(list(ospids.values()))
     if left:
@@ -378,7 +379,10 @@ def install_dumps() -> None:
         print("\n".join(f"worker {PGRP.myid} {line}" for line in link_states()), flush=True)
         os.kill(os.getpid(), signal.SIGUSR2)
 
-    signal.signal(signal.SIGUSR1, dump)
+    try:
+        signal.signal(signal.SIGUSR1, dump)
+    except ValueError:  # not run on the main thread (it was busy): stacks only
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def dump_stacks(ospids: dict[int, int]) -> None:

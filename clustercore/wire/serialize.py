@@ -201,21 +201,29 @@ def dumps_call(call: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> tuple[bytes
 def loads(payload: Any, buffers: list[Any] = ()) -> Any:  # type: ignore[assignment]
     """Inverse of :func:`dumps`.
 
-    Two threads that unpickle at once may both import a module for the first time (numpy
-    on a new worker); a package with circular imports can then fail in one of them
-    ("partially initialized module", "deadlock detected"). That thread waits for the
-    other's import to end, holding no import lock itself, and unpickles again.
+    Unpickling may import a module for the first time (numpy, on a new worker). Two
+    threads importing a package with circular imports at once can break it for good
+    ("partially initialized module", "deadlock detected"), so unpickling here goes one
+    thread at a time. An unpickle that takes longer than ``UNPICKLE_WAIT`` (one that
+    blocks in user code) stops holding the others back: they go on without the lock.
     """
+    locked = _UNPICKLING.acquire(timeout=UNPICKLE_WAIT)
     try:
+        try:
+            return pickle.loads(payload, buffers=buffers)
+        except (ImportError, RuntimeError) as exc:
+            package = _raced_import(exc)  # a user thread importing it outside this lock
+            if package is None:
+                raise
+        importlib.import_module(package)
         return pickle.loads(payload, buffers=buffers)
-    except (ImportError, RuntimeError) as exc:
-        package = _raced_import(exc)
-        if package is None:
-            raise
-    importlib.import_module(package)
-    return pickle.loads(payload, buffers=buffers)
+    finally:
+        if locked:
+            _UNPICKLING.release()
 
 
+UNPICKLE_WAIT = 10.0
+_UNPICKLING = threading.RLock()
 _RACED_IMPORT = re.compile(r"(?:partially initialized module |_ModuleLock\()'([\w.]+)'")
 
 
