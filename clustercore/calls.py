@@ -7,6 +7,7 @@ errors wrapped in :class:`RemoteException` all the same.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import threading
@@ -93,7 +94,8 @@ def remotecall_notifying(f: Callable[..., Any], pid: int, /, *args: Any, **kwarg
         waiter = Waiter(pid)
 
         def notify_when_done() -> None:
-            fut.wait()
+            with contextlib.suppress(Exception):  # a failure is the Future's to report
+                fut.wait()
             waiter.set(None)
 
         PGRP.runner.spawn(notify_when_done)

@@ -308,15 +308,23 @@ class Future(AbstractRemoteRef):
         return bool(_call_on_owner(self, _isready_ref, self.rrid).result())
 
     def wait(self, timeout: float | None = None) -> Future:
-        """Wait until a value is there; ``TimeoutError`` after ``timeout`` seconds."""
+        """Wait until a value is there; ``TimeoutError`` after ``timeout`` seconds.
+
+        A Future set by a call that failed raises that call's ``RemoteException``
+        (Julia's ``wait_ref``).
+        """
         if self._value is not _UNSET:
+            if self._value[1]:
+                raise self._value[0]
             return self
         if self.where == PGRP.myid:
-            ready = lookup_ref(self.rrid).store.wait(timeout)
+            ready, error = _wait_ref(self.rrid, timeout)
         else:
-            ready = _call_on_owner(self, _wait_ref, self.rrid, timeout).result()
+            ready, error = _call_on_owner(self, _wait_ref, self.rrid, timeout).result()
         if not ready:
             raise TimeoutError(f"{self!r} was not ready within {timeout:g} s")
+        if error is not None:
+            raise error
         return self
 
     def put(self, value: Any) -> Future:
@@ -378,8 +386,12 @@ def _isready_ref(rrid: RRID) -> bool:
 
 
 @_internal
-def _wait_ref(rrid: RRID, timeout: float | None) -> bool:
-    return bool(lookup_ref(rrid).store.wait(timeout))
+def _wait_ref(rrid: RRID, timeout: float | None) -> tuple[bool, BaseException | None]:
+    """Whether the value came within ``timeout``, and the call's error if it failed."""
+    store = lookup_ref(rrid).store
+    if not store.wait(timeout):
+        return False, None
+    return True, store.value if store.failed else None
 
 
 @_internal
