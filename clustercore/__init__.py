@@ -22,7 +22,7 @@ _HOMES = {
     ),
     "channels": ("Channel", "RemoteChannel", "channel_from_id"),
     "cluster": ("cluster_cookie", "myid", "nprocs", "nworkers", "procs", "workers"),
-    "errors": ("CapturedException", "ProcessExitedException", "RemoteException"),
+    "errors": ("CapturedException", "ExceptionStandIn", "ProcessExitedException", "RemoteException"),
     "executor": ("Executor",),
     "hooks": ("hookimpl",),
     "macros": ("clear", "distributed_for", "everywhere"),
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     )
     from .channels import Channel, RemoteChannel, channel_from_id
     from .cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
-    from .errors import CapturedException, ProcessExitedException, RemoteException
+    from .errors import CapturedException, ExceptionStandIn, ProcessExitedException, RemoteException
     from .executor import Executor
     from .hooks import hookimpl as hookimpl
     from .macros import clear, distributed_for, everywhere
@@ -85,6 +85,7 @@ __all__ = [
     "CapturedException",
     "Channel",
     "ClusterManager",
+    "ExceptionStandIn",
     "Executor",
     "Future",
     "ProcessExitedException",

@@ -5,6 +5,7 @@ Exception tree::
     Exception
      +-- RemoteException            a call failed on another process (``.pid``, ``.captured``)
      +-- ProcessExitedException     the worker died or was removed
+     +-- ExceptionStandIn           ``captured.ex`` of a remote exception that cannot be rebuilt here
      +-- RuntimeError (builtin)
           +-- InvalidStateError     e.g. a put on, or a take from an empty, closed channel
      +-- ConnectionError (builtin)
@@ -17,6 +18,8 @@ Bad arguments raise the builtin ``ValueError``/``TypeError`` at the call site.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class CapturedException:
@@ -35,6 +38,58 @@ class CapturedException:
 
     def __repr__(self) -> str:
         return f"CapturedException({self.ex!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """The exception travels pickled on its own, with its name and message beside it:
+        a receiver that cannot rebuild it (its class is not importable there, or its
+        ``__init__`` rejects its ``args``) gets an :class:`ExceptionStandIn` instead."""
+        ex = self.ex
+        return _rebuild_captured, (_pickled_or_none(ex), _qualified_name(type(ex)), str(ex), self.traceback)
+
+
+class ExceptionStandIn(Exception):
+    """Stands in for a remote exception that could not be rebuilt on this process.
+
+    ``type_name`` is the original's qualified class name, ``message`` its ``str()``,
+    ``reason`` why it could not be rebuilt here.
+    """
+
+    def __init__(self, type_name: str, message: str, reason: str = "") -> None:
+        super().__init__(type_name, message, reason)
+        self.type_name = type_name
+        self.message = message
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
+
+
+def _qualified_name(cls: type) -> str:
+    module = getattr(cls, "__module__", "") or ""
+    name = getattr(cls, "__qualname__", cls.__name__)
+    return name if module == "builtins" else f"{module}.{name}"
+
+
+def _pickled_or_none(ex: BaseException) -> bytes | None:
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(ex, protocol=5)
+    except Exception:  # noqa: BLE001 - the receiver gets a stand-in
+        return None
+
+
+def _rebuild_captured(pickled: bytes | None, type_name: str, message: str, traceback_text: str) -> CapturedException:
+    import pickle
+
+    if pickled is None:
+        ex: BaseException = ExceptionStandIn(type_name, message, "it could not be pickled where it was raised")
+    else:
+        try:
+            ex = pickle.loads(pickled)
+        except Exception as exc:  # noqa: BLE001 - e.g. its class exists only where it was raised
+            ex = ExceptionStandIn(type_name, message, f"it could not be unpickled here: {exc!r}")
+    return CapturedException(ex, traceback_text)
 
 
 class RemoteException(Exception):
