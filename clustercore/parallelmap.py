@@ -4,55 +4,115 @@ Results come back in order. Elements go out in batches (``batch_size``;
 ``"auto"`` uses ``ceil(n / (4 * workers))``, multiprocessing's own choice),
 and several batches are in flight to each worker at once, so a worker never
 waits for a round trip between two batches. The function is sent once per
-worker (a DEFINE_FUNCTION message) and each batch names it (CALL_BATCH). Each element fails or succeeds on its own:
-``retry_delays`` allows ``len(retry_delays)`` more attempts (``retry_check``
-may veto one), then ``on_error(exc)`` runs here and its value takes the
-element's place; a worker that dies fails its batches, whose elements are
-retried on the remaining workers when retries are allowed.
+worker (a DEFINE_FUNCTION message) and each batch names it (CALL_BATCH).
+
+Each element fails or succeeds on its own. As in Julia, with ``batch_size=1``
+``on_error`` wraps ``f`` where it runs: it gets the original exception and its
+value is the element's result. ``retry_delays`` (read lazily: it may be
+infinite) then allows one more attempt per delay for what still fails
+(``retry_check``, given the original exception, may veto one); a retried
+element goes to another worker than the one it failed on whenever the pool has
+another. With larger batches, ``on_error`` runs here, on the original exception
+of what still fails once the retries are spent. A worker that dies fails its
+batches, whose elements are retried on the others.
+
+A pool that does not list its workers (a user's ``AbstractWorkerPool`` with
+only ``push``/``put``/``take``/``len``/``isready``) is used as Julia uses
+every pool: each batch takes a worker and gives it back.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent import futures as cf
 from typing import Any
 
 from . import cluster
 from .cluster import PGRP
 from .connection import ConnectionClosed
-from .errors import CapturedException, ProcessExitedException, RemoteException
+from .errors import ProcessExitedException, RemoteException
+from .message_handlers import run_batch
 from .messages import MsgType
-from .workerpool import AbstractWorkerPool, default_worker_pool
+from .workerpool import AbstractWorkerPool, default_worker_pool, remotecall_pool
 
 _PENDING: Any = object()
-RetryCheck = Callable[[Any, BaseException], tuple[Any, bool]]
+RetryCheck = Callable[[Any, BaseException], "tuple[Any, bool] | bool"]
+Outcome = tuple[list[Any], dict[int, RemoteException]]  # run_batch's values and per-position errors
 
 
-# --- the caller's side ------------------------------------------------------------------
+# --- options --------------------------------------------------------------------------
 
 
-def _check_options(batch_size: Any, retry_delays: Iterable[float]) -> list[float]:
+def _check_batch_size(batch_size: Any) -> None:
     if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size is a positive int or 'auto', not {batch_size!r}")
-    delays = list(retry_delays)
-    if any(isinstance(d, bool) or not isinstance(d, (int, float)) or d < 0 or math.isnan(d) for d in delays):
-        raise ValueError(f"retry_delays are non-negative numbers of seconds, not {delays!r}")
-    return delays
+
+
+def _check_delay(delay: Any) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0 or math.isnan(delay):
+        raise ValueError(f"retry_delays are non-negative numbers of seconds, not {delay!r}")
+    return float(delay)
+
+
+class _Delays:
+    """``retry_delays``, read only as far as the attempts need (it may be infinite).
+
+    Every element counts its attempts from the start of the same sequence. A
+    collection is checked at once; an iterator as it is read.
+    """
+
+    def __init__(self, source: Iterable[float]) -> None:
+        if isinstance(source, Collection):
+            self._seen = [_check_delay(d) for d in source]
+            self._rest: Iterator[float] | None = None
+        else:
+            self._seen = []
+            self._rest = iter(source)
+
+    def get(self, attempt: int) -> float | None:
+        """The delay before retry number ``attempt`` (from 0), or None when there is none."""
+        while len(self._seen) <= attempt and self._rest is not None:
+            try:
+                self._seen.append(_check_delay(next(self._rest)))
+            except StopIteration:
+                self._rest = None
+        return self._seen[attempt] if attempt < len(self._seen) else None
+
+
+def _call_with_on_error(f: Callable[..., Any], on_error: Callable[[BaseException], Any], *args: Any) -> Any:
+    """``f(*args)``, or ``on_error(exc)`` if it raised (Julia's ``wrap_on_error``)."""
+    try:
+        return f(*args)
+    except Exception as exc:  # noqa: BLE001 - on_error decides, where f ran
+        return on_error(exc)
+
+
+def _extract_exception(exc: BaseException) -> BaseException:
+    """What ``on_error`` and ``retry_check`` see: a remote call's original exception (as in Julia)."""
+    return exc.captured.ex if isinstance(exc, RemoteException) else exc
+
+
+# --- per-element bookkeeping ------------------------------------------------------------
 
 
 class _Elements:
-    """Per-element bookkeeping shared by the distributed and the local map."""
+    """Results, attempts and retry state per element, shared by every kind of map.
+
+    ``on_error`` here is the caller-side one (batches of more than one element);
+    with ``batch_size=1`` it travels inside ``f`` instead and this one is None.
+    """
 
     def __init__(
         self,
         n: int,
-        delays: list[float],
+        delays: _Delays,
         retry_check: RetryCheck | None,
         on_error: Callable[[BaseException], Any] | None,
         bar: Any,
@@ -78,20 +138,49 @@ class _Elements:
         if self.bar is not None:
             self.bar.update(len(indices))
 
-    def failed(self, index: int, exc: BaseException) -> float | None:
-        """Seconds to wait before retrying ``index``, or ``None`` when it is settled."""
+    def settle(self, indices: range | list[int], outcome: Outcome | BaseException) -> list[int]:
+        """Record a batch's outcome, or the exception that failed it whole; the indices to retry."""
+        if isinstance(outcome, BaseException):
+            return [i for i in indices if self.failed(i, outcome)]
+        values, errors = outcome
+        if not errors and isinstance(indices, range):
+            self.succeeded_range(indices, values)
+            return []
+        retry = []
+        for pos, index in enumerate(indices):
+            if pos not in errors:
+                self.succeeded(index, values[pos])
+            elif self.failed(index, errors[pos]):
+                retry.append(index)
+        return retry
+
+    def failed(self, index: int, exc: BaseException) -> bool:
+        """Whether to retry ``index`` (after :meth:`delay`); else it is settled, or ``exc`` is raised."""
         attempt = self.attempts.get(index, 0)
         self.attempts[index] = attempt + 1
-        if attempt < len(self.delays):
-            retry = True
-            if self.retry_check is not None:
-                self.states[index], retry = self.retry_check(self.states.get(index), exc)
-            if retry:
-                return self.delays[attempt]
+        if self.delays.get(attempt) is not None and self._check(index, exc):
+            return True
         if self.on_error is None:
             raise exc
-        self.succeeded(index, self.on_error(exc))
-        return None
+        self.succeeded(index, self.on_error(_extract_exception(exc)))
+        return False
+
+    def delay(self, index: int) -> float:
+        """Seconds to wait before the retry that :meth:`failed` allowed."""
+        return self.delays.get(self.attempts[index] - 1) or 0.0
+
+    def _check(self, index: int, exc: BaseException) -> bool:
+        if self.retry_check is None:
+            return True
+        state = self.states.get(index)
+        verdict = self.retry_check(state, _extract_exception(exc))
+        if isinstance(verdict, tuple) and len(verdict) == 2:  # (state, retry), or a bare bool
+            state, verdict = verdict
+        self.states[index] = state
+        return bool(verdict)
+
+
+# --- over a pool that lists its workers -------------------------------------------------
 
 
 class _Batch:
@@ -111,7 +200,11 @@ class _Batch:
 
 
 class _DistributedMap:
-    """Keeps up to ``depth`` batches in flight on each worker until every element is settled."""
+    """Keeps up to ``depth`` batches in flight on each worker until every element is settled.
+
+    This process may be one of the workers (a ``pmap`` called on a worker): its
+    batches run on its own threads, one at a time.
+    """
 
     _ids = itertools.count(1)
 
@@ -126,7 +219,8 @@ class _DistributedMap:
         self.todo: deque[range | list[int]] = deque(
             range(i, min(i + size, len(args))) for i in range(0, len(args), size)
         )
-        self.later: list[tuple[float, int, list[int]]] = []  # (when, seq, [index]) to retry
+        self.later: list[tuple[float, int, int, int]] = []  # (when, seq, index, failed on pid) to retry
+        self.retries: deque[tuple[list[int], int]] = deque()  # ([index], failed on pid), due now
         self.seq = 0
         self.depth = 24 if size == 1 else 4
         self.inflight = dict.fromkeys(self.pids, 0)
@@ -139,10 +233,10 @@ class _DistributedMap:
             self._release_due_retries()
             self._dispatch()
             if not any(self.inflight.values()):
-                if not self.todo and not self.later:
-                    break
                 if not self.pids:
                     raise ProcessExitedException(0, "pmap: every worker of the pool has exited")
+                if not (self.todo or self.retries or self.later):
+                    break
             timeout = max(0.0, self.later[0][0] - time.monotonic()) if self.later else None
             try:
                 item = self.done.get(timeout=timeout)
@@ -159,42 +253,72 @@ class _DistributedMap:
     def _release_due_retries(self) -> None:
         now = time.monotonic()
         while self.later and self.later[0][0] <= now:
-            self.todo.appendleft(heapq.heappop(self.later)[2])
+            _, _, index, failed_on = heapq.heappop(self.later)
+            self.retries.append(([index], failed_on))
+
+    def _room(self, pid: int) -> bool:
+        return self.inflight[pid] < (1 if pid == PGRP.myid else self.depth)
+
+    def _least_busy(self, pids: list[int]) -> int | None:
+        free = [p for p in pids if self._room(p)]
+        return min(free, key=self.inflight.__getitem__) if free else None
 
     def _dispatch(self) -> None:
         corked: list[Any] = []
         try:
-            while self.todo and self.pids:
-                pid = min(self.pids, key=self.inflight.__getitem__)
-                if self.inflight[pid] >= self.depth:
+            self._dispatch_retries(corked)
+            while self.todo:
+                pid = self._least_busy(self.pids)
+                if pid is None:
                     return
                 batch = self.todo.popleft()
-                try:
-                    conn = cluster.connection_to(pid)
-                    # An idle worker's first batch goes out at once, the rest in one write: sending
-                    # all of one worker's batches first delays the next worker's start whenever the
-                    # woken worker takes this CPU (it may, over a Unix socket) until it blocks.
-                    idle = self.inflight[pid] == 0
-                    if not idle and not conn.corked_by_me():
-                        conn.cork()
-                        corked.append(conn)
-                    self._send(conn, pid, batch)
-                except (ProcessExitedException, ConnectionClosed) as exc:
+                if not self._send(pid, batch, corked):
                     self.todo.appendleft(batch)
-                    self._lose_worker(pid, exc)
-                    continue
-                self.inflight[pid] += 1
         finally:
             for conn in corked:
                 conn.uncork()
 
-    def _send(self, conn: Any, pid: int, batch: range | list[int]) -> None:
+    def _dispatch_retries(self, corked: list[Any]) -> None:
+        """Each retry goes to another worker than the one it failed on, or waits for one."""
+        for _ in range(len(self.retries)):
+            indices, failed_on = self.retries.popleft()
+            others = [p for p in self.pids if p != failed_on] or self.pids
+            pid = self._least_busy(others)
+            if pid is None or not self._send(pid, indices, corked):
+                self.retries.append((indices, failed_on))
+
+    def _send(self, pid: int, batch: range | list[int], corked: list[Any]) -> bool:
+        """Start ``batch`` on ``pid``; False if that worker is gone (it leaves the map)."""
+        args = self.args
+        items = args[batch.start : batch.stop] if isinstance(batch, range) else [args[i] for i in batch]
+        if pid == PGRP.myid:
+            self._run_here(_Batch(self.done, pid, batch), items)
+        else:
+            try:
+                self._send_remote(pid, batch, items, corked)
+            except (ProcessExitedException, ConnectionClosed):
+                self._lose_worker(pid)
+                return False
+        self.inflight[pid] += 1
+        return True
+
+    def _run_here(self, batch: _Batch, items: list[Any]) -> None:
+        runner = PGRP.runner
+        f, star = self.f, self.star
+        runner.spawn(lambda: batch.set(*runner.run_work_thunk(run_batch, (f, items, star), {})))
+
+    def _send_remote(self, pid: int, batch: range | list[int], items: list[Any], corked: list[Any]) -> None:
+        conn = cluster.connection_to(pid)
+        # An idle worker's first batch goes out at once, the rest in one write: sending
+        # all of one worker's batches first delays the next worker's start whenever the
+        # woken worker takes this CPU (it may, over a Unix socket) until it blocks.
+        if self.inflight[pid] and not conn.corked_by_me():
+            conn.cork()
+            corked.append(conn)
         if pid not in self.defined:  # the function goes once per link, pickled for that pid
             payload, buffers = cluster.dumps_for(pid, (self.fid, self.f))
             conn.send_frame(MsgType.DEFINE_FUNCTION, payload, buffers)
             self.defined.add(pid)
-        args = self.args
-        items = args[batch.start : batch.stop] if isinstance(batch, range) else [args[i] for i in batch]
         payload, buffers = cluster.dumps_for(pid, items)
         wid = PGRP.next_waiter_id()
         conn.waiters[wid] = _Batch(self.done, pid, batch)
@@ -204,65 +328,76 @@ class _DistributedMap:
         if conn.closed:
             cluster.link_lost(conn)
 
-    def _lose_worker(self, pid: int, exc: BaseException) -> None:
+    def _lose_worker(self, pid: int) -> None:
         if pid in self.pids:
             self.pids.remove(pid)
 
     def _settle(self, batch: _Batch, value: Any, failed: bool) -> None:
         self.inflight[batch.pid] -= 1
-        indices = batch.indices
-        if not failed:
-            values, errors = value
-            if not errors and isinstance(indices, range):
-                self.elements.succeeded_range(indices, values)
-                return
-            for pos, index in enumerate(indices):
-                if pos in errors:
-                    self._retry_or_settle(index, errors[pos])
-                else:
-                    self.elements.succeeded(index, values[pos])
-            return
-        if isinstance(value, ProcessExitedException):
-            self._lose_worker(batch.pid, value)
-        for index in indices:
-            self._retry_or_settle(index, value)
-
-    def _retry_or_settle(self, index: int, exc: BaseException) -> None:
-        delay = self.elements.failed(index, exc)
-        if delay is not None:
+        if failed and isinstance(value, ProcessExitedException):
+            self._lose_worker(batch.pid)
+        for index in self.elements.settle(batch.indices, value):
             self.seq += 1
-            heapq.heappush(self.later, (time.monotonic() + delay, self.seq, [index]))
+            when = time.monotonic() + self.elements.delay(index)
+            heapq.heappush(self.later, (when, self.seq, index, batch.pid))
 
 
-def _local_map(f: Callable[..., Any], args: list[Any], star: bool, elements: _Elements) -> list[Any]:
-    """``distributed=False``: the elements run concurrently on threads of this process."""
+# --- on threads: here, or over a pool known only by take and put --------------------------
 
-    def attempt(index: int) -> tuple[int, bool, Any]:
+
+def _threaded_map(
+    run: Callable[[list[Any]], Outcome], args: list[Any], size: int, threads: int, elements: _Elements
+) -> list[Any]:
+    """Run each batch through ``run`` on up to ``threads`` threads until every element is settled."""
+
+    def attempt(indices: range | list[int]) -> tuple[range | list[int], Outcome | BaseException]:
         try:
-            return index, True, (f(*args[index]) if star else f(args[index]))
-        except Exception as exc:  # noqa: BLE001 - settled by the caller's thread
-            return index, False, RemoteException(PGRP.myid, CapturedException.capture(exc))
+            return indices, run([args[i] for i in indices])
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed (e.g. its worker died)
+            return indices, exc
 
-    with ThreadPoolExecutor(max_workers=max(1, min(32, len(args)))) as threads:
-        pending = {threads.submit(attempt, i) for i in range(len(args))}
-        while pending:
-            finished = next(iter(_as_completed(pending)))
-            pending.discard(finished)
-            index, ok, value = finished.result()
-            if ok:
-                elements.succeeded(index, value)
+    batches = [range(i, min(i + size, len(args))) for i in range(0, len(args), size)]
+    pool = cf.ThreadPoolExecutor(max_workers=max(1, min(threads, len(batches))))
+    try:
+        pending = {pool.submit(attempt, b) for b in batches}
+        later: list[tuple[float, int, int]] = []  # (when, seq, index) to retry
+        seq = itertools.count()
+        while pending or later:
+            while later and later[0][0] <= time.monotonic():
+                pending.add(pool.submit(attempt, [heapq.heappop(later)[2]]))
+            wait_for = max(0.0, later[0][0] - time.monotonic()) if later else None
+            if not pending:
+                time.sleep(wait_for or 0.0)  # the retry delay itself, not a synchronisation
                 continue
-            delay = elements.failed(index, value)
-            if delay is not None:
-                time.sleep(delay)  # the retry delay itself, not a synchronisation
-                pending.add(threads.submit(attempt, index))
+            finished, pending = cf.wait(pending, wait_for, return_when=cf.FIRST_COMPLETED)
+            for done in finished:
+                for index in elements.settle(*done.result()):
+                    heapq.heappush(later, (time.monotonic() + elements.delay(index), next(seq), index))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     return elements.results
 
 
-def _as_completed(futures: set[Any]) -> Iterable[Any]:
-    from concurrent.futures import as_completed
+def _run_here(f: Callable[..., Any], star: bool) -> Callable[[list[Any]], Outcome]:
+    def run(items: list[Any]) -> Outcome:
+        return run_batch(f, items, star)
 
-    return as_completed(futures)
+    return run
+
+
+def _run_through_pool(f: Callable[..., Any], star: bool, pool: AbstractWorkerPool) -> Callable[[list[Any]], Outcome]:
+    def run(items: list[Any]) -> Outcome:
+        return remotecall_pool("remotecall_fetch", run_batch, pool, (f, items, star), {})  # type: ignore[no-any-return]
+
+    return run
+
+
+def _listed_workers(pool: AbstractWorkerPool) -> list[int] | None:
+    """The pool's workers, ascending; None for a pool that does not list them."""
+    try:
+        return sorted(pool.workers)
+    except NotImplementedError:
+        return None
 
 
 def _progress_bar(n: int, enabled: bool) -> Any:
@@ -299,21 +434,43 @@ def pmap(
         raise TypeError(f"pmap maps a callable, not {type(f).__name__}")
     if not iterables:
         raise TypeError("pmap needs at least one iterable")
-    delays = _check_options(batch_size, retry_delays)
+    _check_batch_size(batch_size)
+    delays = _Delays(retry_delays)
     star = len(iterables) > 1
     args = list(zip(*iterables, strict=False)) if star else list(iterables[0])
     if not args:
         return []
-    if distributed:
-        pids = sorted(p for p in (pool or default_worker_pool()).workers if p != PGRP.myid)
-        distributed = bool(pids)
+    pool, pids, workers = _where(pool, distributed)
+    size = 1 if pool is None else _batch_size(batch_size, len(args), workers)
+    if on_error is not None and size == 1:  # on_error runs where f runs (Julia's wrap_on_error)
+        f, on_error = functools.partial(_call_with_on_error, f, on_error), None
     bar = _progress_bar(len(args), progress)
     elements = _Elements(len(args), delays, retry_check, on_error, bar)
     try:
-        if not distributed:
-            return _local_map(f, args, star, elements)
-        size = math.ceil(len(args) / (4 * len(pids))) if batch_size == "auto" else int(batch_size)
+        if pool is None:
+            return _threaded_map(_run_here(f, star), args, 1, min(32, len(args)), elements)
+        if pids is None:
+            return _threaded_map(_run_through_pool(f, star, pool), args, size, workers, elements)
         return _DistributedMap(f, args, star, pids, size, elements).run()
     finally:
         if bar is not None:
             bar.close()
+
+
+def _where(
+    pool: AbstractWorkerPool | None, distributed: bool
+) -> tuple[AbstractWorkerPool | None, list[int] | None, int]:
+    """The pool to map over (None: threads here), its workers if it lists them, and how many it has."""
+    if not distributed:
+        return None, None, 1
+    if pool is None:
+        pool = default_worker_pool()
+    pids = _listed_workers(pool)
+    count = len(pids) if pids is not None else len(pool)
+    if count == 0 or pids == [PGRP.myid]:
+        return None, None, 1  # no worker but this process: no remote calls (as in Julia)
+    return pool, pids, count
+
+
+def _batch_size(batch_size: int | str, n: int, workers: int) -> int:
+    return math.ceil(n / (4 * max(1, workers))) if batch_size == "auto" else int(batch_size)

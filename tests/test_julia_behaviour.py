@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import queue
 import sys
 import threading
+import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -136,3 +139,222 @@ def test_an_exception_class_defined_in_a_function_is_rebuilt(shared_workers: lis
         cc.remotecall_fetch(_raise_local_class, shared_workers[0])
     assert type(info.value.captured.ex).__name__ == "Local"
     assert str(info.value.captured.ex) == "defined in a function"
+
+
+# --- pmap: on_error, retries ------------------------------------------------------------
+
+
+def _tuple_or_fail(x: int, bad: int) -> tuple[int, int]:
+    if cc.myid() == bad:
+        raise RuntimeError("notfoobar")
+    return x * 2, cc.myid()
+
+
+def _even_fails(x: int) -> tuple[int, int]:
+    if x % 2 == 0:
+        raise RuntimeError("foobar")
+    return x * 2, cc.myid()
+
+
+def _true_on_foobar(e: BaseException) -> bool:
+    if str(e) == "foobar":
+        return True
+    raise e
+
+
+PMAP_ARGS: list[tuple[str, list[Any]]] = [
+    ("distributed", [None, False]),
+    ("batch_size", [None, 2]),
+    ("on_error", [None, _true_on_foobar]),
+    ("retry_delays", [None, [0.001] * 1000]),
+    ("retry_check", [None, lambda s, e: (s, str(e).endswith("foobar"))]),
+]
+
+
+@pytest.mark.parametrize("combination", list(itertools.product([0, 1], repeat=len(PMAP_ARGS))))
+def test_pmap_keyword_combinations(shared_workers: list[int], combination: tuple[int, ...]) -> None:
+    """Julia's ``walk_args``: every combination of pmap's keyword arguments; the worker
+    that plays Julia's even pids fails every call in the retry cases."""
+    kwargs = {name: values[i] for (name, values), i in zip(PMAP_ARGS, combination, strict=True) if i}
+    testw = [1] if kwargs.get("distributed") is False else shared_workers
+    bad = shared_workers[0]
+    data = range(1, 101)
+    if "retry_delays" in kwargs:
+        result = cc.pmap(lambda x: _tuple_or_fail(x, bad), data, **kwargs)
+        assert [r[0] for r in result] == [2 * x for x in data]
+        assert {r[1] for r in result} == {p for p in testw if p != bad}
+    elif "on_error" not in kwargs:
+        result = cc.pmap(lambda x: (x * 2, cc.myid()), data, **kwargs)
+        assert [r[0] for r in result] == [2 * x for x in data]
+        assert {r[1] for r in result} == set(testw)
+    else:
+        result = cc.pmap(_even_fails, data, **kwargs)
+        for x, r in zip(data, result, strict=True):
+            assert r is True if x % 2 == 0 else (r[0] == 2 * x and r[1] in testw)
+
+
+def test_pmap_throws_the_first_error(shared_workers: list[int]) -> None:
+    with pytest.raises(cc.RemoteException) as info:
+        cc.pmap(lambda x: _fail() if x == 50 else x, range(1, 101))
+    assert str(info.value.captured.ex) == "foobar"
+
+
+def test_pmap_on_error_runs_where_f_ran_with_the_original_exception(shared_workers: list[int]) -> None:
+    result = cc.pmap(lambda x: 1 / x, [1, 0, 2, 0], on_error=lambda e: (cc.myid(), type(e).__name__))
+    assert result[0::2] == [1.0, 0.5]
+    for pid, name in result[1::2]:
+        assert pid in shared_workers and name == "ZeroDivisionError"
+    local = cc.pmap(lambda x: 1 / x, [0], on_error=lambda e: (cc.myid(), type(e).__name__), distributed=False)
+    assert local == [(1, "ZeroDivisionError")]
+
+
+def _attempt_log() -> cc.RemoteChannel:
+    return cc.RemoteChannel(lambda: cc.Channel(1000))
+
+
+def _drain(ch: cc.RemoteChannel) -> list[Any]:
+    got = []
+    while ch.isready():
+        got.append(ch.take())
+    return got
+
+
+def test_pmap_on_error_value_is_the_result_and_is_not_retried(shared_workers: list[int]) -> None:
+    attempts = _attempt_log()
+
+    def flaky(x: int) -> int:
+        attempts.put(x)
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    assert cc.pmap(flaky, range(5), on_error=lambda e: -1, retry_delays=[0, 0]) == [0, 1, 2, -1, 4]
+    assert sorted(_drain(attempts)) == [0, 1, 2, 3, 4]
+
+
+def test_pmap_retries_what_on_error_reraises(shared_workers: list[int]) -> None:
+    attempts = _attempt_log()
+
+    def flaky(x: int) -> int:
+        attempts.put(x)
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    def on_error(e: BaseException) -> Any:
+        raise KeyError(f"on_error saw {type(e).__name__}")
+
+    with pytest.raises(cc.RemoteException) as info:
+        cc.pmap(flaky, range(5), on_error=on_error, retry_delays=[0, 0])
+    assert isinstance(info.value.captured.ex, KeyError)
+    assert "on_error saw ValueError" in str(info.value.captured.ex)
+    time.sleep(0.2)  # the other elements may still be running
+    assert _drain(attempts).count(3) == 3  # len(retry_delays) + 1 attempts
+
+
+def test_pmap_retry_check_may_return_a_bare_bool(shared_workers: list[int]) -> None:
+    seen: list[type] = []
+
+    def check(state: Any, exc: BaseException) -> bool:
+        seen.append(type(exc))
+        return False
+
+    with pytest.raises(cc.RemoteException):
+        cc.pmap(lambda x: 1 / x, [0], retry_delays=[0, 0], retry_check=check)
+    assert seen == [ZeroDivisionError]  # the original exception, as in Julia
+    bad = shared_workers[0]
+    result = cc.pmap(lambda x: _tuple_or_fail(x, bad), range(10), retry_delays=[0] * 5, retry_check=lambda s, e: True)
+    assert [r[0] for r in result] == [2 * x for x in range(10)]
+
+
+def _lazy_delays(limit: int, drawn: list[int]) -> Iterator[float]:
+    for i in itertools.count():
+        if i >= limit:
+            raise AssertionError(f"pmap read more than {limit} retry delays")
+        drawn.append(i)
+        yield 0.0
+
+
+def test_pmap_retry_delays_are_read_lazily(shared_workers: list[int]) -> None:
+    bad = shared_workers[0]
+    drawn: list[int] = []
+    result = cc.pmap(lambda x: _tuple_or_fail(x, bad), range(50), retry_delays=_lazy_delays(1000, drawn))
+    assert [r[0] for r in result] == [2 * x for x in range(50)]
+    assert 1 <= len(drawn) <= 2  # one retry each suffices: it goes to the other worker
+    assert cc.pmap(lambda x: _tuple_or_fail(x, bad)[0], range(10), retry_delays=itertools.count()) == [
+        2 * x for x in range(10)
+    ]
+
+
+def test_pmap_bad_retry_delays_from_an_iterator_raise_when_read(shared_workers: list[int]) -> None:
+    with pytest.raises(ValueError, match="retry_delays"):
+        cc.pmap(lambda x: 1 / x, [0], retry_delays=iter([-1.0]))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_pmap_retries_go_to_another_worker(shared_workers: list[int], batch_size: int) -> None:
+    """With one of two workers failing every call, one retry per element is enough."""
+    bad = shared_workers[0]
+
+    def work(x: int) -> tuple[int, int]:
+        time.sleep(0.002)  # the good worker stays busy: the bad one is always the least loaded
+        return _tuple_or_fail(x, bad)
+
+    result = cc.pmap(work, range(200), retry_delays=[0.001], batch_size=batch_size)
+    assert [r[0] for r in result] == [2 * x for x in range(200)]
+    assert {r[1] for r in result} == {shared_workers[1]}
+
+
+# --- pools ------------------------------------------------------------------------------
+
+
+def test_pmap_on_a_worker_uses_every_worker(shared_workers: list[int]) -> None:
+    """Julia: 'Test same behaviour when executed on a worker', default and explicit pools."""
+    pid = shared_workers[0]
+
+    def used(pool: Any) -> list[int]:
+        return sorted(set(cc.pmap(lambda _: (time.sleep(0.005), cc.myid())[1], range(100), pool=pool)))
+
+    assert cc.remotecall_fetch(lambda: sorted(cc.default_worker_pool().workers), pid) == shared_workers
+    assert cc.remotecall_fetch(used, pid, None) == shared_workers
+    assert cc.remotecall_fetch(used, pid, cc.WorkerPool(shared_workers)) == shared_workers
+
+
+class QueuePool(cc.AbstractWorkerPool):
+    """A user's pool built only on the documented methods."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._pids: set[int] = set()
+        for pid in pids:
+            self.push(pid)
+
+    def push(self, pid: int) -> None:
+        self._pids.add(pid)
+        self._free.put(pid)
+
+    def put(self, pid: int) -> None:
+        self._free.put(pid)
+
+    def take(self) -> int:
+        return self._free.get()
+
+    def __len__(self) -> int:
+        return len(self._pids)
+
+    def isready(self) -> bool:
+        return not self._free.empty()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_pmap_over_a_users_pool(shared_workers: list[int], batch_size: int) -> None:
+    pool = QueuePool(shared_workers)
+    result = cc.pmap(lambda x: (x * 2, cc.myid()), pool, range(60), batch_size=batch_size)
+    assert [r[0] for r in result] == [2 * x for x in range(60)]
+    assert {r[1] for r in result} <= set(shared_workers)
+    assert len(pool) == 2 and pool.isready()
+    taken = {pool.take(), pool.take()}  # every worker came back
+    assert taken == set(shared_workers)
+    for pid in taken:
+        pool.put(pid)
+    assert cc.pmap(lambda x: 1 / x, pool, [0, 1], on_error=lambda e: type(e).__name__) == ["ZeroDivisionError", 1.0]
