@@ -29,6 +29,16 @@ def _run_in_main(code: str | Callable[[], Any], values: dict[str, Any]) -> Any:
 
 def _gather(pids: Sequence[int], f: Callable[..., Any], args: tuple[Any, ...], what: str) -> list[Any]:
     """Run ``f(*args)`` on every pid at once; failures become one ExceptionGroup."""
+    results, errors = _outcomes(pids, f, args)
+    if errors:
+        raise ExceptionGroup(f"{what} failed on {len(errors)} of {len(pids)} processes", errors)
+    return results
+
+
+def _outcomes(
+    pids: Sequence[int], f: Callable[..., Any], args: tuple[Any, ...]
+) -> tuple[list[Any], list[RemoteException]]:
+    """``f(*args)`` on every pid at once: the values (``None`` where it failed) and the failures."""
     waiters = []
     for pid in pids:
         try:
@@ -48,26 +58,34 @@ def _gather(pids: Sequence[int], f: Callable[..., Any], args: tuple[Any, ...], w
                 else RemoteException(waiter.pid, CapturedException.capture(error))
             )
         results.append(None if waiter.failed else waiter.value)
-    if errors:
-        raise ExceptionGroup(f"{what} failed on {len(errors)} of {len(pids)} processes", errors)
-    return results
+    return results, errors
 
 
-def everywhere(code: str | Callable[[], Any], *, procs: Iterable[int] | None = None, **values: Any) -> None:
+def everywhere(code: str | Callable[[], Any], *, procs: int | Iterable[int] | None = None, **values: Any) -> None:
     """Run ``code`` (Python source, or a callable) in ``__main__`` of every process in ``procs``.
 
-    ``procs`` defaults to ``procs()``, the driver included; ``values`` are bound
-    as globals there first (Julia's ``$x``). Failures raise one ``ExceptionGroup``.
+    ``procs`` (a pid or pids) defaults to ``procs()``, the driver included; ``values``
+    are bound as globals there first (Julia's ``$x``). It runs everywhere even where
+    it fails; the failures, this process's too, raise one ``ExceptionGroup``.
     """
     if not (isinstance(code, str) or callable(code)):
         raise TypeError("everywhere runs Python source (a str) or a callable")
     if isinstance(code, str):
         compile(code, "<everywhere>", "exec")  # a syntax error is the caller's, raised here
-    targets = sorted(set(cluster.procs() if procs is None else procs))
-    local = [p for p in targets if p == PGRP.myid]
-    if local:  # here first, as Julia does: later code may rely on it
-        _gather(local, _run_in_main, (code, values), "everywhere")
-    _gather([p for p in targets if p != PGRP.myid], _run_in_main, (code, values), "everywhere")
+    targets = _pid_list(cluster.procs() if procs is None else procs)
+    here = [p for p in targets if p == PGRP.myid]
+    _, errors = _outcomes(here, _run_in_main, (code, values))  # here first: the rest may rely on it
+    _, remote_errors = _outcomes([p for p in targets if p != PGRP.myid], _run_in_main, (code, values))
+    errors += remote_errors
+    if errors:
+        raise ExceptionGroup(f"everywhere failed on {len(errors)} of {len(targets)} processes", errors)
+
+
+def _pid_list(pids: int | Iterable[int]) -> list[int]:
+    """Each pid once, ascending; a bare int is a list of one (Julia's ``@everywhere p ex``)."""
+    if isinstance(pids, int):
+        return [cluster.check_pid(pids)]
+    return sorted(set(pids))
 
 
 def _clear_globals(names: list[str], module: str) -> None:

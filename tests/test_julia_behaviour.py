@@ -358,3 +358,38 @@ def test_pmap_over_a_users_pool(shared_workers: list[int], batch_size: int) -> N
     for pid in taken:
         pool.put(pid)
     assert cc.pmap(lambda x: 1 / x, pool, [0, 1], on_error=lambda e: type(e).__name__) == ["ZeroDivisionError", 1.0]
+
+
+# --- everywhere -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["worker first", "driver first"])
+def test_everywhere_reports_every_failure(shared_workers: list[int], order: str) -> None:
+    """Julia's ``test_throw_on([p, myid()], ...)``: each process's failure, the driver's too."""
+    p = shared_workers[0]
+    procs = [p, 1] if order == "worker first" else [1, p]
+    with pytest.raises(ExceptionGroup) as info:
+        cc.everywhere("raise RuntimeError('everywhere on myid and p')", procs=procs)
+    errors = info.value.exceptions
+    assert sorted(e.pid for e in errors) == [1, p]  # type: ignore[attr-defined]
+    for e in errors:
+        assert isinstance(e, cc.RemoteException)
+        assert str(e.captured.ex) == "everywhere on myid and p"
+
+
+def test_everywhere_runs_on_the_others_when_the_driver_fails(shared_workers: list[int]) -> None:
+    p = shared_workers[0]
+    with pytest.raises(ExceptionGroup):
+        cc.everywhere("import clustercore\nreached = 1\nif clustercore.myid() == 1: raise RuntimeError", procs=[1, p])
+    assert cc.remotecall_fetch(lambda: __import__("__main__").reached, p) == 1
+
+
+def test_everywhere_takes_a_bare_pid(shared_workers: list[int]) -> None:
+    p, q = shared_workers
+    cc.everywhere("defined_on_p = 1", procs=p)
+    assert cc.remotecall_fetch(lambda: hasattr(__import__("__main__"), "defined_on_p"), p)
+    assert not cc.remotecall_fetch(lambda: hasattr(__import__("__main__"), "defined_on_p"), q)
+    with pytest.raises(ExceptionGroup) as info:
+        cc.everywhere("raise RuntimeError('everywhere on p')", procs=p)
+    assert [e.pid for e in info.value.exceptions] == [p]  # type: ignore[attr-defined]
+    cc.everywhere("del defined_on_p", procs=p)
