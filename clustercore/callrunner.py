@@ -33,7 +33,7 @@ from .logs import LazyLogger
 Task = Callable[[], None]
 log = LazyLogger(__name__)
 PROMOTE_AFTER = 0.002
-_WATCHDOG_IDLE_ROUNDS = 100
+_WATCHDOG_IDLE_ROUNDS = 10  # 20 ms without a call: the watchdog sleeps until the next one
 _POOL_IDLE_SECONDS = 60.0
 
 

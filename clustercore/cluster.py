@@ -113,7 +113,7 @@ class Worker:
         self.manager = manager
         self.conn: Connection | None = None
         self.state = WorkerState.CREATED
-        self.gone = threading.Event()
+        self._gone: threading.Event | None = None  # made when first asked for: most never are
         self.gc_ops: list[tuple[int, int, int, int]] = []
         self.connect_lock = threading.Lock()
         self.ospid = 0
@@ -121,8 +121,20 @@ class Worker:
         self.exit_reason = ""
         self.local_address = ""  # its abstract Unix socket, reachable from its own host only
 
+    @property
+    def gone(self) -> threading.Event:
+        """Set once this process has forgotten the worker (it exited or was removed)."""
+        if self._gone is None:
+            with _gone_lock:
+                if self._gone is None:
+                    self._gone = threading.Event()
+        return self._gone
+
     def __repr__(self) -> str:
         return f"Worker({self.id}, {self.state.value})"
+
+
+_gone_lock = threading.Lock()
 
 
 class _SerialContext(threading.local):
