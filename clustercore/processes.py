@@ -123,6 +123,17 @@ def _check_params(kwargs: dict[str, Any], extra_ok: bool, who: str = "addprocs")
     return params
 
 
+def _check_joins_cluster(params: dict[str, Any]) -> None:
+    """New workers must share the running ones' topology and laziness (Julia's ``addprocs_locked``)."""
+    if not PGRP.workers:
+        return
+    if params["topology"] != PGRP.topology:
+        raise ValueError(f"the cluster's topology is {PGRP.topology!r}; cannot add {params['topology']!r} workers")
+    lazy = params["lazy"] if params["topology"] == "all_to_all" else False
+    if lazy != PGRP.lazy:
+        raise ValueError(f"the running workers were added with lazy={PGRP.lazy}; cannot add workers with lazy={lazy}")
+
+
 _exit_hook_registered = False
 
 
@@ -133,8 +144,7 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
 
         atexit.register(terminate_all_workers)
         _exit_hook_registered = True
-    if len(PGRP.workers) and params["topology"] != PGRP.topology:
-        raise ValueError(f"the cluster's topology is {PGRP.topology!r}; cannot add {params['topology']!r} workers")
+    _check_joins_cluster(params)
     PGRP.topology, PGRP.lazy = params["topology"], params["lazy"] if params["topology"] == "all_to_all" else False
     cluster.cluster_cookie()
     launched: list[WorkerConfig] = []

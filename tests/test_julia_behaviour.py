@@ -15,6 +15,35 @@ import pytest
 
 import clustercore as cc
 
+# --- adding workers (first: this test starts with no workers, before shared_workers) ------
+
+
+class _RecordingManager(cc.ClusterManager):
+    def __init__(self) -> None:
+        self.launches = 0
+
+    def launch(self, params: dict[str, Any], launched: list[Any], launch_ntfy: Any) -> None:
+        self.launches += 1
+
+    def manage(self, id: int, config: Any, op: str) -> None:
+        pass
+
+
+def test_addprocs_with_another_lazy_is_refused_before_launching(fresh: None) -> None:
+    """Julia's addprocs_locked: 'Active workers with lazy=false. Cannot set lazy=true'."""
+    cc.addprocs(1, lazy=False)
+    manager = _RecordingManager()
+    with pytest.raises(ValueError, match="lazy"):
+        cc.addprocs(manager)  # lazy=True by default
+    assert manager.launches == 0
+    with pytest.raises(ValueError, match="lazy"):
+        cc.addprocs(1, lazy=True)
+    assert cc.nprocs() == 2
+    assert len(cc.addprocs(1, lazy=False)) == 1
+    cc.rmprocs(cc.workers(), waitfor=30)
+    assert len(cc.addprocs(1, lazy=True)) == 1  # no workers left: any laziness again
+
+
 # --- remote exceptions ------------------------------------------------------------------
 
 
