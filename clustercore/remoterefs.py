@@ -263,13 +263,14 @@ def _check_owner(pid: int | None) -> int:
 class Future(AbstractRemoteRef):
     """A write-once remote reference (Julia's ``Future``)."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_ready", "_value")
 
     def __init__(self, pid: int | None = None) -> None:
         self._init(_check_owner(pid), next_rrid(), counted=True)
 
     def _init(self, where: int, rrid: RRID, counted: bool, value: Any = _UNSET) -> None:
         self._value = value
+        self._ready = False  # a wait saw the value there (without fetching it)
         super()._init(where, rrid, counted)
 
     @classmethod
@@ -277,7 +278,7 @@ class Future(AbstractRemoteRef):
         return cls._new(where)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
-        state = "ready" if self._value is not _UNSET else "pending"
+        state = "ready" if self._ready or self._value is not _UNSET else "pending"
         return f"Future(where={self.where}, whence={self.whence}, id={self.id}, {state})"
 
     # --- the user API -------------------------------------------------------------
@@ -323,6 +324,7 @@ class Future(AbstractRemoteRef):
             ready, error = _call_on_owner(self, _wait_ref, self.rrid, timeout).result()
         if not ready:
             raise TimeoutError(f"{self!r} was not ready within {timeout:g} s")
+        self._ready = True
         if error is not None:
             raise error
         return self
@@ -341,10 +343,20 @@ class Future(AbstractRemoteRef):
         return self
 
     def __await__(self) -> Generator[Any, None, Any]:
-        import asyncio
+        return self._fetch_async().__await__()
 
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(None, self.fetch).__await__()
+    async def _fetch_async(self) -> Any:
+        """``fetch`` for asyncio: no thread waits, so cancelling the await frees everything here."""
+        if self._value is _UNSET:
+            if self.where == PGRP.myid:
+                store = await _completion(lookup_ref(self.rrid).store)
+                outcome = (store.value, store.failed)
+            else:
+                outcome = (await _completion(_call_on_owner(self, _fetch_ref, self.rrid))).result()
+            if self._value is _UNSET:
+                self._value = outcome
+            self._release()
+        return self.fetch()
 
     def __reduce__(self) -> Any:
         if self._value is not _UNSET:  # the value travels; no count is needed
@@ -403,6 +415,28 @@ def _call_on_owner(ref: Future, fn: Any, *args: Any) -> Waiter:
     from .calls import call_fetch_async
 
     return call_fetch_async(ref.where, fn, args, {})
+
+
+async def _completion(waiter: Waiter) -> Waiter:
+    """``waiter`` once it is set, awaited in asyncio without a thread blocked on it."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: Waiter) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def on_set(w: Waiter) -> None:  # in whichever thread set the waiter
+        try:
+            loop.call_soon_threadsafe(wake, w)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    waiter.add_done_callback(on_set)
+    await done
+    return waiter
 
 
 def remoteref_id(ref: Any) -> RRID:

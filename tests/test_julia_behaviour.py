@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import queue
 import sys
@@ -422,3 +423,41 @@ def test_everywhere_takes_a_bare_pid(shared_workers: list[int]) -> None:
         cc.everywhere("raise RuntimeError('everywhere on p')", procs=p)
     assert [e.pid for e in info.value.exceptions] == [p]  # type: ignore[attr-defined]
     cc.everywhere("del defined_on_p", procs=p)
+
+
+# --- futures ----------------------------------------------------------------------------
+
+
+def test_repr_says_ready_after_wait(shared_workers: list[int]) -> None:
+    for pid in (shared_workers[0], cc.myid()):
+        fut = cc.remotecall(time.sleep, pid, 0.01)
+        fut.wait()
+        assert "ready" in repr(fut)
+
+
+@pytest.mark.parametrize("where", ["other", "me"])
+def test_cancelling_an_await_releases_its_thread_at_once(shared_workers: list[int], where: str) -> None:
+    pid = shared_workers[0] if where == "other" else cc.myid()
+    fut = cc.remotecall(time.sleep, pid, 2)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fut, 0.1)
+
+    started = time.monotonic()
+    asyncio.run(main())  # it would wait for a thread still blocked in fetch
+    assert time.monotonic() - started < 1.5
+    assert fut.fetch() is None  # the Future itself is still good
+
+
+def test_await_gives_the_value_or_the_remote_exception(shared_workers: list[int]) -> None:
+    async def main(pid: int) -> None:
+        assert await cc.remotecall(lambda: 42, pid) == 42
+        with pytest.raises(cc.RemoteException):
+            await cc.remotecall(_fail, pid)
+        done = cc.remotecall(lambda: "done", pid)
+        done.wait()
+        assert await asyncio.gather(done, cc.remotecall(lambda: 2, pid)) == ["done", 2]
+
+    for pid in (shared_workers[0], cc.myid()):
+        asyncio.run(main(pid))
