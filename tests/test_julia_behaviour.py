@@ -461,3 +461,31 @@ def test_await_gives_the_value_or_the_remote_exception(shared_workers: list[int]
 
     for pid in (shared_workers[0], cc.myid()):
         asyncio.run(main(pid))
+
+
+# --- channels ---------------------------------------------------------------------------
+
+
+def _produce(ch: cc.RemoteChannel, n: int) -> int:
+    for i in range(n):
+        ch.put(i)
+    ch.close()
+    return n
+
+
+@pytest.mark.parametrize("size", [0, 1, 32])
+def test_worker_fills_and_closes_a_driver_channel_after_earlier_calls(shared_workers: list[int], size: int) -> None:
+    """Reported to hang after earlier calls on the same workers (it did, now and then,
+    before the leader-promotion fix in callrunner.py)."""
+    for _ in range(5):
+        for pid in shared_workers:  # earlier traffic of every kind on the same workers
+            assert cc.remotecall_fetch(cc.myid, pid) == pid
+            assert cc.fetch(cc.remotecall(lambda x: x + 1, pid, 1)) == 2
+            cc.remotecall_wait(time.sleep, pid, 0.001)
+        assert cc.pmap(lambda x: x, range(50)) == list(range(50))
+        cc.everywhere("import math")
+        for pid in shared_workers:
+            ch = cc.RemoteChannel(lambda: cc.Channel(size))  # owned by pid 1
+            fut = cc.remotecall(_produce, pid, ch, 100)
+            assert list(ch) == list(range(100))
+            assert fut.fetch() == 100
