@@ -14,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,progress,bench,dev]' $(foreach p,$(PLUGINS),-e '$(p)[test]')
+	$(PY) -m pip install -q -e '.[test,bench,dev]' $(foreach p,$(PLUGINS),-e '$(p)[test]')
 	touch $@
 
 demo: setup

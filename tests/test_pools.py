@@ -159,7 +159,6 @@ def test_pmap_bad_arguments() -> None:
 
 
 def test_pmap_progress_bar(shared_workers: list[int], capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("tqdm")
     assert cc.pmap(lambda x: x, range(20), progress=True) == list(range(20))
     assert "20/20" in capsys.readouterr().err
 
