@@ -45,9 +45,42 @@ _CLOSED: Task = _closed
 
 
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
+    """Raise ``exc`` in thread ``ident`` (None: cancel one not raised yet)."""
     import ctypes  # here, not at import: a worker starts faster
 
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc) if exc else None)
+
+
+_BIRTH_RETRIES = 400  # times 0.5 ms: how long interrupt() waits while threads are being started
+
+
+def _interrupt_thread(ident: int, lock: threading.Lock, still_wanted: Callable[[], bool]) -> None:
+    """Raise KeyboardInterrupt in thread ``ident`` (holding ``lock``), when no thread is
+    being started.
+
+    CPython gives a thread it is starting its creator's id until the new thread runs,
+    and ``PyThreadState_SetAsyncExc`` picks the newest thread with that id: the
+    exception would kill the new thread before it says it started, and its creator
+    would wait for that forever. ``threading`` lists a thread in ``_limbo`` for all of
+    that time, under ``_active_limbo_lock``: while the lock is held and the list empty,
+    no such id is around and none can appear.
+    """
+    limbo, limbo_lock = getattr(threading, "_limbo", None), getattr(threading, "_active_limbo_lock", None)
+    for _ in range(_BIRTH_RETRIES):
+        if limbo is None or limbo_lock is None:  # another Python: do as before
+            _set_async_exc(ident, KeyboardInterrupt)
+            return
+        with limbo_lock:
+            if not limbo:
+                _set_async_exc(ident, KeyboardInterrupt)
+                return
+        lock.release()
+        try:
+            time.sleep(0.0005)
+        finally:
+            lock.acquire()
+        if not still_wanted():
+            return
 
 
 class _Link:
@@ -387,7 +420,7 @@ class CallRunner:
                 if ident == self._main_ident:
                     signal.pthread_kill(ident, signal.SIGINT)
                 else:
-                    _set_async_exc(ident, KeyboardInterrupt)
+                    _interrupt_thread(ident, self._lock, functools.partial(self.in_user_code.__contains__, ident))
             self._deferred.update(self._held)
         return len(targets) + len(self._held)
 

@@ -18,7 +18,7 @@ import pytest
 
 import clustercore as cc
 
-DEADLINE = 60.0
+DEADLINE = 10.0
 
 
 def echo(x: Any) -> Any:
@@ -112,3 +112,31 @@ def test_a_call_that_calls_back_after_its_link_got_a_new_leader(two: list[int]) 
 def put_later(fut: Any, value: Any) -> None:
     time.sleep(0.003)
     fut.put(value)
+
+
+def start_threads_until_interrupted(started: Any, rounds: int) -> str:
+    """On a worker: start and join threads, ``rounds`` times, unless interrupted."""
+    import threading as threads
+
+    try:
+        started.put(True)
+        for _ in range(rounds):
+            t = threads.Thread(target=int)
+            t.start()
+            t.join()
+    except KeyboardInterrupt:
+        return "interrupted"
+    return "finished"
+
+
+def test_interrupting_a_call_that_starts_threads_never_hangs_it(two: list[int]) -> None:
+    """A new thread carries its creator's id until it runs, and an interrupt aimed at the
+    creator then killed the new thread, so the creator waited for it forever. interrupt()
+    now waits while any thread is being started."""
+    p = two[0]
+    for _ in range(20):
+        started = cc.Future()
+        fut = cc.remotecall(start_threads_until_interrupted, p, started, 100_000)
+        started.wait(timeout=DEADLINE)
+        cc.interrupt(p)
+        assert fut.wait(timeout=DEADLINE).fetch() in ("interrupted", "finished")
