@@ -83,6 +83,14 @@ def _interrupt_thread(ident: int, lock: threading.Lock, still_wanted: Callable[[
             return
 
 
+def _uncork(conn: Any) -> None:
+    """Send what ``conn`` holds; a dead link is left to its reader, which notices it."""
+    try:
+        conn.uncork()
+    except OSError:  # ConnectionClosed included
+        pass
+
+
 class _Link:
     """Read state of one link: is someone reading it, and since when has nobody."""
 
@@ -207,7 +215,7 @@ class CallRunner:
         while True:
             if not ready:
                 if conn.corked_by and conn.corked_by_me():
-                    conn.uncork()  # about to wait: send what we owe first
+                    _uncork(conn)  # about to wait: send what we owe first
                 epoch = conn.read_epoch
                 ready = conn.wait_readable()
                 if conn.closed:
@@ -288,7 +296,7 @@ class CallRunner:
                     hand_back = True
         keeps_leading = not (promoted or hand_back)
         if not keeps_leading and link.conn.corked_by_me():
-            link.conn.uncork()  # replies this thread held go out before it stops leading
+            _uncork(link.conn)  # replies this thread held go out before it stops leading
         if hand_back:
             self._main_tasks.put(lambda: self._lead(link))  # type: ignore[union-attr]
         return keeps_leading
@@ -315,7 +323,7 @@ class CallRunner:
                     link.leader = 0
                     self._lock.release()
                     try:
-                        link.conn.uncork()  # results the busy leader was holding
+                        _uncork(link.conn)  # results the busy leader was holding
                         self.spawn(functools.partial(self._lead, link))
                     finally:
                         self._lock.acquire()

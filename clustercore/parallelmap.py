@@ -276,7 +276,10 @@ class _DistributedMap:
                     self.todo.appendleft(batch)
         finally:
             for conn in corked:
-                conn.uncork()
+                try:
+                    conn.uncork()
+                except ConnectionClosed as exc:  # the batches it held fail with the link
+                    cluster.link_lost(conn, str(exc))
 
     def _dispatch_retries(self, corked: list[Any]) -> None:
         """Each retry goes to another worker than the one it failed on, or waits for one."""
@@ -322,9 +325,14 @@ class _DistributedMap:
         payload, buffers = cluster.dumps_for(pid, items)
         wid = PGRP.next_waiter_id()
         conn.waiters[wid] = _Batch(self.done, pid, batch)
-        conn.send_frame(
-            MsgType.CALL_BATCH, payload, buffers, response=(PGRP.myid, wid), notify=(int(self.star), self.fid)
-        )
+        try:
+            conn.send_frame(
+                MsgType.CALL_BATCH, payload, buffers, response=(PGRP.myid, wid), notify=(int(self.star), self.fid)
+            )
+        except ConnectionClosed:
+            if conn.waiters.pop(wid, None) is not None:
+                raise  # not sent, and nobody will settle it: the caller puts it back
+            # the link's end already failed this batch: that failure settles it
         if conn.closed:
             cluster.link_lost(conn)
 
