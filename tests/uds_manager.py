@@ -7,6 +7,7 @@ UnixDomainCM example.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -39,11 +40,12 @@ class UDSManager(cc.ClusterManager):
 
     def __init__(self, np: int = 2) -> None:
         self.np = np
-        self.dir = tempfile.mkdtemp(prefix="cc-uds-")
+        self.dir = ""  # made by launch: a worker makes this manager too, and launches nothing
         self.connects = 0
 
     def launch(self, params: dict[str, Any], launched: list[cc.WorkerConfig], launch_ntfy: Condition) -> None:
         tests_dir = os.path.dirname(os.path.abspath(__file__))
+        self.dir = self.dir or tempfile.mkdtemp(prefix="cc-uds-")
         for i in range(self.np):
             path = os.path.join(self.dir, f"worker{i}.sock")
             proc = subprocess.Popen(
@@ -62,7 +64,11 @@ class UDSManager(cc.ClusterManager):
                 launch_ntfy.notify_all()
 
     def manage(self, id: int, config: cc.WorkerConfig, op: str) -> None:
-        pass
+        if op == "deregister":  # the worker's socket goes with it, and the folder with the last
+            with contextlib.suppress(OSError):
+                os.unlink(config.userdata["path"])
+            with contextlib.suppress(OSError):
+                os.rmdir(self.dir)
 
     def connect(self, pid: int, config: cc.WorkerConfig) -> tuple[Any, Any]:
         path = config.connect_at if config.connect_at is not None else config.userdata["path"]
