@@ -9,9 +9,11 @@ reader never wakes (see :mod:`clustercore.directreply`).
 
 from __future__ import annotations
 
+import _signal
 import functools
 import os
 import select
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -45,7 +47,7 @@ class Connection:
         self._queue: list[list[Any]] = []  # frames (lists of parts) the writer still owes
         self._queued = 0  # frames ever queued; a waiting sender's ticket is its frame's number
         self._written = 0  # how many queued frames are written
-        self._progress = threading.Condition(self._send_lock)
+        self._ticket_locks: list[tuple[int, threading.Lock]] = []  # senders waiting, oldest first
         self._before_send: Callable[[], list[Any]] | None = None
         self._outbox: list[Any] = []
         self.corked_by = 0  # a thread whose sends wait in _pending until it uncorks
@@ -113,10 +115,7 @@ class Connection:
             parts = encode_frame(msg_type, payload, buffers, response, notify, flags)
         else:
             parts = [_pack_header(len(payload), msg_type, flags, 0, *response, *notify), payload]
-        if THREAD.user_call is None:
-            self._submit(parts)
-        else:
-            self._submit_in_user_call(parts)
+        self._send(parts)
 
     def cork(self) -> None:
         """Hold this thread's sends until :meth:`uncork`, to write them in one system call."""
@@ -124,20 +123,14 @@ class Connection:
 
     def uncork(self) -> None:
         """Send whatever is held, now."""
-        if THREAD.user_call is None:
-            self._submit(_UNCORK)
-        else:
-            self._submit_in_user_call(_UNCORK)
+        self._send(_UNCORK)
 
     def corked_by_me(self) -> bool:
         return self.corked_by == threading.get_ident()
 
     def flush(self) -> None:
         """Send what ``before_send`` has pending, with no message after it."""
-        if THREAD.user_call is None:
-            self._submit(_FLUSH)
-        else:
-            self._submit_in_user_call(_FLUSH)
+        self._send(_FLUSH)
 
     # --- the writer ------------------------------------------------------------------------
     # Both ends of a link may write at once; if each waited for its socket while nobody on
@@ -148,13 +141,50 @@ class Connection:
     # reply, the watchdog) then goes on; any other thread waits until its frame is
     # written, since its buffers may be reused once the send returns.
 
-    def _submit(self, parts: list[Any]) -> None:
+    def _send(self, parts: list[Any]) -> None:
+        """Hand ``parts`` to the socket or the writer, where no interrupt can cut them in
+        two, then wait until they are written if this thread must."""
+        user_call = THREAD.user_call
+        if user_call is not None:  # a served call: interrupts wait (CallRunner.interrupts_held)
+            with user_call.interrupts_held():
+                ticket = self._submit(parts, in_user_call=True)
+        elif THREAD.sigint_held or threading.get_ident() != _MAIN_IDENT:
+            ticket = self._submit(parts)
+        else:  # the main thread: Ctrl-C waits until the frame is handed over
+            ticket = _holding_sigint(self._submit, parts)
+        if ticket:
+            self._wait_written(ticket)
+
+    def _wait_written(self, ticket: int) -> None:
+        """Wait until queued frame number ``ticket`` is written, or the link is closed. On a
+        plain lock, not a Condition: Ctrl-C can end the wait without breaking a lock's state."""
+        with self._send_lock:
+            if self._written >= ticket or self.closed:
+                done = None
+            else:
+                done = threading.Lock()
+                done.acquire()
+                self._ticket_locks.append((ticket, done))
+        if done is not None:
+            done.acquire()  # released by the writer, or by the close
+        if self._written < ticket:
+            raise ConnectionClosed(self.close_reason or "connection closed")
+
+    def _release_tickets(self) -> None:
+        """Wake the senders whose frames are written (all of them once closed); holds ``_send_lock``."""
+        locks = self._ticket_locks
+        while locks and (self.closed or locks[0][0] <= self._written):
+            locks.pop(0)[1].release()
+
+    def _submit(self, parts: list[Any], in_user_call: bool = False) -> int:
+        """Write what the socket takes now, queue the rest for the writer thread; the ticket
+        this thread must wait for (0: none, its frame is written or it must not wait)."""
         with self._send_lock:
             if parts is _UNCORK:
                 self.corked_by = 0
                 parts, self._pending = self._pending, []
                 if self.closed:
-                    return
+                    return 0
             elif parts is _FLUSH:
                 parts = self._before_send() if self._before_send is not None and not self.closed else []
                 if self._pending:
@@ -164,14 +194,15 @@ class Connection:
                     raise ConnectionClosed(self.close_reason or "connection closed")
                 if self._outbox:
                     parts = self._before_send() + parts  # type: ignore[misc]
-                if self.corked_by:
-                    if self.corked_by == threading.get_ident():
-                        self._pending += parts
-                        return
+                # A reader corks to answer several calls in one write; a call it runs sends at
+                # once (its buffers are the caller's again when the send returns).
+                if self.corked_by and self.corked_by == threading.get_ident() and not in_user_call:
+                    self._pending += parts
+                    return 0
                 if self._pending:
                     parts, self._pending = self._pending + parts, []
             if not parts:
-                return
+                return 0
             if not self._writing:
                 try:
                     parts = self.transport.send_nowait(parts)  # what the socket did not take
@@ -179,26 +210,26 @@ class Connection:
                     self._close_locked(f"send failed: {exc}")
                     raise ConnectionClosed(self.close_reason) from exc
                 if not parts:
-                    return
-                self._writing = True
+                    return 0
                 self._queue.append(parts)
-                threading.Thread(target=self._drain, name=f"clustercore-writer-{self.peer}", daemon=True).start()
+                self._queued += 1
+                ticket = self._queued
+                self._start_writer()
             else:
                 self._queue.append(parts)
-            self._queued += 1
-            if THREAD.serves_links:
-                return
-            ticket = self._queued
-            while self._written < ticket and not self.closed:
-                self._progress.wait()
-            if self._written < ticket:
-                raise ConnectionClosed(self.close_reason or "connection closed")
+                self._queued += 1
+                ticket = self._queued
+            return 0 if THREAD.serves_links else ticket
 
-    def _submit_in_user_call(self, parts: list[Any]) -> None:
-        """:meth:`_submit` for a thread running a served call: an interrupt that comes
-        meanwhile is held until the frame is whole (see ``CallRunner.interrupts_held``)."""
-        with THREAD.user_call.interrupts_held():  # type: ignore[union-attr]
-            self._submit(parts)
+    def _start_writer(self) -> None:
+        """Start the writer thread for what is queued; holds ``_send_lock``."""
+        self._writing = True
+        try:
+            threading.Thread(target=self._drain, name=f"clustercore-writer-{self.peer}", daemon=True).start()
+        except BaseException as exc:  # no thread (a limit) or an interrupt: the queue has no writer
+            self._writing = False
+            self._close_locked(f"could not start the link's writer thread: {exc!r}")
+            raise ConnectionClosed(self.close_reason) from exc
 
     def _drain(self) -> None:
         """The writer thread: write queued frames until none is left, then end."""
@@ -207,7 +238,7 @@ class Connection:
                 if self.closed or not self._queue:
                     self._writing = False
                     self._queue.clear()
-                    self._progress.notify_all()
+                    self._release_tickets()
                     return
                 batch, self._queue = self._queue, []
                 written = self._written + len(batch)
@@ -215,12 +246,12 @@ class Connection:
             try:
                 while views:
                     views = skip(views, self.transport.send_some(views))
-            except OSError as exc:
-                self.close(f"send failed: {exc}")
+            except BaseException as exc:  # noqa: BLE001 - any failure ends the link, not just the thread
+                self.close(f"send failed: {exc!r}")
                 continue
             with self._send_lock:
                 self._written = written
-                self._progress.notify_all()
+                self._release_tickets()
 
     def close_poller(self) -> None:
         if self.poller is not None:
@@ -234,7 +265,7 @@ class Connection:
         if not self.closed:
             self.closed = True
             self.close_reason = reason
-        self._progress.notify_all()  # senders waiting for the writer give up
+        self._release_tickets()  # senders waiting for the writer give up
 
     def close(self, reason: str = "closed locally") -> None:
         self._mark_closed(reason)
@@ -254,9 +285,28 @@ class _ThreadRole(threading.local):
 
     serves_links = False  # reads links or keeps them moving: it must never wait for a peer
     user_call: Any = None  # the CallRunner, while this thread runs a call it may interrupt
+    sigint_held = False  # the main thread holds Ctrl-C already (a caller reading its reply)
 
 
 THREAD = _ThreadRole()
+_MAIN_IDENT = threading.main_thread().ident
+
+
+def _holding_sigint(submit: Callable[[list[Any]], int], parts: list[Any]) -> int:
+    """``submit(parts)`` on the main thread with Ctrl-C held until it returns, then delivered."""
+    handler = _signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        return submit(parts)
+    came: list[int] = []
+    _signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        return submit(parts)
+    finally:
+        _signal.signal(signal.SIGINT, handler)
+        if came:
+            handler(signal.SIGINT, None)
+
+
 _UNCORK: list[Any] = []  # markers for _submit: what to send is taken under the lock
 _FLUSH: list[Any] = []
 

@@ -51,6 +51,7 @@ def request(
     if holding_sigint:
         _sigint.handler = handler
         _signal.signal(signal.SIGINT, _hold)
+        THREAD.sigint_held = True  # the send needs no hold of its own
     try:
         lock = conn.read_lock
         if not lock.acquire(blocking=False):
@@ -73,6 +74,7 @@ def request(
             conn.arm()
     finally:
         if holding_sigint:
+            THREAD.sigint_held = False
             _signal.signal(signal.SIGINT, handler)
             if _sigint.held:
                 _sigint.held = False

@@ -11,6 +11,7 @@ from the pool and gives it back when done, like any pooled call.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import itertools
 import queue
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .calls import call_fetch_async
+from .cluster import PGRP
 from .workerpool import AbstractWorkerPool, default_worker_pool
 
 
@@ -72,7 +74,9 @@ class Executor(cf.Executor):
                 continue
             with self._lock:
                 self._running.add(future)
-            waiter.add_done_callback(lambda w, f=future, p=pid, pl=pool: self._finish(f, w, p, pl))
+            # Not on the link's reader, which sets the waiter: the future's callbacks are the user's.
+            finish = functools.partial(self._finish, future, waiter, pid, pool)
+            waiter.add_done_callback(lambda _, finish=finish: PGRP.runner.spawn(finish))
 
     def _finish(self, future: cf.Future[Any], waiter: Any, pid: int, pool: AbstractWorkerPool) -> None:
         pool.put(pid)

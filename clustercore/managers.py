@@ -8,6 +8,7 @@ from a pip-installed plugin or a subclass in user code that overrides them.
 
 from __future__ import annotations
 
+import collections
 import re
 import socket
 import subprocess
@@ -188,6 +189,7 @@ def emit_worker_output(text: str) -> None:
 
 
 _forwarders: dict[int, OutputForwarder] = {}
+_ended: collections.deque[OutputForwarder] = collections.deque(maxlen=256)  # the newest that ended
 _forwarders_lock = threading.Lock()
 
 
@@ -229,6 +231,7 @@ class OutputForwarder:
             with _forwarders_lock:  # the stream has ended: its descriptor goes with it
                 if _forwarders.get(id(self.io)) is self:
                     del _forwarders[id(self.io)]
+                _ended.append(self)  # what it read stays there for a launch error to quote
             try:
                 self.io.close()
             except (OSError, ValueError):
@@ -254,6 +257,9 @@ def forward_worker_output(pid: int, io: Any) -> OutputForwarder:
         forwarder = _forwarders.get(id(io))
         if forwarder is not None and forwarder.io is io:
             return forwarder
+        for ended in _ended:
+            if ended.io is io:
+                return ended
         forwarder = _forwarders[id(io)] = OutputForwarder(pid, io)
     forwarder.start()  # not under the lock: a thread's start waits until it runs, and joins add many at once
     return forwarder

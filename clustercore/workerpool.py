@@ -8,6 +8,7 @@ function once per worker and calls the worker's copy afterwards.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -259,7 +260,8 @@ def remotecall_pool(kind: str, f: Callable[..., Any], pool: AbstractWorkerPool, 
         fn, extra = pool.wrap_function(f, pid)
         if kind == "remotecall":
             fut, waiter = rc.remotecall_notifying(fn, pid, *extra, *args, **kwargs)
-            waiter.add_done_callback(lambda _: pool.put(pid))
+            # Not on the link's reader, which sets the waiter: a pool may live on another process.
+            waiter.add_done_callback(lambda _: PGRP.runner.spawn(functools.partial(pool.put, pid)))
             return fut
         if kind == "remote_do":
             rc.remote_do(fn, pid, *extra, *args, **kwargs)

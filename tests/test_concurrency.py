@@ -140,3 +140,94 @@ def test_interrupting_a_call_that_starts_threads_never_hangs_it(two: list[int]) 
         started.wait(timeout=DEADLINE)
         cc.interrupt(p)
         assert fut.wait(timeout=DEADLINE).fetch() in ("interrupted", "finished")
+
+
+def summary_of(a: Any) -> tuple[float, float]:
+    return float(a.min()), float(a.max())
+
+
+def send_then_overwrite(seq: int) -> tuple[tuple[float, float], int]:
+    """On a worker, in a served call: send an array (out of band), then overwrite it."""
+    a = np.full(100_000, float(seq))
+    fut = cc.remotecall(summary_of, 1, a)
+    a[:] = -1.0  # the send has returned: the buffer is the caller's again
+    return cc.fetch(fut), seq
+
+
+def test_a_served_call_may_reuse_its_buffers_once_a_send_returns(two: list[int]) -> None:
+    """A reader corks its link to answer several calls in one write; a call it ran inline
+    had its sends held in that cork, so they returned before the array was written."""
+    p = two[0]
+    for _ in range(10):
+        futures = [cc.remotecall(send_then_overwrite, p, i) for i in range(8)]
+        for fut in futures:
+            (lo, hi), seq = cc.fetch(fut.wait(timeout=DEADLINE))
+            assert lo == hi == seq
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def test_a_done_callback_may_call_the_same_worker(two: list[int]) -> None:
+    """Futures of an Executor are settled off the link's reader: a callback that calls the
+    worker again waited for a reply that only its own thread could read."""
+    p = two[0]
+    got: list[int] = []
+    done = threading.Event()
+
+    def again(_: Any) -> None:
+        got.append(cc.remotecall_fetch(square, p, 3))
+        done.set()
+
+    with cc.Executor(cc.WorkerPool([p])) as ex:
+        fut = ex.submit(square, 2)
+        fut.add_done_callback(again)
+        assert fut.result(timeout=DEADLINE) == 4
+        assert done.wait(DEADLINE) and got == [9]
+
+
+CTRL_C_DURING_SENDS = """
+import os, signal, sys, time
+import numpy as np, clustercore as cc
+
+def size(x):
+    return x.nbytes
+
+w = cc.addprocs(1)[0]
+big = np.ones(250_000)
+rng = np.random.default_rng(int(sys.argv[1]))
+signal.signal(signal.SIGALRM, lambda s, f: os.kill(os.getpid(), signal.SIGINT))
+interrupted = rounds = 0
+end = time.monotonic() + 4
+while time.monotonic() < end:
+    rounds += 1
+    try:
+        signal.setitimer(signal.ITIMER_REAL, rng.uniform(0, 0.002))
+        cc.remotecall(size, w, big)
+    except KeyboardInterrupt:
+        interrupted += 1
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    while True:
+        try:
+            assert cc.remotecall_fetch(size, w, big) == big.nbytes
+            break
+        except KeyboardInterrupt:  # a Ctrl-C that came late
+            interrupted += 1
+print(f"{rounds} rounds, {interrupted} interrupted", flush=True)
+cc.rmprocs(cc.workers(), waitfor=30)
+"""
+
+
+def test_ctrl_c_during_sends_from_the_main_thread_never_breaks_a_link() -> None:
+    """Ctrl-C on the driver's main thread at random moments of 2 MB sends: it once cut a
+    frame in two (the link hung for good) or broke the send lock. Run in a process of its
+    own, as a user's script would be."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", CTRL_C_DURING_SENDS, "7"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "interrupted" in run.stdout
