@@ -55,8 +55,8 @@ _BIRTH_RETRIES = 400  # times 0.5 ms: how long interrupt() waits while threads a
 
 
 def _interrupt_thread(ident: int, lock: threading.Lock, still_wanted: Callable[[], bool]) -> None:
-    """Raise KeyboardInterrupt in thread ``ident`` (holding ``lock``), when no thread is
-    being started.
+    """Raise KeyboardInterrupt in thread ``ident`` when no thread is being started. The
+    caller holds ``lock``; it is let go while waiting, and ``still_wanted`` checked after.
 
     CPython gives a thread it is starting its creator's id until the new thread runs,
     and ``PyThreadState_SetAsyncExc`` picks the newest thread with that id: the
@@ -65,6 +65,8 @@ def _interrupt_thread(ident: int, lock: threading.Lock, still_wanted: Callable[[
     that time, under ``_active_limbo_lock``: while the lock is held and the list empty,
     no such id is around and none can appear.
     """
+    import ctypes  # noqa: F401 - imported here, not under threading's lock below
+
     limbo, limbo_lock = getattr(threading, "_limbo", None), getattr(threading, "_active_limbo_lock", None)
     for _ in range(_BIRTH_RETRIES):
         if limbo is None or limbo_lock is None:  # another Python: do as before
@@ -74,7 +76,7 @@ def _interrupt_thread(ident: int, lock: threading.Lock, still_wanted: Callable[[
             if not limbo:
                 _set_async_exc(ident, KeyboardInterrupt)
                 return
-        lock.release()
+        lock.release()  # a thread being started may need it to get going
         try:
             time.sleep(0.0005)
         finally:
@@ -262,14 +264,14 @@ class CallRunner:
                 conn.uncork()  # about to wait: send what we owe first
             frame = conn.read_frame()
             if frame is None:
-                conn._mark_closed("closed by peer")
+                conn.mark_closed("closed by peer")
                 return _CLOSED
             return link.handle(conn, frame)
         except (OSError, EOFError) as exc:
-            conn._mark_closed(f"{type(exc).__name__}: {exc}")
+            conn.mark_closed(f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug in a handler: drop the link, loudly
             log.exception("handling a message from pid %s failed", conn.peer)
-            conn._mark_closed(f"handler error: {exc!r}")
+            conn.mark_closed(f"handler error: {exc!r}")
         return _CLOSED
 
     def _run_call_then_keep_reading(self, link: _Link, call: Task) -> bool:
@@ -301,13 +303,28 @@ class CallRunner:
             self._main_tasks.put(lambda: self._lead(link))  # type: ignore[union-attr]
         return keeps_leading
 
+    def _try_spawn(self, task: Task) -> bool:
+        """:meth:`spawn`, or False (logged) when no thread can be started now."""
+        try:
+            self.spawn(task)
+        except (RuntimeError, MemoryError) as exc:
+            log.warning("could not start a thread to read a link: %s", exc)
+            return False
+        return True
+
     def _start_watchdog(self) -> None:
         self._watchdog_active = True
-        if self._watchdog is None:
-            self._watchdog = threading.Thread(target=self._watch, name="clustercore-watchdog", daemon=True)
-            self._watchdog.start()
-        else:
+        if self._watchdog is not None:
             self._watchdog_wake.set()
+            return
+        watchdog = threading.Thread(target=self._watch, name="clustercore-watchdog", daemon=True)
+        try:
+            watchdog.start()
+        except (RuntimeError, MemoryError) as exc:  # no thread now: the next call tries again
+            self._watchdog_active = False
+            log.warning("could not start the watchdog thread: %s", exc)
+            return
+        self._watchdog = watchdog
 
     def _watch(self) -> None:
         """Give a link whose leader is busy running a call a new leader."""
@@ -324,9 +341,11 @@ class CallRunner:
                     self._lock.release()
                     try:
                         _uncork(link.conn)  # results the busy leader was holding
-                        self.spawn(functools.partial(self._lead, link))
+                        started = self._try_spawn(functools.partial(self._lead, link))
                     finally:
                         self._lock.acquire()
+                    if not started:  # no thread to lead it now: the next round tries again
+                        self._unread.add(link)
                 busy = bool(self._unread) or self._calls_started != seen_calls
                 seen_calls = self._calls_started
                 quiet_rounds = 0 if busy else quiet_rounds + 1

@@ -1,6 +1,8 @@
-"""One authenticated link to a peer: framed sends under a lock, and what waits on it.
+"""One authenticated link to a peer: framed sends, and what waits on it.
 
-Reading a link is a right held by one thread at a time (``read_lock``). On
+Sending: a sender writes what the socket takes at once and queues the rest for
+the link's writer thread; no other thread waits for a socket (see "the writer"
+below). Reading a link is a right held by one thread at a time (``read_lock``). On
 the driver a link can also be *polled*: its reader then waits in ``epoll``
 (one-shot) without holding that right, so a caller that wants a reply can
 take the right, read the reply itself and give the right back, and the
@@ -76,7 +78,7 @@ class Connection:
         try:
             return any(fd == self._fd for fd, _ in self.poller.poll())
         except (OSError, ValueError):  # the poller was closed under us
-            self._mark_closed("closed locally")
+            self.mark_closed("closed locally")
             return False
 
     def arm(self) -> None:
@@ -257,7 +259,8 @@ class Connection:
         if self.poller is not None:
             self.poller.close()
 
-    def _mark_closed(self, reason: str) -> None:
+    def mark_closed(self, reason: str) -> None:
+        """Record that the link is over (its reader found so); waiting senders give up."""
         with self._send_lock:
             self._close_locked(reason)
 
@@ -268,7 +271,7 @@ class Connection:
         self._release_tickets()  # senders waiting for the writer give up
 
     def close(self, reason: str = "closed locally") -> None:
-        self._mark_closed(reason)
+        self.mark_closed(reason)
         try:
             self.transport.close()
         except OSError:

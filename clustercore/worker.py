@@ -18,7 +18,6 @@ import errno
 import os
 import select
 import socket
-import struct
 import sys
 import threading
 import time
@@ -445,15 +444,14 @@ class _Gate:
                 os.close(self.wake_w)
 
 
-_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-
-
 def _describe_peer(sock: socket.socket, addr: Any) -> str:
     if isinstance(addr, tuple):
         host, port = addr[0], addr[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:  # a Unix socket: the process on the other end
-        pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        pid, uid, _ = handshake.PEERCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, handshake.PEERCRED.size)
+        )
     except (AttributeError, OSError):
         return "a local peer"
     return f"local pid {pid} (uid {uid})"

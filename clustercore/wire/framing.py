@@ -70,7 +70,7 @@ def encode_frame(
     notify: tuple[int, int] = NO_REF,
     flags: int = 0,
 ) -> list[Any]:
-    """The buffers to hand to ``Transport.send_all`` for one frame."""
+    """The buffers that make one frame, in order (for a transport's send methods)."""
     head = HEADER.pack(len(payload), msg_type, flags, len(buffers), *response, *notify)
     if not buffers:
         return [head, payload]
