@@ -73,8 +73,17 @@ class OutputLog:
 
     def wait_for(self, text: str, timeout: float = 15.0) -> bool:
         """Whether a line containing ``text`` was printed within ``timeout`` seconds."""
+        return self.wait(lambda: any(text in line for line in self.lines), timeout)
+
+    def of(self, pid: int, text: str) -> list[str]:
+        """The lines worker ``pid`` printed that contain ``text``."""
         with self._changed:
-            return self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout)
+            return [line for line in self.lines if line.startswith(f"From worker {pid}:\t") and text in line]
+
+    def wait(self, ready: Callable[[], bool], timeout: float) -> bool:
+        """Whether ``ready()`` held within ``timeout`` seconds (checked as lines come)."""
+        with self._changed:
+            return self._changed.wait_for(ready, timeout)
 
 
 @contextmanager

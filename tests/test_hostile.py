@@ -25,6 +25,8 @@ import pytest
 import clustercore as cc
 from clustercore import cluster
 
+from .relay import relay
+
 NOBODY = 65534
 SETPRIV = shutil.which("setpriv")
 ATTACKER_PYTHON = "/usr/bin/python3"  # readable by nobody, unlike a venv under /root
@@ -174,7 +176,7 @@ def test_a_dial_relayed_to_the_dialers_own_listener_fails_and_the_call_goes_on(t
     listener.listen(4)
     listener.settimeout(60)
 
-    def relay() -> None:
+    def man_in_the_middle() -> None:
         try:
             dialer, _ = listener.accept()
         except OSError:
@@ -182,14 +184,10 @@ def test_a_dial_relayed_to_the_dialers_own_listener_fails_and_the_call_goes_on(t
         target = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         target.connect(own)
         relayed.set()
-        ways = ((dialer, target), (target, dialer))
-        pumps = [threading.Thread(target=_pump, args=way, daemon=True) for way in ways]
-        for t in pumps:
-            t.start()
-        for t in pumps:
+        for t in relay(dialer, target):
             t.join(30)
 
-    thread = threading.Thread(target=relay, daemon=True)
+    thread = threading.Thread(target=man_in_the_middle, daemon=True)
     thread.start()
     try:
         point_worker_at(a, b, name)
@@ -198,20 +196,6 @@ def test_a_dial_relayed_to_the_dialers_own_listener_fails_and_the_call_goes_on(t
     finally:
         listener.close()
         thread.join(30)
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,16 +21,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from clustercore_k8s.logstream import PodLog
 
 import clustercore as cc
-from clustercore import cluster, managers
+from clustercore import cluster
 from clustercore.logs import LazyLogger, RateLimit
 from clustercore.managers import forward_worker_output
-from clustercore.testing import worker_output
+from clustercore.testing import OutputLog, worker_output
 from clustercore.wire import handshake
 from clustercore.wire.transport import SocketTransport
 
@@ -189,35 +189,10 @@ def ask_through(via: int, pid: int) -> int:
     return cc.remotecall_fetch(lambda p: cc.remotecall_fetch(cc.myid, p), via, pid)
 
 
-class Lines:
-    """Forwarded worker output (``managers._output_watchers``), waited on by predicate."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, text: str) -> None:
-        with self._changed:
-            self.lines.append(text)
-            self._changed.notify_all()
-
-    def of(self, pid: int, text: str) -> list[str]:
-        with self._changed:
-            return [line for line in self.lines if line.startswith(f"From worker {pid}:\t") and text in line]
-
-    def wait(self, ready: Callable[[], bool], timeout: float) -> bool:
-        with self._changed:
-            return self._changed.wait_for(ready, timeout)
-
-
 @pytest.fixture
-def lines() -> Iterator[Lines]:
-    watcher = Lines()
-    managers._output_watchers.append(watcher)
-    try:
-        yield watcher
-    finally:
-        managers._output_watchers.remove(watcher)
+def lines() -> Iterator[OutputLog]:
+    with worker_output() as log:
+        yield log
 
 
 def rejections(lines: list[str]) -> int:
@@ -317,7 +292,7 @@ def test_a_burst_of_real_peers_waits_for_room_and_none_is_refused(two: list[int]
     assert cc.remotecall_fetch(cc.myid, w) == w
 
 
-def test_rejections_print_one_line_per_interval_with_a_count(two: list[int], lines: Lines) -> None:
+def test_rejections_print_one_line_per_interval_with_a_count(two: list[int], lines: OutputLog) -> None:
     w, _ = two
     cc.remotecall_fetch(lambda: setattr(sys.modules["clustercore.worker"].log.limit(
         "rejected a connection: %s"), "interval", 2.0), w)  # fmt: skip
@@ -337,7 +312,7 @@ def test_rejections_print_one_line_per_interval_with_a_count(two: list[int], lin
     assert "times in the last" in printed[-1]
 
 
-def test_a_thread_that_cannot_start_pauses_accepting_and_the_peer_waits(two: list[int], lines: Lines) -> None:
+def test_a_thread_that_cannot_start_pauses_accepting_and_the_peer_waits(two: list[int], lines: OutputLog) -> None:
     w, other = two
 
     def fail_next_starts(n: int) -> None:
@@ -369,7 +344,7 @@ def test_a_thread_that_cannot_start_pauses_accepting_and_the_peer_waits(two: lis
     assert "can't start new thread; accepting again in" in line
 
 
-def test_accept_errors_pause_the_loop_instead_of_ending_it(two: list[int], lines: Lines) -> None:
+def test_accept_errors_pause_the_loop_instead_of_ending_it(two: list[int], lines: OutputLog) -> None:
     w, _ = two
     with dialed(w, 1, send=GARBAGE) as socks:  # the worker logs once now: later, logging opens no file
         assert closed_by_worker(socks, 1, timeout=30)

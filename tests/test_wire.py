@@ -15,6 +15,8 @@ from clustercore.wire import handshake, serialize
 from clustercore.wire.framing import FLAG_ERROR, FrameReader, encode_frame
 from clustercore.wire.transport import SocketTransport, StreamTransport, make_transport
 
+from .relay import relay
+
 
 def pair() -> tuple[SocketTransport, SocketTransport]:
     a, b = socket.socketpair()
@@ -160,12 +162,7 @@ def test_a_handshake_reflected_to_the_dialers_own_listener_fails() -> None:
     listener and its answers back: both of pid 2's sides refuse, and nothing more flows."""
     dial_side, mitm_a = pair()  # pid 2 dialing (it thinks) pid 3
     mitm_b, listen_side = pair()  # pid 2's own listener
-    relay = [
-        threading.Thread(target=_pump, args=(mitm_a.sock, mitm_b.sock), daemon=True),
-        threading.Thread(target=_pump, args=(mitm_b.sock, mitm_a.sock), daemon=True),
-    ]
-    for t in relay:
-        t.start()
+    relay(mitm_a.sock, mitm_b.sock)
     errors: list[BaseException | None] = [None, None]
 
     def listen() -> None:
@@ -180,20 +177,6 @@ def test_a_handshake_reflected_to_the_dialers_own_listener_fails() -> None:
         handshake.connect_handshake(dial_side, "k", me=2, target=3, deadline=5)
     listener.join(10)
     assert isinstance(errors[1], AuthenticationError) and "meant to reach pid 3, not pid 2" in str(errors[1])
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def test_version_mismatch_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
