@@ -164,6 +164,7 @@ class CallRunner:
         """Make the calling (main) thread a member of the pool until :meth:`stop_main_thread`."""
         self._main_tasks = queue.SimpleQueue()
         signal.signal(signal.SIGINT, self._on_sigint)
+        THREAD.sigint_held = True  # _on_sigint raises in calls only: sends need not hold it
         while True:
             with self._lock:
                 self._main_idle = True

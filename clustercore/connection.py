@@ -288,7 +288,7 @@ class _ThreadRole(threading.local):
 
     serves_links = False  # reads links or keeps them moving: it must never wait for a peer
     user_call: Any = None  # the CallRunner, while this thread runs a call it may interrupt
-    sigint_held = False  # the main thread holds Ctrl-C already (a caller reading its reply)
+    sigint_held = False  # Ctrl-C cannot reach engine code here (held, or raised only in calls)
 
 
 THREAD = _ThreadRole()

@@ -51,7 +51,7 @@ def request(
     if holding_sigint:
         _sigint.handler = handler
         _signal.signal(signal.SIGINT, _hold)
-        THREAD.sigint_held = True  # the send needs no hold of its own
+        held_before, THREAD.sigint_held = THREAD.sigint_held, True  # the send needs no hold of its own
     try:
         lock = conn.read_lock
         if not lock.acquire(blocking=False):
@@ -74,7 +74,7 @@ def request(
             conn.arm()
     finally:
         if holding_sigint:
-            THREAD.sigint_held = False
+            THREAD.sigint_held = held_before
             _signal.signal(signal.SIGINT, handler)
             if _sigint.held:
                 _sigint.held = False

@@ -200,20 +200,25 @@ rng = np.random.default_rng(int(sys.argv[1]))
 signal.signal(signal.SIGALRM, lambda s, f: os.kill(os.getpid(), signal.SIGINT))
 interrupted = rounds = 0
 end = time.monotonic() + 4
-while time.monotonic() < end:
+
+def one_round():
+    global rounds
     rounds += 1
     try:
         signal.setitimer(signal.ITIMER_REAL, rng.uniform(0, 0.002))
-        cc.remotecall(size, w, big)
+        cc.remotecall(size, w, big)  # Ctrl-C lands anywhere in here
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    assert cc.remotecall_fetch(size, w, big) == big.nbytes  # the link still works
+
+while True:  # a Ctrl-C may also land between rounds: count it and go on
+    try:
+        while time.monotonic() < end:
+            one_round()
+        break
     except KeyboardInterrupt:
         interrupted += 1
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    while True:
-        try:
-            assert cc.remotecall_fetch(size, w, big) == big.nbytes
-            break
-        except KeyboardInterrupt:  # a Ctrl-C that came late
-            interrupted += 1
+assert cc.remotecall_fetch(size, w, big) == big.nbytes
 print(f"{rounds} rounds, {interrupted} interrupted", flush=True)
 cc.rmprocs(cc.workers(), waitfor=30)
 """
@@ -229,5 +234,6 @@ def test_ctrl_c_during_sends_from_the_main_thread_never_breaks_a_link() -> None:
     run = subprocess.run(
         [sys.executable, "-c", CTRL_C_DURING_SENDS, "7"], capture_output=True, text=True, timeout=120, check=False
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    errors = [block for block in run.stderr.split("Traceback") if "Exception ignored" not in block[-200:]]
+    assert run.returncode == 0, run.stdout[-3000:] + "Traceback".join(errors)[-4000:]
     assert "interrupted" in run.stdout
