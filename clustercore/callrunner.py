@@ -68,10 +68,10 @@ def _interrupt_thread(ident: int, lock: threading.Lock, still_wanted: Callable[[
     import ctypes  # noqa: F401 - imported here, not under threading's lock below
 
     limbo, limbo_lock = getattr(threading, "_limbo", None), getattr(threading, "_active_limbo_lock", None)
+    if limbo is None or limbo_lock is None:  # another Python: nothing to wait for
+        _set_async_exc(ident, KeyboardInterrupt)
+        return
     for _ in range(_BIRTH_RETRIES):
-        if limbo is None or limbo_lock is None:  # another Python: do as before
-            _set_async_exc(ident, KeyboardInterrupt)
-            return
         with limbo_lock:
             if not limbo:
                 _set_async_exc(ident, KeyboardInterrupt)

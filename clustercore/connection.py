@@ -213,15 +213,10 @@ class Connection:
                     raise ConnectionClosed(self.close_reason) from exc
                 if not parts:
                     return 0
-                self._queue.append(parts)
-                self._queued += 1
-                ticket = self._queued
-                self._start_writer()
-            else:
-                self._queue.append(parts)
-                self._queued += 1
-                ticket = self._queued
-            return 0 if THREAD.serves_links else ticket
+                self._start_writer()  # it takes the queue once this thread lets go of the lock
+            self._queue.append(parts)
+            self._queued += 1
+            return 0 if THREAD.serves_links else self._queued
 
     def _start_writer(self) -> None:
         """Start the writer thread for what is queued; holds ``_send_lock``."""

@@ -222,22 +222,16 @@ def _make_call(rng: random.Random, rnd: Round, kind: str, p: int, x: Any) -> Cal
                 raise ProducerLost(f"worker {p} put nothing in 10 s") from None
         return ref
 
-    if kind == "remote_do":
+    if kind in ("remote_do", "future_put"):  # a value put by remote_do, read back from a ref
+        channel = kind == "remote_do"
+        make, read, what = (cc.RemoteChannel, cc.take, "channel") if channel else (cc.Future, cc.fetch, "future")
 
-        def via_channel() -> None:
-            ch = cc.RemoteChannel(owner)
-            cc.remote_do(put_into, p, ch, x)
-            same(cc.take(ready(ch)), x)
+        def via_ref() -> None:
+            ref = make(owner)
+            cc.remote_do(put_into, p, ref, x)
+            same(read(ready(ref)), x)
 
-        return f", channel on {owner}", via_channel
-    if kind == "future_put":
-
-        def via_future() -> None:
-            fut = cc.Future(owner)
-            cc.remote_do(put_into, p, fut, x)
-            same(cc.fetch(ready(fut)), x)
-
-        return f", future on {owner}", via_future
+        return f", {what} on {owner}", via_ref
     small = [rng.randbytes(rng.choice([0, 10, 1000, 70_000])) for _ in range(rng.randint(1, 12))]
     if kind == "stream":
 
