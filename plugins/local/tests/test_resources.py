@@ -169,10 +169,16 @@ def test_one_worker_whose_output_is_not_taken_holds_up_no_other(monkeypatch: pyt
     # and the others' output, their address lines included, still comes.
     stuck = threading.Event()
     lines: list[str] = []
+    all_in = threading.Event()  # the forwarding goes on after the worker's call returns
+    long_lines = [0]
 
     def stuck_stdout(text: str) -> None:
         stuck.wait()
         lines.append(text)
+        if text.endswith("x" * 999):
+            long_lines[0] += 1
+            if long_lines[0] == 4000:
+                all_in.set()
 
     monkeypatch.setattr(managers, "emit_worker_output", stuck_stdout)
     pids = cc.addprocs(1)
@@ -186,6 +192,7 @@ def test_one_worker_whose_output_is_not_taken_holds_up_no_other(monkeypatch: pyt
         assert printing.fetch() == "printed"
     finally:
         stuck.set()
+        all_in.wait(60)
         cc.rmprocs(pids)
     assert sum(1 for line in lines if line.endswith("x" * 999)) == 4000
 
