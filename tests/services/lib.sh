@@ -7,7 +7,9 @@
 # - every wait has a deadline; every `up` is idempotent; `down` ends only what `up` started;
 # - stdout carries nothing but `export NAME=value` lines; messages go to stderr.
 
-set -euo pipefail
+set -Eeuo pipefail
+# a failure names its command: "RTNETLINK answers: File exists" alone does not say which one
+trap 'say "failed (exit $?): $BASH_COMMAND (${BASH_SOURCE[0]:-$0} line $LINENO)"' ERR
 shopt -s nullglob
 export LC_ALL=C
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" # sshd, slurmd, munged and ip live in sbin
@@ -28,6 +30,10 @@ die() {
 need_root() {
   [ "$(id -u)" = 0 ] || die "must run as root (it installs packages, starts daemons and makes network namespaces)"
 }
+# `matches PATTERN...` is `grep -q` for the end of a pipeline: it reads all of its input. Under
+# pipefail, `cmd | grep -q` fails at random when grep exits at the first match and cmd, still
+# writing, dies of SIGPIPE (iproute2 flushes after every line).
+matches() { grep "$@" >/dev/null; }
 host_addr() { echo "$NET.$((10 + $1))"; }
 
 # ---------------------------------------------------------------- processes, by pid only
@@ -43,7 +49,7 @@ pid_from() { # FILE: the pid it holds (empty if none)
 }
 ours() { # PID TEXT: live, and TEXT is part of its command line (a path under $S)
   local pid="$1"
-  is_live "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"
+  is_live "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | matches -F -- "$2"
 }
 lineage() { # this shell and its ancestors, space-separated: never signalled
   local p=$$ out=" "
