@@ -7,7 +7,7 @@ Each repetition measures, back to back in this one run:
 * ``srun -n N python -c pass``: an allocation, N tasks of this interpreter,
   the job's end: the floor for any launcher built on srun;
 * ``srun -n N true``: the same without Python, Slurm's own share;
-* ``srun -n N python -c "import clustercore.worker"``: the floor plus the
+* ``srun -n N python -c "import clustercore.engine.worker"``: the floor plus the
   import every worker pays before it can listen;
 * ``addprocs("slurm", ntasks=N)``: from the call until N workers are ready
   (connected and joined), then, separately, ``rmprocs`` until the job has
@@ -66,7 +66,9 @@ def measure(ntasks: int, repeat: int) -> dict[str, list[float]]:
     for i in range(repeat):
         samples["srun python -c pass"].append(_timed(lambda: _srun(ntasks, sys.executable, "-c", "pass")))
         samples["srun true"].append(_timed(lambda: _srun(ntasks, "true")))
-        samples["srun import"].append(_timed(lambda: _srun(ntasks, sys.executable, "-c", "import clustercore.worker")))
+        samples["srun import"].append(
+            _timed(lambda: _srun(ntasks, sys.executable, "-c", "import clustercore.engine.worker"))
+        )
         start = time.perf_counter()
         pids = cc.addprocs("slurm", ntasks=ntasks, progress=False)
         samples["addprocs"].append(time.perf_counter() - start)
@@ -87,7 +89,7 @@ def report(ntasks: int, samples: dict[str, list[float]]) -> str:
     for name, label in (
         ("srun python -c pass", f"srun -n {ntasks} python -c pass (floor)"),
         ("srun true", f"srun -n {ntasks} true"),
-        ("srun import", f"srun -n {ntasks} python -c 'import clustercore.worker'"),
+        ("srun import", f"srun -n {ntasks} python -c 'import clustercore.engine.worker'"),
         ("addprocs", f"addprocs('slurm', ntasks={ntasks}) until ready"),
         ("rmprocs", "rmprocs until the job left the queue"),
     ):

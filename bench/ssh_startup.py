@@ -12,7 +12,7 @@ measures, back to back in this one run:
 * ``ssh per worker``: the same ``addprocs`` through a manager that starts one
   OpenSSH ``ssh`` process per worker (what Julia's ``SSHManager`` runs), with
   the same remote command, the core's default connect;
-* ``floor``: one ``ssh HOST python -c "import clustercore.worker"`` per worker,
+* ``floor``: one ``ssh HOST python -c "import clustercore.engine.worker"`` per worker,
   all at once: the least any one-ssh-per-worker launcher pays.
 
 ``rmprocs`` is timed separately for both. The SSH servers come from
@@ -47,7 +47,7 @@ def _make_ssh_process_manager() -> type:
     from clustercore_ssh.remote_command import shell_command
 
     import clustercore as cc
-    from clustercore.managers import ClusterManager, WorkerConfig, worker_command, worker_environment
+    from clustercore.engine.managers import ClusterManager, WorkerConfig, worker_command, worker_environment
 
     @dataclass(eq=False)
     class SSHProcessManager(ClusterManager):
@@ -81,7 +81,7 @@ def _make_ssh_process_manager() -> type:
 
 
 def _floor(config: str, machines: list[tuple[str, int]]) -> None:
-    command = f"{sys.executable} -c 'import clustercore.worker'"
+    command = f"{sys.executable} -c 'import clustercore.engine.worker'"
     procs = [
         subprocess.Popen([*_ssh_base(config), host, command], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for host, count in machines

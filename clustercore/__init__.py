@@ -18,21 +18,21 @@ __version__ = "0.1.0"
 _HOMES = {
     "calls": (
         "fetch", "fetchfrom", "isready", "put", "remote_do", "remotecall", "remotecall_fetch",
-        "remotecall_wait", "spawnat", "take", "wait",
+        "remote", "remotecall_wait", "spawnat", "take", "wait",
     ),
     "channels": ("Channel", "RemoteChannel", "channel_from_id"),
-    "cluster": ("cluster_cookie", "myid", "nprocs", "nworkers", "procs", "workers"),
+    "engine.cluster": ("cluster_cookie", "myid", "nprocs", "nworkers", "procs", "workers"),
     "errors": ("CapturedException", "ExceptionStandIn", "ProcessExitedException", "RemoteException"),
     "executor": ("Executor",),
-    "hooks": ("hookimpl",),
+    "engine.hooks": ("hookimpl",),
     "macros": ("clear", "distributed_for", "everywhere"),
-    "managers": ("ClusterManager", "WorkerConfig"),
+    "engine.managers": ("ClusterManager", "WorkerConfig"),
     "parallelmap": ("pmap",),
     "processes": ("addprocs", "interrupt", "rmprocs", "worker_id_from_socket"),
-    "remoterefs": ("RRID", "Future", "remoteref_id"),
+    "engine.remoterefs": ("RRID", "Future", "remoteref_id"),
     "syncblock": ("sync",),
-    "worker": ("init_worker", "process_messages", "start_worker"),
-    "workerpool": ("AbstractWorkerPool", "CachingPool", "WorkerPool", "default_worker_pool", "remote"),
+    "engine.worker": ("init_worker", "process_messages", "start_worker"),
+    "workerpool": ("AbstractWorkerPool", "CachingPool", "WorkerPool", "default_worker_pool"),
 }  # fmt: skip
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -41,9 +41,22 @@ def __getattr__(name: str) -> object:
     module = _HOME_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'clustercore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(_import_whole(f"{__name__}.{module}"), name)
     globals()[name] = value  # later lookups skip this function
     return value
+
+
+def _import_whole(module: str) -> object:
+    """Import ``module``; on the main thread with Ctrl-C held until the import is over: a
+    ``KeyboardInterrupt`` that lands inside importlib can leave its global lock held, after
+    which every import in every thread (the engine's included) waits forever."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return importlib.import_module(module)
+    from .sigint import call_holding_sigint
+
+    return call_holding_sigint(importlib.import_module, module)
 
 
 def __dir__() -> list[str]:
@@ -56,6 +69,7 @@ if TYPE_CHECKING:
         fetchfrom,
         isready,
         put,
+        remote,
         remote_do,
         remotecall,
         remotecall_fetch,
@@ -65,18 +79,18 @@ if TYPE_CHECKING:
         wait,
     )
     from .channels import Channel, RemoteChannel, channel_from_id
-    from .cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
+    from .engine.cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
+    from .engine.hooks import hookimpl as hookimpl
+    from .engine.managers import ClusterManager, WorkerConfig
+    from .engine.remoterefs import RRID, Future, remoteref_id
+    from .engine.worker import init_worker, process_messages, start_worker
     from .errors import CapturedException, ExceptionStandIn, ProcessExitedException, RemoteException
     from .executor import Executor
-    from .hooks import hookimpl as hookimpl
     from .macros import clear, distributed_for, everywhere
-    from .managers import ClusterManager, WorkerConfig
     from .parallelmap import pmap
     from .processes import addprocs, interrupt, rmprocs, worker_id_from_socket
-    from .remoterefs import RRID, Future, remoteref_id
     from .syncblock import sync
-    from .worker import init_worker, process_messages, start_worker
-    from .workerpool import AbstractWorkerPool, CachingPool, WorkerPool, default_worker_pool, remote
+    from .workerpool import AbstractWorkerPool, CachingPool, WorkerPool, default_worker_pool
 
 __all__ = [
     "RRID",

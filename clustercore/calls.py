@@ -8,18 +8,22 @@ errors wrapped in :class:`RemoteException` all the same.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import cluster, directreply
 from . import syncblock as _sync
-from .cluster import PGRP, Waiter
-from .messages import MsgType
-from .remoterefs import AbstractRemoteRef, Future, lookup_ref
-from .wire.serialize import dumps_call
+from .engine import cluster
+from .engine.cluster import PGRP, Waiter
+from .engine.messages import MsgType
+from .engine.remoterefs import AbstractRemoteRef, Future, lookup_ref
+from .engine.requests import fetch_call
+
+if TYPE_CHECKING:
+    from .workerpool import AbstractWorkerPool
 
 _any_cycle = itertools.count()
 _any_lock = threading.Lock()
@@ -30,8 +34,6 @@ def _is_pool(target: Any) -> bool:
 
 
 def _pooled(kind: str, f: Callable[..., Any], pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    from .workerpool import remotecall_pool
-
     _check_callable(f)
     return remotecall_pool(kind, f, pool, args, kwargs)
 
@@ -39,32 +41,6 @@ def _pooled(kind: str, f: Callable[..., Any], pool: Any, args: tuple[Any, ...], 
 def _check_callable(f: Any) -> None:
     if not callable(f):
         raise TypeError(f"expected a callable to run remotely, got {type(f).__name__}")
-
-
-def fetch_call(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``f(*args, **kwargs)`` on ``pid``, its value or its error; the caller reads the reply
-    itself when it can (:mod:`clustercore.directreply`)."""
-    if pid == PGRP.myid:
-        return call_fetch_async(pid, f, args, kwargs).result()
-    conn = cluster.connection_to(pid)
-    payload, buffers = cluster.dumps_for(pid, (f, args, kwargs), dumps_call)
-    wid = PGRP.next_waiter_id()
-    outcome = directreply.request(conn, MsgType.CALL_FETCH, payload, buffers, (PGRP.myid, wid), PGRP.runner)
-    if outcome is None:
-        return cluster.send_pickled_with_waiter(conn, MsgType.CALL_FETCH, payload, buffers, wid).result()
-    if outcome[1]:
-        raise outcome[0]
-    return outcome[0]
-
-
-def call_fetch_async(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Waiter:
-    """Start ``f(*args, **kwargs)`` on ``pid``; the returned waiter gets its result."""
-    if pid == PGRP.myid:
-        waiter = Waiter(pid)
-        value, failed = PGRP.runner.run_work_thunk(f, args, kwargs, not getattr(f, "_clustercore_internal", False))
-        waiter.set(value, failed)
-        return waiter
-    return cluster.send_with_waiter(pid, MsgType.CALL_FETCH, (f, args, kwargs))
 
 
 def remotecall(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Future:
@@ -205,3 +181,42 @@ def isready(ref: Any) -> bool:
 def wait(ref: Any, timeout: float | None = None) -> Any:
     """Wait until a reference is ready; ``TimeoutError`` after ``timeout`` seconds."""
     return ref.wait(timeout)
+
+
+# --- calls through a pool -------------------------------------------------------------
+
+
+def remotecall_pool(kind: str, f: Callable[..., Any], pool: AbstractWorkerPool, args: Any, kwargs: Any) -> Any:
+    """Julia's ``remotecall_pool``: take a worker, call, give it back when the call is done."""
+    pid = pool.take()
+    try:
+        fn, extra = pool.wrap_function(f, pid)
+        if kind == "remotecall":
+            fut, waiter = remotecall_notifying(fn, pid, *extra, *args, **kwargs)
+            # Not on the link's reader, which sets the waiter: a pool may live on another process.
+            waiter.add_done_callback(lambda _: PGRP.runner.spawn(functools.partial(pool.put, pid)))
+            return fut
+        if kind == "remote_do":
+            remote_do(fn, pid, *extra, *args, **kwargs)
+            pool.put(pid)
+            return None
+    except BaseException:
+        pool.put(pid)
+        raise
+    try:
+        if kind == "remotecall_fetch":
+            return remotecall_fetch(fn, pid, *extra, *args, **kwargs)
+        return remotecall_wait(fn, pid, *extra, *args, **kwargs)
+    finally:
+        pool.put(pid)
+
+
+def remote(f: Callable[..., Any], pool: AbstractWorkerPool | None = None) -> Callable[..., Any]:
+    """A function that runs ``f`` on a free worker of ``pool`` (default: the default pool)."""
+    from .workerpool import default_worker_pool
+
+    def on_a_worker(*args: Any, **kwargs: Any) -> Any:
+        return remotecall_pool("remotecall_fetch", f, pool or default_worker_pool(), args, kwargs)
+
+    on_a_worker.__name__ = f"remote({getattr(f, '__name__', 'f')})"
+    return on_a_worker

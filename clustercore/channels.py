@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .cluster import PGRP
+from .engine.cluster import PGRP
+from .engine.remoterefs import REFS, RRID, AbstractRemoteRef, _check_owner, _internal, lookup_ref, next_rrid
 from .errors import InvalidStateError
-from .remoterefs import REFS, RRID, AbstractRemoteRef, _check_owner, _internal, lookup_ref, next_rrid
 from .wire.serialize import register_plain_type
 
 
@@ -137,7 +137,7 @@ class RemoteChannel(AbstractRemoteRef):
         if where == PGRP.myid:
             _make_channel(rrid, make)
         else:
-            from .calls import call_fetch_async
+            from .engine.requests import call_fetch_async
 
             call_fetch_async(where, _make_channel, (rrid, make), {}).result()
         self._init(where, rrid, counted=True)

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["managers"]:
         return _managers()
     if argv and not argv[0].startswith("-") and not argv[0].endswith(".py"):
-        from .hooks import cli_commands
+        from .engine.hooks import cli_commands
 
         command = cli_commands().get(argv[0])
         if command is not None:
@@ -50,14 +50,14 @@ def _worker(argv: list[str]) -> int:
             link = socket.socket(fileno=args.link_fd)
         except OSError as exc:
             parser.error(f"--link-fd {args.link_fd} is not an open socket: {exc}")
-    from .worker import start_worker
+    from .engine.worker import start_worker
 
     start_worker(bind_to=args.bind_to, lifeline=args.lifeline, driver_link=link)
     return 0
 
 
 def _managers() -> int:
-    from .hooks import installed_plugins, manager_types
+    from .engine.hooks import installed_plugins, manager_types
 
     types = manager_types()
     rows = []

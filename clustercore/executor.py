@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .calls import call_fetch_async
-from .cluster import PGRP
+from .engine.cluster import PGRP
+from .engine.requests import call_fetch_async
 from .workerpool import AbstractWorkerPool, default_worker_pool
 
 

@@ -10,11 +10,12 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from . import cluster
-from .calls import call_fetch_async, remotecall
-from .cluster import PGRP
+from .calls import remotecall
+from .engine import cluster
+from .engine.cluster import PGRP
+from .engine.remoterefs import Future
+from .engine.requests import call_fetch_async
 from .errors import CapturedException, RemoteException
-from .remoterefs import Future
 
 
 def _run_in_main(code: str | Callable[[], Any], values: dict[str, Any]) -> Any:

@@ -34,13 +34,14 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent import futures as cf
 from typing import Any
 
-from . import cluster
-from .cluster import PGRP
-from .connection import ConnectionClosed
+from .calls import remotecall_pool
+from .engine import cluster
+from .engine.cluster import PGRP
+from .engine.message_handlers import run_batch
+from .engine.messages import MsgType
 from .errors import ProcessExitedException, RemoteException
-from .message_handlers import run_batch
-from .messages import MsgType
-from .workerpool import AbstractWorkerPool, default_worker_pool, remotecall_pool
+from .links.connection import ConnectionClosed
+from .workerpool import AbstractWorkerPool, default_worker_pool
 
 _PENDING: Any = object()
 RetryCheck = Callable[[Any, BaseException], "tuple[Any, bool] | bool"]

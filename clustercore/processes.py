@@ -16,17 +16,15 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import cluster
-from .calls import call_fetch_async
-from .cluster import PGRP, Worker, WorkerState
-from .connection import Connection
-from .errors import ProcessExitedException
-from .managers import ClusterManager, WorkerConfig, forward_worker_output, worker_timeout
-from .membership import _exit_worker, connect_to_lower, learn_peers
-from .messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
+from .engine import cluster
+from .engine.cluster import PGRP, Worker, WorkerState
+from .engine.managers import ClusterManager, WorkerConfig, forward_worker_output, worker_timeout
+from .engine.membership import connect_to_lower, learn_peers
+from .engine.messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
+from .engine.requests import broadcast_call, call_fetch_async, remote_exit
+from .links.connection import Connection
 from .wire import serialize
 from .wire.handshake import connect_handshake
 from .wire.transport import make_transport
@@ -85,7 +83,7 @@ def _resolve_manager(what: Any, kwargs: dict[str, Any]) -> tuple[ClusterManager,
 
 
 def _manager_by_name(name: str, kwargs: dict[str, Any]) -> tuple[ClusterManager, dict[str, Any]]:
-    from . import hooks
+    from .engine import hooks
 
     cls = hooks.manager_class(name)
     if cls is None:
@@ -186,10 +184,7 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
             first.add_note(f"also: {extra}")
         raise first
     _introduce(new, params)
-    from .workerpool import worker_joined
-
-    for w in sorted(new, key=lambda w: w.id):
-        worker_joined(w.id)
+    cluster.announce_joined([w.id for w in new])
     return sorted(w.id for w in new)
 
 
@@ -372,34 +367,6 @@ def _peer_info(w: Worker) -> PeerInfo:
 
 
 # --- what the driver asks workers to do ----------------------------------------------
-
-
-def remote_exit(pid: int) -> None:
-    """Ask worker ``pid`` to exit (the first rung of every ``kill``)."""
-    try:
-        cluster.send_msg(pid, MsgType.REMOTE_DO, (_exit_worker, (), {}))
-    except (ProcessExitedException, ValueError, OSError):
-        pass
-
-
-def broadcast_call(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> list[Any]:
-    """Call ``f`` on every pid at once and gather the replies as they arrive."""
-    waiters = [call_fetch_async(p, f, args, {}) for p in pids]
-    return [w.result() for w in waiters]
-
-
-def broadcast_remote_do(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> None:
-    """``remote_do`` on every pid but those being removed (which need no news: an
-    ``rmprocs`` of n workers would otherwise send n² messages)."""
-    with PGRP.lock:
-        leaving = {p for p, w in PGRP.workers.items() if w.state is WorkerState.TERMINATING}
-    for pid in pids:
-        if pid in leaving:
-            continue
-        try:
-            cluster.send_msg(pid, MsgType.REMOTE_DO, (f, args, {}))
-        except (ProcessExitedException, ValueError):
-            pass
 
 
 # --- removing workers --------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 import clustercore as cc
-from clustercore import cluster
+from clustercore.engine import cluster
 
 
 def pid_alive(ospid: int) -> bool:
@@ -89,7 +89,7 @@ class OutputLog:
 @contextmanager
 def worker_output() -> Iterator[OutputLog]:
     """Collect the worker output printed while the block runs (no race with stdout capture)."""
-    from . import managers
+    from .engine import managers
 
     log = OutputLog()
     managers._output_watchers.append(log)

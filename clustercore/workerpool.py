@@ -8,16 +8,16 @@ function once per worker and calls the worker's copy afterwards.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import cluster
 from .channels import Channel
-from .cluster import PGRP
+from .engine import cluster
+from .engine.cluster import PGRP
+from .engine.remoterefs import REFS, RRID, AbstractRemoteRef, _internal, lookup_ref, next_rrid
+from .engine.requests import call_fetch_async, fetch_call
 from .errors import InvalidStateError
-from .remoterefs import REFS, RRID, AbstractRemoteRef, _internal, lookup_ref, next_rrid
 from .wire.serialize import register_plain_type
 
 
@@ -185,8 +185,6 @@ class CachingPool(WorkerPool):
         with self._cache_lock:
             ref = self._cache.get(key)
         if ref is None:
-            from .calls import call_fetch_async
-
             ref = _PoolRef._new(pid, next_rrid())
             call_fetch_async(pid, _cache_function, (ref.rrid, f), {}).result()
             with self._cache_lock:
@@ -228,61 +226,24 @@ def default_worker_pool() -> WorkerPool:
                 pool = WorkerPool(p for p in cluster.workers() if p != 1)
                 REFS[pool._ref.rrid].store.is_default = True
             else:
-                from .calls import remotecall_fetch
-
-                pool = remotecall_fetch(default_worker_pool, 1)
+                pool = fetch_call(1, default_worker_pool, (), {})
             _DEFAULT_POOL["pool"] = pool
         return pool
 
 
 def worker_joined(pid: int) -> None:
-    """Called by pid 1 for each new worker."""
+    """On pid 1, for each new worker: the default pool (if made yet) takes it."""
     pool = _DEFAULT_POOL.get("pool")
     if pool is not None:
         pool.push(pid)
 
 
 def worker_left(pid: int) -> None:
+    """On pid 1, for each worker that left: gone from the default pool."""
     pool = _DEFAULT_POOL.get("pool")
     if pool is not None:
         pool.remove(pid)
 
 
-# --- calls through a pool -------------------------------------------------------------
-
-
-def remotecall_pool(kind: str, f: Callable[..., Any], pool: AbstractWorkerPool, args: Any, kwargs: Any) -> Any:
-    """Julia's ``remotecall_pool``: take a worker, call, give it back when the call is done."""
-    from . import calls as rc
-
-    pid = pool.take()
-    try:
-        fn, extra = pool.wrap_function(f, pid)
-        if kind == "remotecall":
-            fut, waiter = rc.remotecall_notifying(fn, pid, *extra, *args, **kwargs)
-            # Not on the link's reader, which sets the waiter: a pool may live on another process.
-            waiter.add_done_callback(lambda _: PGRP.runner.spawn(functools.partial(pool.put, pid)))
-            return fut
-        if kind == "remote_do":
-            rc.remote_do(fn, pid, *extra, *args, **kwargs)
-            pool.put(pid)
-            return None
-    except BaseException:
-        pool.put(pid)
-        raise
-    try:
-        if kind == "remotecall_fetch":
-            return rc.remotecall_fetch(fn, pid, *extra, *args, **kwargs)
-        return rc.remotecall_wait(fn, pid, *extra, *args, **kwargs)
-    finally:
-        pool.put(pid)
-
-
-def remote(f: Callable[..., Any], pool: AbstractWorkerPool | None = None) -> Callable[..., Any]:
-    """A function that runs ``f`` on a free worker of ``pool`` (default: the default pool)."""
-
-    def on_a_worker(*args: Any, **kwargs: Any) -> Any:
-        return remotecall_pool("remotecall_fetch", f, pool or default_worker_pool(), args, kwargs)
-
-    on_a_worker.__name__ = f"remote({getattr(f, '__name__', 'f')})"
-    return on_a_worker
+cluster.on_worker_joined(worker_joined)
+cluster.on_worker_left(worker_left)

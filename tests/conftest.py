@@ -8,7 +8,7 @@ import cloudpickle
 import pytest
 
 import clustercore as cc
-from clustercore.cluster import PGRP
+from clustercore.engine.cluster import PGRP
 from clustercore.testing import wait_until_gone
 
 

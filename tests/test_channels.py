@@ -148,6 +148,6 @@ def test_channel_from_id_only_on_the_owner(shared_workers: list[int]) -> None:
 
 def test_worker_id_from_socket(shared_workers: list[int]) -> None:
     w = shared_workers[0]
-    conn = cc.cluster.worker_from_id(w).conn
+    conn = cc.engine.cluster.worker_from_id(w).conn
     assert cc.worker_id_from_socket(conn.transport.sock) == w
     assert cc.worker_id_from_socket(object()) == -1

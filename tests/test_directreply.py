@@ -8,7 +8,7 @@ import textwrap
 import threading
 
 import clustercore as cc
-from clustercore import cluster
+from clustercore.engine import cluster
 
 
 def _driver_link(pid: int) -> cluster.Connection:

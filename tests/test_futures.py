@@ -9,12 +9,12 @@ import time
 import pytest
 
 import clustercore as cc
-from clustercore import cluster, remoterefs
+from clustercore.engine import cluster, remoterefs
 
 
 def _settled_table_size() -> int:
     gc.collect()
-    refs = __import__("clustercore").remoterefs
+    refs = __import__("clustercore.engine.remoterefs", fromlist=["REFS"])
     refs.flush_gc()
     return len(refs.REFS)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import clustercore as cc
-from clustercore import cluster
+from clustercore.engine import cluster
 
 from .relay import relay
 
@@ -108,7 +108,7 @@ def point_worker_at(pid: int, peer: int, address: str) -> None:
     """Make worker ``pid`` believe that ``peer``'s Unix socket is ``address``."""
 
     def repoint(peer: int, address: str) -> None:
-        from clustercore.cluster import PGRP
+        from clustercore.engine.cluster import PGRP
 
         PGRP.workers[peer].local_address = address
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import clustercore as cc
-from clustercore.managers import worker_command, worker_environment
+from clustercore.engine.managers import worker_command, worker_environment
 from clustercore.testing import wait_until_gone
 
 from .uds_manager import UDSManager
@@ -66,7 +66,7 @@ def test_a_custom_transport_over_unix_sockets(fresh: None) -> None:
     assert cc.remotecall_fetch(cc.myid, a) == a
     assert cc.remotecall_fetch(lambda o: cc.remotecall_fetch(cc.myid, o), a, b) == b
     assert manager.connects == 2  # the worker-to-worker link was made on the worker, by its manager
-    assert cc.remotecall_fetch(lambda: type(cc.cluster.PGRP.manager).__name__, a) == "UDSManager"
+    assert cc.remotecall_fetch(lambda: type(cc.engine.cluster.PGRP.manager).__name__, a) == "UDSManager"
     np = pytest.importorskip("numpy")
     big = np.arange(1_000_000)
     assert np.array_equal(cc.remotecall_fetch(lambda x: x + 1, b, big), big + 1)
@@ -165,7 +165,7 @@ def test_addprocs_loads_only_the_plugin_it_needs() -> None:
     code = (
         "import sys, clustercore as cc; cc.addprocs(1)\n"
         f"print(sorted({{m.partition('.')[0] for m in sys.modules if m.startswith({prefixes!r})}}))\n"
-        "cc.hooks.manager_types()\n"
+        "cc.engine.hooks.manager_types()\n"
         f"print(sorted({{m.partition('.')[0] for m in sys.modules if m.startswith({prefixes!r})}}))"
     )
     result = _run([sys.executable, "-c", code])

@@ -27,9 +27,9 @@ import pytest
 from clustercore_k8s.logstream import PodLog
 
 import clustercore as cc
-from clustercore import cluster
+from clustercore.engine import cluster
+from clustercore.engine.managers import forward_worker_output
 from clustercore.logs import LazyLogger, RateLimit
-from clustercore.managers import forward_worker_output
 from clustercore.testing import OutputLog, worker_output
 from clustercore.wire import handshake
 from clustercore.wire.transport import SocketTransport
@@ -123,10 +123,10 @@ def worker_address(pid: int) -> tuple[str, int]:
 
 
 def set_on_worker(pid: int, name: str, value: object) -> object:
-    """Set ``clustercore.worker.<name>`` in worker ``pid``; returns the old value."""
+    """Set ``clustercore.engine.worker.<name>`` in worker ``pid``; returns the old value."""
 
     def swap(name: str, value: object) -> object:
-        module = sys.modules["clustercore.worker"]
+        module = sys.modules["clustercore.engine.worker"]
         old = getattr(module, name)
         setattr(module, name, value)
         return old
@@ -294,7 +294,7 @@ def test_a_burst_of_real_peers_waits_for_room_and_none_is_refused(two: list[int]
 
 def test_rejections_print_one_line_per_interval_with_a_count(two: list[int], lines: OutputLog) -> None:
     w, _ = two
-    cc.remotecall_fetch(lambda: setattr(sys.modules["clustercore.worker"].log.limit(
+    cc.remotecall_fetch(lambda: setattr(sys.modules["clustercore.engine.worker"].log.limit(
         "rejected a connection: %s"), "interval", 2.0), w)  # fmt: skip
     started = time.monotonic()
     for send in (GARBAGE, HELLO, b""):  # rejected before a thread, by process_messages, on a close
@@ -369,7 +369,7 @@ def test_accept_errors_pause_the_loop_instead_of_ending_it(two: list[int], lines
 
 
 def test_only_a_closed_listener_ends_the_accept_loop() -> None:
-    from clustercore import worker
+    from clustercore.engine import worker
 
     listener = socket.create_server(("127.0.0.1", 0))
     loop = threading.Thread(target=worker._accept_forever, args=(listener,), daemon=True)

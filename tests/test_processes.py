@@ -13,7 +13,7 @@ import time
 import pytest
 
 import clustercore as cc
-from clustercore import cluster
+from clustercore.engine import cluster
 from clustercore.testing import pid_alive, running_driver, wait_until_gone, worker_output
 
 

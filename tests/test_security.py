@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -10,7 +11,7 @@ import cloudpickle
 import pytest
 
 import clustercore as cc
-from clustercore import cluster
+from clustercore.engine import cluster
 from clustercore.wire import handshake
 from clustercore.wire.framing import encode_frame
 
@@ -40,8 +41,11 @@ def test_garbage_bytes_on_a_worker_port(shared_workers: list[int], via: str) -> 
     w = shared_workers[0]
     for junk in (b"\x00" * 100, b"GET / HTTP/1.0\r\n\r\n", os.urandom(5000), b""):
         with dial(w, via) as sock:
-            sock.sendall(junk)
-            sock.shutdown(socket.SHUT_WR)
+            try:
+                sock.sendall(junk)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:  # it may have hung up already: the junk was enough
+                assert exc.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE), exc
             assert answer(sock) == b""  # the worker closes on us without answering
     assert cc.remotecall_fetch(cc.myid, w) == w
 

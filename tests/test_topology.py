@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import clustercore as cc
-from clustercore import cluster
-from clustercore.managers import worker_command, worker_environment
+from clustercore.engine import cluster
+from clustercore.engine.managers import worker_command, worker_environment
 
 
 def connected_peers(pid: int) -> list[int]:

@@ -34,7 +34,7 @@ import cloudpickle
 import numpy as np
 
 import clustercore as cc
-from clustercore.cluster import PGRP
+from clustercore.engine.cluster import PGRP
 from clustercore.errors import ProcessExitedException, RemoteException
 from clustercore.testing import wait_until_gone
 
@@ -337,7 +337,7 @@ def link_states() -> list[str]:
     import struct
     import termios
 
-    from clustercore.cluster import PGRP  # this process's own (a global would travel by value)
+    from clustercore.engine.cluster import PGRP  # this process's own (a global would travel by value)
 
     states = []
     for pid, w in sorted(PGRP.workers.items()):
@@ -363,7 +363,7 @@ def link_states() -> list[str]:
 
 def install_dumps() -> None:
     """On SIGUSR1 a worker prints its links' states and its threads' stacks."""
-    from clustercore.cluster import PGRP
+    from clustercore.engine.cluster import PGRP
 
     if PGRP.myid == 1:
         return

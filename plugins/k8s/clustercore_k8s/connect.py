@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from clustercore import WorkerConfig
-from clustercore.managers import connect_to_worker
+from clustercore.engine.managers import connect_to_worker
 
 from .tracker import PodState
 

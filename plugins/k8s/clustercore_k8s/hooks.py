@@ -53,13 +53,13 @@ def manage(manager: ClusterManager, id: int, config: WorkerConfig, op: str) -> b
 def kill(manager: ClusterManager, pid: int, config: WorkerConfig) -> bool | None:
     if not isinstance(manager, K8sManager):
         return None
-    from clustercore.processes import remote_exit
+    from clustercore.plugin import request_exit
 
     from . import workers
 
     session = workers.session_of(config)
     if session is None:
-        remote_exit(pid)
+        request_exit(pid)
     else:
         workers.kill(session, pid, config)
     return True

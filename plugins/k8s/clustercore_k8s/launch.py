@@ -17,7 +17,7 @@ from threading import Condition
 from typing import Any
 
 from clustercore import WorkerConfig
-from clustercore.managers import worker_timeout
+from clustercore.engine.managers import worker_timeout
 
 from . import podspec
 from . import session as sessions

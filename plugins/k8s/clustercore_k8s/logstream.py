@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from clustercore.managers import ADDRESS_LINE
+from clustercore.engine.managers import ADDRESS_LINE
 
 from .kubeapi import KubeApi, shutdown
 

@@ -13,7 +13,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from clustercore import ProcessExitedException, WorkerConfig, cluster
+from clustercore import ProcessExitedException, WorkerConfig
+from clustercore.engine import cluster
 
 from .errors import K8sError
 from .podspec import LABEL_PID
@@ -81,11 +82,11 @@ def end_worker(pid: int, reason: str) -> None:
 
 def kill(session: Session, pid: int, config: WorkerConfig) -> None:
     """Ask the worker to exit, then delete its pod and wait until the API server has removed it."""
-    from clustercore.processes import remote_exit
+    from clustercore.plugin import request_exit
 
     state: PodState = config.userdata
     session.tracker.mark_removing(state)
-    remote_exit(pid)
+    request_exit(pid)
     session.tracker.wait(state, lambda s: s.ended is not None or s.gone, EXIT_GRACE)
     delete_and_wait(session, state)
 

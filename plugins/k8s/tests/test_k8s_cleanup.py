@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 CRASHING_DRIVER = """
 import os, clustercore as cc
 pids = cc.addprocs("k8s", n=2, image="python:3.11", cpu="500m", memory="256Mi")
-print(cc.cluster.worker_from_id(pids[0]).config.process.session.cluster_id, flush=True)
+print(cc.engine.cluster.worker_from_id(pids[0]).config.process.session.cluster_id, flush=True)
 os._exit(1)  # no atexit handlers: its pods and cookie Secret stay behind
 """
 

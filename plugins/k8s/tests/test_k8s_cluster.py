@@ -21,7 +21,7 @@ from k8s_testing import IMAGE, NS, SMALL, plugin_objects
 from kubernetes import client
 
 import clustercore as cc
-from clustercore import cluster
+from clustercore.engine import cluster
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -273,7 +273,7 @@ class _Server:
             os.environ.update(request["env"])
             os.chdir(request["dir"])
             sys.path[0] = request["dir"]  # as for `python -m` started there
-            from clustercore import worker
+            from clustercore.engine import worker
 
             worker.start_worker(
                 cookie=request["cookie"],
@@ -342,7 +342,8 @@ def serve(control_fd: int, output_fd: int, flow_fd: int) -> None:
     """The fork server's main: serve the driver on socket ``control_fd`` until it closes,
     relaying its workers' output on the pipe ``output_fd`` as the pipe ``flow_fd`` allows."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our children
-    from clustercore import calls, message_handlers, worker  # warm: every child starts with these
+    from clustercore import calls
+    from clustercore.engine import message_handlers, worker  # warm: every child starts with these
 
     del calls, message_handlers, worker
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -14,7 +14,7 @@ from threading import Condition
 from typing import Any
 
 from clustercore import ClusterManager, WorkerConfig, cluster_cookie
-from clustercore.managers import (
+from clustercore.engine.managers import (
     LINK_DESCRIPTORS,
     default_connect,
     end_process,
@@ -128,9 +128,9 @@ class LocalManager(ClusterManager):
         return link, link
 
     def end_worker(self, pid: int, config: WorkerConfig) -> None:
-        from clustercore.processes import remote_exit
+        from clustercore.plugin import request_exit
 
-        remote_exit(pid)
+        request_exit(pid)
         if config.process is not None:
             end_process(config.process, self.exit_timeout, self.term_timeout)
         elif config.ospid:

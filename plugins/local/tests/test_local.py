@@ -36,7 +36,7 @@ class TestLocalConformance(ManagerConformance):
 def test_restrict_binds_loopback_only() -> None:
     pids = cc.addprocs(1)
     try:
-        host, _ = cc.cluster.worker_from_id(pids[0]).connect_at
+        host, _ = cc.engine.cluster.worker_from_id(pids[0]).connect_at
         assert host == "127.0.0.1"
     finally:
         cc.rmprocs(pids)
@@ -54,7 +54,7 @@ def test_unrestricted_workers_listen_on_all_interfaces() -> None:
 
 
 def _link_family(pid: int) -> socket.AddressFamily:
-    conn = cc.cluster.worker_from_id(pid).conn
+    conn = cc.engine.cluster.worker_from_id(pid).conn
     assert conn is not None
     return conn.transport.sock.family  # type: ignore[attr-defined,no-any-return]
 
@@ -63,7 +63,7 @@ def test_forked_workers_are_reached_over_a_unix_socket_pair() -> None:
     a, b = cc.addprocs(2)
     try:
         assert _link_family(a) == _link_family(b) == socket.AF_UNIX
-        assert cc.worker_id_from_socket(cc.cluster.worker_from_id(a).conn.transport.sock) == a  # type: ignore[union-attr]
+        assert cc.worker_id_from_socket(cc.engine.cluster.worker_from_id(a).conn.transport.sock) == a  # type: ignore[union-attr]
         # workers on one host reach each other over their abstract Unix sockets
         assert cc.remotecall_fetch(lambda other: cc.remotecall_fetch(cc.myid, other), a, b) == b
         assert cc.remotecall_fetch(_link_family, a, b) == socket.AF_UNIX

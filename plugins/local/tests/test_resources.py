@@ -19,7 +19,7 @@ import cloudpickle
 import pytest
 
 import clustercore as cc
-from clustercore import managers
+from clustercore.engine import managers
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from threading import Condition
 from typing import Any
 
 from clustercore import WorkerConfig, cluster_cookie
-from clustercore.managers import worker_command, worker_environment
+from clustercore.engine.managers import worker_command, worker_environment
 
 from . import command, slurmctl
 from .errors import SlurmError

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from clustercore.managers import ADDRESS_LINE
+from clustercore.engine.managers import ADDRESS_LINE
 
 TASK_MARKER = "clustercore_slurm_task"
 EXIT_MARKER = "clustercore_slurm_exit"

@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 from clustercore import WorkerConfig
-from clustercore import default_manager as defaults
+from clustercore.engine import default_manager as defaults
 
 from .manager import SlurmManager
 
@@ -50,13 +50,13 @@ def deregister(manager: SlurmManager, config: WorkerConfig) -> None:
 
 def kill(manager: SlurmManager, pid: int, config: WorkerConfig) -> None:
     """Ask the worker to exit; kill it on its node if it does not; end the step after the last one."""
-    from clustercore.processes import remote_exit
+    from clustercore.plugin import request_exit
 
     found = manager.steps.lookup(config)
     try:
-        remote_exit(pid)
+        request_exit(pid)
     except Exception as exc:  # noqa: BLE001 - the link may already be gone; the task is checked below
-        log.debug("remote_exit(%s): %s", pid, exc)
+        log.debug("request_exit(%s): %s", pid, exc)
     if found is None:
         return
     step, task = found

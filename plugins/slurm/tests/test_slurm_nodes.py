@@ -15,7 +15,7 @@ import pytest
 from slurm_testing import check, run_sbatch
 
 import clustercore as cc
-from clustercore.cluster import PGRP
+from clustercore.engine.cluster import PGRP
 
 pytestmark = [pytest.mark.slurm3, pytest.mark.timeout(120)]
 

@@ -15,7 +15,7 @@ from clustercore_slurm import SlurmError, SlurmManager
 from slurm_testing import PYTHON, squeue_jobs, wait_queue_empty, wait_until_gone
 
 import clustercore as cc
-from clustercore.cluster import PGRP
+from clustercore.engine.cluster import PGRP
 from clustercore.testing import worker_output
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from clustercore.managers import (
+from clustercore.engine.managers import (
     WorkerConfig,
     connect_to_worker,
     forward_worker_output,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from threading import Condition
 from typing import Any
 
-from clustercore.hooks import hookimpl
-from clustercore.managers import ClusterManager, WorkerConfig
+from clustercore.engine.hooks import hookimpl
+from clustercore.engine.managers import ClusterManager, WorkerConfig
 
 from .manager import SSHManager
 
@@ -62,9 +62,9 @@ def kill(manager: ClusterManager, pid: int, config: WorkerConfig) -> bool | None
     """Ask the worker to exit; then end it over SSH if it has not (EOF, TERM, KILL)."""
     if not isinstance(manager, SSHManager):
         return None
-    from clustercore.processes import remote_exit
+    from clustercore.plugin import request_exit
 
-    remote_exit(pid)
+    request_exit(pid)
     session = _session(config)
     if session is not None:
         session.stop(grace=EXIT_GRACE)

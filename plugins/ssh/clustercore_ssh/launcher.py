@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from threading import Condition
 from typing import Any
 
-from clustercore.managers import WorkerConfig, worker_command, worker_environment, worker_timeout
+from clustercore.engine.managers import WorkerConfig, worker_command, worker_environment, worker_timeout
 
 from .connection import HostConnection
 from .deadline import Deadline

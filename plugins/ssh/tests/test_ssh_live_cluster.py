@@ -38,7 +38,7 @@ def listening() -> list[tuple[str, int]]:
 
 def link_family(pid: int) -> int:
     """Run on a worker: the address family of its link to ``pid``."""
-    from clustercore import cluster
+    from clustercore.engine import cluster
 
     conn = cluster.PGRP.workers[pid].conn
     return int(conn.transport.sock.family) if conn is not None else -1

@@ -1,11 +1,11 @@
 """A caller that reads its own reply: a round trip that wakes no other thread.
 
 On the driver each link's reader waits in ``epoll`` rather than in ``recv``
-(:class:`~clustercore.connection.Connection`). A thread that sends a request
+(:class:`~clustercore.links.connection.Connection`). A thread that sends a request
 and wants its reply takes the link's read right, stops the reader's poller
 from firing, sends, reads frames until its reply is there, handles any other
 frame it reads on the way exactly as the reader would (results to their
-waiters, calls to the :class:`~clustercore.callrunner.CallRunner`), lets go
+waiters, calls to the :class:`~clustercore.engine.callrunner.CallRunner`), lets go
 and re-arms the poller. When the right is taken, or the thread runs a
 served call (which ``interrupt`` may target), it waits for a reader to hand
 it the reply instead.
@@ -25,8 +25,8 @@ import socket
 import threading
 from typing import Any, NoReturn
 
+from ..links.connection import THREAD, Connection, ConnectionClosed
 from .cluster import link_lost
-from .connection import THREAD, Connection, ConnectionClosed
 from .message_handlers import decode_result, handle_msg
 from .messages import MsgType
 

@@ -23,15 +23,15 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+from ..errors import HandshakeError
+from ..links.connection import Connection
+from ..logs import LazyLogger
+from ..wire import handshake, serialize
+from ..wire.handshake import accept_handshake, connect_handshake
+from ..wire.transport import make_transport
 from . import cluster
 from .cluster import PGRP, Worker, worker_timeout
-from .connection import Connection
-from .errors import HandshakeError
-from .logs import LazyLogger
 from .messages import JoinComplete, JoinPGRP, MsgType
-from .wire import handshake, serialize
-from .wire.handshake import accept_handshake, connect_handshake
-from .wire.transport import make_transport
 
 if TYPE_CHECKING:
     from .managers import ClusterManager

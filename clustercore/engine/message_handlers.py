@@ -2,7 +2,7 @@
 
 Runs on a link's reader thread. Payloads are unpickled here, in arrival
 order (so reference counts carried by a message are applied before a later
-GC frame); calls are then handed to the :class:`~clustercore.callrunner.CallRunner`.
+GC frame); calls are then handed to the :class:`~clustercore.engine.callrunner.CallRunner`.
 A payload that fails to unpickle gets an error reply for that call and the
 link lives on: frames are length-prefixed, so the next one is intact.
 """
@@ -15,15 +15,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import CapturedException, RemoteException
+from ..links.connection import Connection, ConnectionClosed
+from ..logs import LazyLogger
+from ..wire import serialize
+from ..wire.framing import FLAG_ERROR, Frame
 from . import cluster
 from .cluster import PGRP
-from .connection import Connection, ConnectionClosed
-from .errors import CapturedException, RemoteException
-from .logs import LazyLogger
 from .messages import MsgType
 from .remoterefs import RRID, apply_gc_ops, lookup_ref
-from .wire import serialize
-from .wire.framing import FLAG_ERROR, Frame
 
 log = LazyLogger(__name__)
 _CALLS = frozenset({MsgType.CALL, MsgType.CALL_WAIT, MsgType.REMOTE_DO})

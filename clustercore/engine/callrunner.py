@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .connection import THREAD
-from .errors import CapturedException, RemoteException
-from .logs import LazyLogger
+from ..errors import CapturedException, RemoteException
+from ..links.connection import THREAD
+from ..logs import LazyLogger
 
 Task = Callable[[], None]
 log = LazyLogger(__name__)
@@ -211,7 +211,7 @@ class CallRunner:
                 return
 
     def _lead_polled(self, link: _Link) -> None:
-        """Wait in epoll; callers may take the read right meanwhile (:mod:`clustercore.directreply`)."""
+        """Wait in epoll; callers may take the read right meanwhile (:mod:`clustercore.engine.directreply`)."""
         conn = link.conn
         ready = conn.has_buffered_bytes()  # worth reading without waiting first
         epoch = conn.read_epoch

@@ -6,23 +6,22 @@ below). Reading a link is a right held by one thread at a time (``read_lock``). 
 the driver a link can also be *polled*: its reader then waits in ``epoll``
 (one-shot) without holding that right, so a caller that wants a reply can
 take the right, read the reply itself and give the right back, and the
-reader never wakes (see :mod:`clustercore.directreply`).
+reader never wakes (see :mod:`clustercore.engine.directreply`).
 """
 
 from __future__ import annotations
 
-import _signal
 import functools
 import os
 import select
-import signal
 import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from .wire.framing import HEADER, NO_REF, Frame, FrameReader, encode_frame
-from .wire.transport import Transport, byte_views, skip
+from ..sigint import call_holding_sigint
+from ..wire.framing import HEADER, NO_REF, Frame, FrameReader, encode_frame
+from ..wire.transport import Transport, byte_views, skip
 
 
 class ConnectionClosed(ConnectionError):
@@ -153,7 +152,7 @@ class Connection:
         elif THREAD.sigint_held or threading.get_ident() != _MAIN_IDENT:
             ticket = self._submit(parts)
         else:  # the main thread: Ctrl-C waits until the frame is handed over
-            ticket = _holding_sigint(self._submit, parts)
+            ticket = call_holding_sigint(self._submit, parts)
         if ticket:
             self._wait_written(ticket)
 
@@ -288,21 +287,6 @@ class _ThreadRole(threading.local):
 
 THREAD = _ThreadRole()
 _MAIN_IDENT = threading.main_thread().ident
-
-
-def _holding_sigint(submit: Callable[[list[Any]], int], parts: list[Any]) -> int:
-    """``submit(parts)`` on the main thread with Ctrl-C held until it returns, then delivered."""
-    handler = _signal.getsignal(signal.SIGINT)
-    if not callable(handler):
-        return submit(parts)
-    came: list[int] = []
-    _signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
-    try:
-        return submit(parts)
-    finally:
-        _signal.signal(signal.SIGINT, handler)
-        if came:
-            handler(signal.SIGINT, None)
 
 
 _UNCORK: list[Any] = []  # markers for _submit: what to send is taken under the lock

@@ -2,7 +2,8 @@
 to them, forget one that left, exit.
 
 These run on workers, so they live apart from :mod:`clustercore.processes`
-(the driver's side): a worker unpickling them imports only this.
+(the driver's side): a worker unpickling them imports only this. On pid 1, a
+worker that left is announced to the others from here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from . import cluster
 from .cluster import PGRP
 from .messages import PeerInfo
 from .remoterefs import _internal
+from .requests import broadcast_remote_do
 
 
 @_internal
@@ -33,8 +35,11 @@ def forget_peer(pid: int) -> None:
     cluster.deregister_worker(pid, "removed by pid 1")
 
 
-@_internal
-def _exit_worker() -> None:
-    from .worker import exit_worker
+def _tell_peers_left(pid: int) -> None:
+    """On pid 1: the other workers forget ``pid`` (they may hold lazy links to it)."""
+    others = [p for p in cluster.procs() if p != 1]
+    if others and PGRP.topology != "master_worker":
+        broadcast_remote_do(forget_peer, others, pid)
 
-    exit_worker("asked to exit by pid 1")
+
+cluster.on_worker_left(_tell_peers_left)

@@ -22,7 +22,7 @@ def connect(manager: ClusterManager, pid: int, config: WorkerConfig) -> tuple[An
 
 @hookimpl(trylast=True)
 def kill(manager: ClusterManager, pid: int, config: WorkerConfig) -> bool:
-    from .processes import remote_exit
+    from .requests import remote_exit
 
     remote_exit(pid)
     process = config.process

@@ -14,18 +14,19 @@ import os
 import pickle
 import socket
 import threading
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from ..errors import HandshakeError, ProcessExitedException
+from ..links.connection import THREAD, Connection, ConnectionClosed
+from ..logs import LazyLogger
+from ..wire import serialize
+from ..wire.framing import NO_REF
+from ..wire.handshake import connect_handshake
+from ..wire.transport import make_transport
 from .callrunner import CallRunner
-from .connection import THREAD, Connection, ConnectionClosed
-from .errors import HandshakeError, ProcessExitedException
-from .logs import LazyLogger
 from .messages import MsgType, PeerInfo
-from .wire import serialize
-from .wire.framing import NO_REF
-from .wire.handshake import connect_handshake
-from .wire.transport import make_transport
 
 if TYPE_CHECKING:
     from .managers import ClusterManager, WorkerConfig
@@ -520,7 +521,7 @@ def take_gc_frames(w: Worker) -> list[Any]:
     """Pending reference-count updates for ``w``'s owner table, as one frame."""
     if not w.gc_ops:
         return []
-    from .wire.framing import encode_frame
+    from ..wire.framing import encode_frame
 
     with PGRP.lock:  # emptied in place: the connection watches this very list
         ops = w.gc_ops[:]
@@ -541,7 +542,9 @@ def link_lost(conn: Connection, reason: str = "") -> ProcessExitedException:
     """Handle ``conn``'s end now, in the thread that found it (see
     :func:`on_connection_closed`); the exception that thread should raise."""
     on_connection_closed(conn)
-    return ProcessExitedException(conn.peer, reason or conn.close_reason)
+    # the first reason recorded wins: a manager that closed the link saying why (an
+    # OOMKilled pod) is not overruled by what the closed socket then told this caller
+    return ProcessExitedException(conn.peer, conn.close_reason or reason)
 
 
 def on_connection_closed(conn: Connection) -> None:
@@ -585,14 +588,7 @@ def deregister_worker(pid: int, reason: str = "") -> None:
 
 
 def _after_driver_lost_worker(w: Worker, was_terminating: bool) -> None:
-    from .membership import forget_peer
-    from .processes import broadcast_remote_do
-    from .workerpool import worker_left
-
-    worker_left(w.id)
-    others = [p for p in procs() if p != 1]
-    if others and PGRP.topology != "master_worker":
-        broadcast_remote_do(forget_peer, others, w.id)
+    _tell(_left_listeners, w.id)
     if w.manager is not None and w.config is not None:
         manager, config = w.manager, w.config
         try:
@@ -601,6 +597,49 @@ def _after_driver_lost_worker(w: Worker, was_terminating: bool) -> None:
             log.exception("manage(deregister) failed for worker %d", w.id)
         if not was_terminating:  # died by itself: make sure nothing is left behind
             threading.Thread(target=_kill_quietly, args=(manager, w.id, config), daemon=True).start()
+
+
+def lose_worker(pid: int, reason: str) -> None:
+    """A manager found worker ``pid`` gone: close its link saying ``reason`` and forget it,
+    so everything waiting on it fails with that reason. Unknown pids are ignored."""
+    with PGRP.lock:
+        w = PGRP.workers.get(pid)
+    if w is None:
+        return
+    if w.conn is not None:
+        w.conn.close(reason)
+    deregister_worker(pid, reason)
+
+
+# --- what the layers above hear of ----------------------------------------------------
+
+WorkerListener = Callable[[int], None]
+_joined_listeners: list[WorkerListener] = []
+_left_listeners: list[WorkerListener] = []
+
+
+def on_worker_joined(listener: WorkerListener) -> None:
+    """Call ``listener(pid)`` on pid 1 after each new worker has joined (in pid order)."""
+    _joined_listeners.append(listener)
+
+
+def on_worker_left(listener: WorkerListener) -> None:
+    """Call ``listener(pid)`` on pid 1 when a worker has been forgotten, before its manager hears."""
+    _left_listeners.append(listener)
+
+
+def announce_joined(pids: list[int]) -> None:
+    """Pid 1 has finished adding ``pids``: tell the listeners."""
+    for pid in sorted(pids):
+        _tell(_joined_listeners, pid)
+
+
+def _tell(listeners: list[WorkerListener], pid: int) -> None:
+    for listener in tuple(listeners):
+        try:
+            listener(pid)
+        except Exception:
+            log.exception("a listener failed for worker %d", pid)
 
 
 def _kill_quietly(manager: ClusterManager, pid: int, config: WorkerConfig) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any
 
-from .wire.serialize import register_plain_type
+from ..wire.serialize import register_plain_type
 
 
 class MsgType(IntEnum):

@@ -28,9 +28,9 @@ import weakref
 from collections.abc import Generator
 from typing import Any, NamedTuple
 
+from ..wire.serialize import register_plain_type
 from . import cluster
 from .cluster import PGRP, SERIAL_CTX, Waiter
-from .wire.serialize import register_plain_type
 
 _UNSET: Any = object()
 
@@ -229,8 +229,8 @@ class AbstractRemoteRef:
         """``op(rrid, *args)`` on the owner; its exceptions of the ``passes`` types are raised here as they are."""
         if self.where == PGRP.myid:
             return op(self.rrid, *args)
-        from .calls import call_fetch_async
-        from .errors import RemoteException
+        from ..errors import RemoteException
+        from .requests import call_fetch_async
 
         try:
             return call_fetch_async(self.where, op, (self.rrid, *args), {}).result()
@@ -412,7 +412,7 @@ def _put_ref(rrid: RRID, value: Any) -> bool:
 
 
 def _call_on_owner(ref: Future, fn: Any, *args: Any) -> Waiter:
-    from .calls import call_fetch_async
+    from .requests import call_fetch_async
 
     return call_fetch_async(ref.where, fn, args, {})
 

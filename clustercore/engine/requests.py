@@ -1,0 +1,78 @@
+"""What one process asks of another: a call whose result comes back, an exit, a broadcast.
+
+The user API (``remotecall`` and friends, pools, ``addprocs``) and the manager
+interface build on these; they are the engine's whole vocabulary of requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..errors import ProcessExitedException
+from ..wire.serialize import dumps_call
+from . import cluster, directreply
+from .cluster import PGRP, Waiter, WorkerState
+from .messages import MsgType
+from .remoterefs import _internal
+
+
+def fetch_call(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``f(*args, **kwargs)`` on ``pid``, its value or its error; the caller reads the reply
+    itself when it can (:mod:`clustercore.engine.directreply`)."""
+    if pid == PGRP.myid:
+        return call_fetch_async(pid, f, args, kwargs).result()
+    conn = cluster.connection_to(pid)
+    payload, buffers = cluster.dumps_for(pid, (f, args, kwargs), dumps_call)
+    wid = PGRP.next_waiter_id()
+    outcome = directreply.request(conn, MsgType.CALL_FETCH, payload, buffers, (PGRP.myid, wid), PGRP.runner)
+    if outcome is None:
+        return cluster.send_pickled_with_waiter(conn, MsgType.CALL_FETCH, payload, buffers, wid).result()
+    if outcome[1]:
+        raise outcome[0]
+    return outcome[0]
+
+
+def call_fetch_async(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Waiter:
+    """Start ``f(*args, **kwargs)`` on ``pid``; the returned waiter gets its result."""
+    if pid == PGRP.myid:
+        waiter = Waiter(pid)
+        value, failed = PGRP.runner.run_work_thunk(f, args, kwargs, not getattr(f, "_clustercore_internal", False))
+        waiter.set(value, failed)
+        return waiter
+    return cluster.send_with_waiter(pid, MsgType.CALL_FETCH, (f, args, kwargs))
+
+
+@_internal
+def _exit_worker() -> None:
+    from .worker import exit_worker
+
+    exit_worker("asked to exit by pid 1")
+
+
+def remote_exit(pid: int) -> None:
+    """Ask worker ``pid`` to exit (the first rung of every ``kill``)."""
+    try:
+        cluster.send_msg(pid, MsgType.REMOTE_DO, (_exit_worker, (), {}))
+    except (ProcessExitedException, ValueError, OSError):
+        pass
+
+
+def broadcast_call(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> list[Any]:
+    """Call ``f`` on every pid at once and gather the replies as they arrive."""
+    waiters = [call_fetch_async(p, f, args, {}) for p in pids]
+    return [w.result() for w in waiters]
+
+
+def broadcast_remote_do(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> None:
+    """``remote_do`` on every pid but those being removed (which need no news: an
+    ``rmprocs`` of n workers would otherwise send n² messages)."""
+    with PGRP.lock:
+        leaving = {p for p, w in PGRP.workers.items() if w.state is WorkerState.TERMINATING}
+    for pid in pids:
+        if pid in leaving:
+            continue
+        try:
+            cluster.send_msg(pid, MsgType.REMOTE_DO, (f, args, {}))
+        except (ProcessExitedException, ValueError):
+            pass
