@@ -93,7 +93,8 @@ def serves(
     something other than ``None`` wins. Under ``@serves(MyManager)`` a hook is
     written for its own manager type alone: for any other manager it returns
     ``None`` (so other plugins answer), and a body that returns ``None`` itself
-    counts as handled (``True``)::
+    counts as handled (``True``), except in ``connect``, which must return its
+    streams (``TypeError`` otherwise; :func:`default_connect` is the core's way)::
 
         @hookimpl
         @serves(MyManager)
@@ -109,7 +110,14 @@ def serves(
             if not isinstance(manager, manager_class):
                 return None
             result = hook(manager, *args, **kwargs)
-            return True if result is None else result
+            if result is not None:
+                return result
+            if hook.__name__ == "connect":  # True is no pair of streams: fail here, naming the plugin
+                raise TypeError(
+                    f"{hook.__module__}.connect returned None for its {type(manager).__name__}: return "
+                    "(instream, outstream), default_connect(pid, config) for the core's way"
+                )
+            return True
 
         return dispatch
 

@@ -1,4 +1,4 @@
-"""The manager conformance suite: one set of behaviours every cluster manager must show.
+"""What a plugin's tests need: the manager conformance suite and the fixtures around it.
 
 A plugin's tests subclass :class:`ManagerConformance` and provide the
 ``make_manager`` fixture (a function ``n -> ClusterManager`` for ``n``
@@ -11,9 +11,27 @@ workers); pytest then runs every ``test_*`` below against that manager::
         def make_manager(self):
             return lambda n: LocalManager(np=n)
 
-Override :meth:`process_alive` when workers live where this process cannot
-see their pids (another host), and :meth:`bad_manager_arguments` to list
-constructor calls that must fail before anything is launched.
+Override :meth:`ManagerConformance.process_alive` when workers live where this
+process cannot see their pids (another host), and
+:meth:`ManagerConformance.bad_manager_arguments` to list constructor calls that
+must fail before anything is launched.
+
+Around it (``docs/plugins.md`` shows a whole ``conftest.py``):
+
+- :func:`ship_test_modules_by_value` (a fixture; autouse once imported into a
+  ``conftest.py``) and :func:`ship_by_value`: workers cannot import test modules.
+- :func:`clean_cluster` (a context manager) and :func:`fresh_cluster` (the
+  fixture made of it): no workers before; afterwards every worker removed and
+  every process of this host it ran as exited.
+- :func:`skip_unless_service` / :func:`service_missing`: a test that needs a
+  service (sshd, Slurm, an API server) skips without it, and fails when ``CI``
+  is set.
+- :func:`wait_until_gone`, :func:`pid_alive`: leak checks by pid;
+  :func:`wait_removed`: until the core has forgotten workers.
+- :func:`worker_info`: what the core knows of a worker (its config, its link).
+- :func:`worker_output`, :func:`watch_worker_output`: the forwarded output.
+- :func:`launch_params`, :func:`installed_plugins`, :func:`manager_types`,
+  :func:`cli_commands`, :func:`running_driver`, :func:`protocol_sitecustomize`.
 """
 
 from __future__ import annotations
@@ -28,12 +46,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, NoReturn
 
+import cloudpickle
 import pytest
 
 import clustercore as cc
-from clustercore.engine import cluster
+from clustercore.engine import cluster, hooks, managers
+from clustercore.engine.hooks import PluginInfo
+from clustercore.plugin import ClusterManager, WorkerConfig
+from clustercore.processes import GENERIC_PARAMS
 
 
 def pid_alive(ospid: int) -> bool:
@@ -87,16 +111,194 @@ class OutputLog:
 
 
 @contextmanager
+def watch_worker_output(watcher: Callable[[str], None]) -> Iterator[None]:
+    """Call ``watcher(line)`` for every forwarded worker line (``"From worker N:\\t..."``)
+    while the block runs, in the thread that forwards it and before it is printed: a
+    watcher that blocks holds that output up as a stuck stdout would."""
+    managers._output_watchers.append(watcher)
+    try:
+        yield
+    finally:
+        managers._output_watchers.remove(watcher)
+
+
+@contextmanager
 def worker_output() -> Iterator[OutputLog]:
     """Collect the worker output printed while the block runs (no race with stdout capture)."""
-    from .engine import managers
-
     log = OutputLog()
-    managers._output_watchers.append(log)
-    try:
+    with watch_worker_output(log):
         yield log
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def service_missing(why: str) -> NoReturn:
+    """End the test because a service it needs is missing: a skip saying ``why`` (name the
+    service and the command that starts it), or, when the environment variable ``CI`` is
+    set (to anything but ``""``, ``0``, ``false``, ``no``), a failure: in CI, missing
+    infrastructure must not pass as a green run."""
+    if _ci():
+        pytest.fail(f"{why} (CI is set: a missing service is a failure)", pytrace=False)
+    pytest.skip(why)
+
+
+def skip_unless_service(available: bool, why: str) -> None:
+    """:func:`service_missing` unless ``available``."""
+    if not available:
+        service_missing(why)
+
+
+def ship_by_value(*modules: ModuleType) -> None:
+    """Send the functions and classes defined in ``modules`` by value, as ``__main__``'s travel:
+    a worker cannot import a test module (nor, on a host without pytest, this one). Once per
+    module and process; calling it again is harmless."""
+    for module in modules:
+        if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
+            cloudpickle.register_pickle_by_value(module)
+
+
+@pytest.fixture(autouse=True)
+def ship_test_modules_by_value(request: pytest.FixtureRequest) -> None:
+    """Each test's module, and this one (the conformance suite's functions), travel by value.
+
+    Import it into a ``conftest.py`` (``from clustercore.testing import
+    ship_test_modules_by_value``): there it applies to every test below it."""
+    ship_by_value(request.module, sys.modules[__name__])
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What this process knows of one worker (see :func:`worker_info`)."""
+
+    pid: int
+    hostname: str  #: where it runs, as ``socket.gethostname()`` says there
+    ospid: int  #: its process id on that host (0 if not known here)
+    connect_at: Any  #: the address other workers dial, usually ``(host, port)``
+    config: WorkerConfig | None  #: the ``WorkerConfig`` its manager reported (on pid 1 only)
+    manager: ClusterManager | None  #: the manager that launched it (on pid 1 only)
+    link: socket.socket | None  #: this process's socket to it; ``None`` if not connected or not a socket
+
+
+def worker_info(pid: int) -> WorkerInfo:
+    """What this process knows of worker ``pid`` (on the driver or on a worker); ``ValueError``
+    for an unknown pid, ``ProcessExitedException`` for one that is gone."""
+    w = cluster.worker_from_id(pid)
+    conn = w.conn
+    sock = getattr(conn.transport, "sock", None) if conn is not None else None
+    return WorkerInfo(
+        pid=w.id,
+        hostname=w.hostname,
+        ospid=w.ospid,
+        connect_at=w.connect_at,
+        config=w.config,
+        manager=w.manager,
+        link=sock if isinstance(sock, socket.socket) else None,
+    )
+
+
+def wait_removed(pids: list[int], timeout: float = 30.0) -> list[int]:
+    """Those of ``pids`` the core still counts as workers after ``timeout`` seconds; waits on
+    the core's own event for each (for a worker whose end a plugin reported, or that died)."""
+    deadline = time.monotonic() + timeout
+    left = []
+    for pid in pids:
+        try:
+            w = cluster.worker_from_id(pid)
+        except (ValueError, cc.ProcessExitedException):
+            continue
+        if not w.gone.wait(max(0.0, deadline - time.monotonic())):
+            left.append(pid)
+    return left
+
+
+_recorders: list[list[WorkerInfo]] = []
+_recording_lock = threading.Lock()
+_listening = False
+
+
+def _record_joined(pid: int) -> None:
+    with _recording_lock:
+        if not _recorders:
+            return
+        try:
+            info = worker_info(pid)
+        except (ValueError, cc.ProcessExitedException):
+            return
+        for joined in _recorders:
+            joined.append(info)
+
+
+@contextmanager
+def clean_cluster(timeout: float = 30.0, *, check_processes: bool = True) -> Iterator[list[WorkerInfo]]:
+    """Run a block with no workers before, and none after.
+
+    Yields the list of the workers that join while the block runs (a :class:`WorkerInfo`
+    each, recorded as they join). Before: ``AssertionError`` if a worker exists already.
+    After: the workers still there are removed (``rmprocs(..., waitfor=timeout)``) and,
+    with ``check_processes``, every recorded worker that ran on this host must have exited
+    within ``timeout`` seconds. Workers elsewhere are for the caller to check (their
+    ``hostname`` and ``ospid`` are recorded)."""
+    global _listening
+    assert cc.nprocs() == 1, f"workers left over from an earlier test: {cc.workers()}"
+    joined: list[WorkerInfo] = []
+    with _recording_lock:
+        if not _listening:
+            cluster.on_worker_joined(_record_joined)
+            _listening = True
+        _recorders.append(joined)
+    try:
+        yield joined
     finally:
-        managers._output_watchers.remove(log)
+        with _recording_lock:
+            _recorders.remove(joined)
+        if cc.nprocs() > 1:
+            cc.rmprocs(cc.workers(), waitfor=timeout)
+    if check_processes:
+        here = socket.gethostname()
+        mine = [w.ospid for w in joined if w.ospid and w.hostname == here]
+        left = wait_until_gone(mine, timeout)
+        assert left == [], f"worker processes outlived their test: os pids {left}"
+
+
+@pytest.fixture
+def fresh_cluster() -> Iterator[list[WorkerInfo]]:
+    """:func:`clean_cluster` as a fixture: yields the workers that joined during the test."""
+    with clean_cluster() as joined:
+        yield joined
+
+
+def launch_params(**overrides: Any) -> dict[str, Any]:
+    """The ``params`` a manager's ``launch`` gets from ``addprocs(manager, **overrides)``: for
+    tests that call a plugin's launch code (building a command, a pod spec) directly."""
+    unknown = set(overrides) - set(GENERIC_PARAMS)
+    if unknown:
+        raise TypeError(f"not launch parameters: {', '.join(sorted(unknown))}")
+    return {**GENERIC_PARAMS, **overrides}
+
+
+def installed_plugins() -> list[PluginInfo]:
+    """Every installed plugin, loaded: ``name``, ``distribution``, ``version``, ``module``, and
+    ``error`` (why it failed to load; ``""`` if it loaded), as ``clustercore managers`` lists them."""
+    return hooks.installed_plugins()
+
+
+def manager_types() -> dict[str, type[ClusterManager]]:
+    """Every installed manager class, by the name ``addprocs("name")`` takes."""
+    return hooks.manager_types()
+
+
+def cli_commands() -> dict[str, Callable[[list[str]], int]]:
+    """The ``clustercore`` subcommands the installed plugins add, by name."""
+    return hooks.cli_commands()
+
+
+def protocol_sitecustomize(version: int) -> str:
+    """Source of a ``sitecustomize.py`` that makes a clustercore started with it on its
+    ``PYTHONPATH`` claim wire protocol ``version``: to test how a plugin reports a host
+    whose clustercore speaks another protocol."""
+    return f"import clustercore.wire.handshake as h\nh.PROTOCOL_VERSION = {int(version)}\n"
 
 
 @contextmanager
@@ -163,15 +365,10 @@ class ManagerConformance:
 
     @pytest.fixture
     def workers(self, make_manager: Callable[[int], cc.ClusterManager]) -> Iterator[list[int]]:
-        assert cc.nprocs() == 1, f"workers left over from an earlier test: {cc.workers()}"
-        pids = cc.addprocs(make_manager(self.nworkers), **self.addprocs_kwargs)
-        places = [cc.remotecall_fetch(_whereabouts, p) for p in pids]
-        try:
+        with clean_cluster(self.exit_timeout, check_processes=False) as joined:
+            pids = cc.addprocs(make_manager(self.nworkers), **self.addprocs_kwargs)
             yield pids
-        finally:
-            if cc.nprocs() > 1:
-                cc.rmprocs(cc.workers(), waitfor=self.exit_timeout)
-            assert self.wait_gone(places) == []
+        assert self.wait_gone([(w.hostname, w.ospid) for w in joined]) == []
 
     # --- the behaviours ----------------------------------------------------------------
 
@@ -235,4 +432,26 @@ class ManagerConformance:
         assert cc.procs() == [1]
 
 
-__all__ = ["ManagerConformance", "OutputLog", "pid_alive", "running_driver", "wait_until_gone", "worker_output"]
+__all__ = [
+    "ManagerConformance",
+    "OutputLog",
+    "WorkerInfo",
+    "clean_cluster",
+    "cli_commands",
+    "fresh_cluster",
+    "installed_plugins",
+    "launch_params",
+    "manager_types",
+    "pid_alive",
+    "protocol_sitecustomize",
+    "running_driver",
+    "service_missing",
+    "ship_by_value",
+    "ship_test_modules_by_value",
+    "skip_unless_service",
+    "wait_removed",
+    "wait_until_gone",
+    "watch_worker_output",
+    "worker_info",
+    "worker_output",
+]
