@@ -15,10 +15,10 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from clustercore import WorkerConfig
-from clustercore.engine.managers import connect_to_worker
+from clustercore.plugin import WorkerConfig, connect_to_worker
 
 from .tracker import PodState
+from .workers import link_dropped
 
 if TYPE_CHECKING:
     from .session import Session
@@ -55,8 +55,6 @@ class PodSocket(socket.socket):
 
 def connect(session: Session, pid: int, config: WorkerConfig) -> tuple[PodSocket, PodSocket]:
     """Open the driver's link to the worker in ``config``; set where other workers reach it."""
-    from .workers import link_dropped
-
     state: PodState = config.userdata
     host, port = state.pod_ip, config.port
     if host is None or port is None:

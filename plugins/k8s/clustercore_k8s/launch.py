@@ -16,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Condition
 from typing import Any
 
-from clustercore import WorkerConfig
-from clustercore.engine.managers import worker_timeout
+from clustercore.plugin import WorkerConfig, report_launched, worker_timeout
 
 from . import podspec
 from . import session as sessions
@@ -119,9 +118,7 @@ def _start_pod(
         process=PodHandle(session, state),
         enable_threaded_blas=bool(params.get("enable_threaded_blas")),
     )
-    with ntfy:
-        launched.append(config)
-        ntfy.notify_all()
+    report_launched(launched, ntfy, config)
     return None
 
 

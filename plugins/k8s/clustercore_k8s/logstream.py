@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from clustercore.engine.managers import ADDRESS_LINE
+from clustercore.plugin import parse_address_line
 
 from .kubeapi import KubeApi, shutdown
 
@@ -37,9 +37,9 @@ class PodLog:
         try:
             while line := self._next_line():
                 text = line.decode(errors="replace").rstrip("\r\n")
-                match = ADDRESS_LINE.fullmatch(text.strip())  # the whole line: not one that quotes it
-                if match:
-                    return match.group(2), int(match.group(1))
+                address = parse_address_line(text)  # the whole line: not one that quotes it
+                if address is not None:
+                    return address
                 self._early.append(line)
         finally:
             timer.cancel()

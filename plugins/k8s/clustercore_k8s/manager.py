@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
-from clustercore import ClusterManager
+from clustercore.plugin import ClusterManager
 
 from . import options, placement
 from .manifests import plain

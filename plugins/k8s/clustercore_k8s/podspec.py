@@ -14,7 +14,7 @@ import base64
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from clustercore.engine.managers import worker_command, worker_environment
+from clustercore.plugin import worker_command, worker_environment
 
 from .manifests import plain
 

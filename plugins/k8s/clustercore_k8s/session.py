@@ -15,11 +15,13 @@ import secrets
 import threading
 from typing import TYPE_CHECKING, Any
 
-from clustercore import cluster_cookie
+import clustercore
+from clustercore.plugin import cluster_cookie
 
 from . import driverpod, podspec
 from .kubeapi import KubeApi, load_connection
 from .tracker import PodState, PodTracker
+from .workers import pod_ended
 
 if TYPE_CHECKING:
     from .manager import K8sManager
@@ -93,8 +95,6 @@ class Session:
         self.close()
 
     def _pod_ended(self, state: PodState) -> None:
-        from .workers import pod_ended
-
         pod_ended(state)
 
     def close(self) -> None:
@@ -145,10 +145,21 @@ def _remember(session: Session) -> None:
             _atexit_registered = True
 
 
-def _at_exit() -> None:
-    from clustercore.processes import terminate_all_workers
+def _remove_all_workers() -> None:
+    """At driver exit, before the core's own handler: remove every worker, briefly."""
+    if clustercore.myid() != 1:
+        return
+    pids = [p for p in clustercore.procs() if p != 1]
+    if not pids:
+        return
+    try:
+        clustercore.rmprocs(pids, waitfor=5.0)
+    except Exception:  # at exit: the pods are deleted below either way
+        log.debug("removing the workers at exit failed", exc_info=True)
 
-    terminate_all_workers()
+
+def _at_exit() -> None:
+    _remove_all_workers()
     with _open_lock:
         left = list(_open)
     for session in left:

@@ -1,10 +1,10 @@
 """One worker pod's life after launch: register, the pod ending by itself, removal.
 
-When a pod ends on its own (OOMKilled, Evicted, deleted, crashed) its
-worker's link is closed with the pod's termination reason, so the futures
-waiting on it raise ``ProcessExitedException`` naming it. Both the watch
-(the pod's status changed) and the link (the connection dropped, see
-:mod:`~clustercore_k8s.podsocket`) lead here; whichever comes first wins.
+When a pod ends on its own (OOMKilled, Evicted, deleted, crashed) the core
+hears it with the pod's termination reason (``worker_lost``), so the futures
+waiting on its worker raise ``ProcessExitedException`` naming it. Both the
+watch (the pod's status changed) and the link (the connection dropped, see
+:class:`~clustercore_k8s.connect.PodSocket`) lead here; whichever comes first wins.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from clustercore import ProcessExitedException, WorkerConfig
-from clustercore.engine import cluster
+from clustercore.plugin import WorkerConfig, request_exit, worker_lost
 
 from .errors import K8sError
 from .podspec import LABEL_PID
@@ -51,7 +50,7 @@ def pod_ended(state: PodState) -> None:
     if state.pid is None or state.removing or state.ended is None:
         return
     threading.Thread(
-        target=end_worker, args=(state.pid, state.ended), name=f"clustercore-k8s-end-{state.pid}", daemon=True
+        target=worker_lost, args=(state.pid, state.ended), name=f"clustercore-k8s-end-{state.pid}", daemon=True
     ).start()
 
 
@@ -61,29 +60,11 @@ def link_dropped(session: Session, state: PodState, pid: int) -> None:
         return
     session.tracker.wait(state, lambda s: s.ended is not None or s.removing, REASON_WAIT)
     if state.ended is not None and not state.removing:
-        close_link(pid, state.ended)
-
-
-def close_link(pid: int, reason: str) -> None:
-    """Close worker ``pid``'s link with ``reason`` (what its failed futures will say)."""
-    try:
-        w = cluster.worker_from_id(pid)
-    except (ValueError, ProcessExitedException):
-        return
-    if w.conn is not None:
-        w.conn.close(reason)
-
-
-def end_worker(pid: int, reason: str) -> None:
-    """The worker's pod is gone: fail its futures with ``reason`` and forget it."""
-    close_link(pid, reason)
-    cluster.deregister_worker(pid, reason)
+        worker_lost(pid, state.ended)
 
 
 def kill(session: Session, pid: int, config: WorkerConfig) -> None:
     """Ask the worker to exit, then delete its pod and wait until the API server has removed it."""
-    from clustercore.plugin import request_exit
-
     state: PodState = config.userdata
     session.tracker.mark_removing(state)
     request_exit(pid)

@@ -47,7 +47,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from clustercore import remotecall, start_worker
+
 from .output import WorkerOutput
+
+_WARM = (remotecall,)  # the fork server imports the engine and the calls once: no forked worker imports them
 
 _REQUEST = struct.Struct("<I")  # the length of the pickled request that follows
 _REQUEST_MAX = 1 << 20
@@ -273,9 +277,7 @@ class _Server:
             os.environ.update(request["env"])
             os.chdir(request["dir"])
             sys.path[0] = request["dir"]  # as for `python -m` started there
-            from clustercore.engine import worker
-
-            worker.start_worker(
+            start_worker(
                 cookie=request["cookie"],
                 bind_to=request["bind_to"],
                 close_stdin=False,
@@ -342,10 +344,6 @@ def serve(control_fd: int, output_fd: int, flow_fd: int) -> None:
     """The fork server's main: serve the driver on socket ``control_fd`` until it closes,
     relaying its workers' output on the pipe ``output_fd`` as the pipe ``flow_fd`` allows."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our children
-    from clustercore import calls
-    from clustercore.engine import message_handlers, worker  # warm: every child starts with these
-
-    del calls, message_handlers, worker
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:  # a server holds one descriptor per worker: take what the hard limit allows, as servers do
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from threading import Condition
 from typing import Any
 
-from clustercore import ClusterManager, WorkerConfig, hookimpl
+from clustercore.plugin import ClusterManager, WorkerConfig, hookimpl, serves
 
 from .manager import LocalManager
 
@@ -16,25 +16,18 @@ def manager_types() -> dict[str, type[ClusterManager]]:
 
 
 @hookimpl
-def launch(
-    manager: ClusterManager, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition
-) -> bool | None:
-    if not isinstance(manager, LocalManager):
-        return None
+@serves(LocalManager)
+def launch(manager: LocalManager, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition) -> None:
     manager.start_workers(params, launched, launch_ntfy)
-    return True
 
 
 @hookimpl
-def kill(manager: ClusterManager, pid: int, config: WorkerConfig) -> bool | None:
-    if not isinstance(manager, LocalManager):
-        return None
+@serves(LocalManager)
+def kill(manager: LocalManager, pid: int, config: WorkerConfig) -> None:
     manager.end_worker(pid, config)
-    return True
 
 
 @hookimpl
-def connect(manager: ClusterManager, pid: int, config: WorkerConfig) -> tuple[Any, Any] | None:
-    if not isinstance(manager, LocalManager):
-        return None
+@serves(LocalManager)
+def connect(manager: LocalManager, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
     return manager.connect_worker(pid, config)

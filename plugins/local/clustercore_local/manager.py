@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from threading import Condition
 from typing import Any
 
-from clustercore import ClusterManager, WorkerConfig, cluster_cookie
-from clustercore.engine.managers import (
+from clustercore.plugin import (
     LINK_DESCRIPTORS,
+    ClusterManager,
+    WorkerConfig,
+    cluster_cookie,
     default_connect,
     end_process,
-    read_worker_host_port,
+    read_worker_address,
+    report_launched,
+    request_exit,
     reserve_descriptors,
     worker_command,
     worker_environment,
@@ -120,7 +124,7 @@ class LocalManager(ClusterManager):
         if link is None:
             return default_connect(pid, config)
         try:
-            config.host, config.port = read_worker_host_port(pid, config)
+            config.host, config.port = read_worker_address(pid, config)
         except BaseException:
             link.close()
             raise
@@ -128,8 +132,6 @@ class LocalManager(ClusterManager):
         return link, link
 
     def end_worker(self, pid: int, config: WorkerConfig) -> None:
-        from clustercore.plugin import request_exit
-
         request_exit(pid)
         if config.process is not None:
             end_process(config.process, self.exit_timeout, self.term_timeout)
@@ -140,9 +142,7 @@ class LocalManager(ClusterManager):
 def _announce(config: WorkerConfig, params: dict[str, Any], launched: list[WorkerConfig], ntfy: Condition) -> None:
     """Hand a started worker to ``addprocs``, which connects to it."""
     config.enable_threaded_blas = bool(params.get("enable_threaded_blas"))
-    with ntfy:
-        launched.append(config)
-        ntfy.notify_all()
+    report_launched(launched, ntfy, config)
 
 
 def project_path() -> list[str]:

@@ -17,8 +17,7 @@ import time
 from threading import Condition
 from typing import Any
 
-from clustercore import WorkerConfig, cluster_cookie
-from clustercore.engine.managers import worker_command, worker_environment
+from clustercore.plugin import WorkerConfig, cluster_cookie, report_launched, worker_command, worker_environment
 
 from . import command, slurmctl
 from .errors import SlurmError
@@ -143,9 +142,7 @@ class _Launch:
         )
         self.manager.steps.bind(config, self.step, task)
         self.handed.add(task.number)
-        with self.launch_ntfy:
-            self.launched.append(config)
-            self.launch_ntfy.notify_all()
+        report_launched(self.launched, self.launch_ntfy, config)
 
     def _failure(self, what: str, tasks: list[Task] | None = None) -> str:
         step = self.step

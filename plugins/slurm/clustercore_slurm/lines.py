@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from clustercore.engine.managers import ADDRESS_LINE
+from clustercore.plugin import parse_address_line
 
 TASK_MARKER = "clustercore_slurm_task"
 EXIT_MARKER = "clustercore_slurm_exit"
@@ -77,8 +77,7 @@ def parse_exit(text: str) -> int | None:
 
 def parse_address(text: str) -> tuple[str, int] | None:
     """The worker's ``clustercore_worker:PORT#HOST`` -> ``(host, port)``."""
-    match = ADDRESS_LINE.fullmatch(text.strip())
-    return (match[2], int(match[1])) if match else None
+    return parse_address_line(text)
 
 
 def task_range(spec: str) -> tuple[int, ...]:

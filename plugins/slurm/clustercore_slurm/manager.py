@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from clustercore import ClusterManager
+from clustercore.plugin import ClusterManager
 
 from . import options
 from .steps import Steps

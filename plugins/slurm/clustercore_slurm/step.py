@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from clustercore.engine.managers import emit_worker_output
+from clustercore.plugin import emit_worker_output
 
 from . import command, lines, slurmctl
 from .errors import SlurmError

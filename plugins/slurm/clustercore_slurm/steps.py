@@ -11,7 +11,7 @@ import atexit
 import logging
 import threading
 
-from clustercore import WorkerConfig
+from clustercore.plugin import WorkerConfig
 
 from .step import SrunStep, Task
 

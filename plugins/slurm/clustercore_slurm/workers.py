@@ -6,10 +6,10 @@ import logging
 import socket
 from typing import Any
 
-from clustercore import WorkerConfig
-from clustercore.engine import default_manager as defaults
+from clustercore.plugin import WorkerConfig, default_connect, request_exit
 
 from .manager import SlurmManager
+from .step import drop_connection
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ EXIT_GRACE = 5.0  # how long a removed worker gets to exit before its process is
 
 def connect(manager: SlurmManager, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
     """The core's TCP connect (with keepalive), the socket remembered so a dead task's link can be cut."""
-    instream, outstream = defaults.connect(manager, pid, config)
+    instream, outstream = default_connect(pid, config)
     found = manager.steps.lookup(config)
     if isinstance(instream, socket.socket):
         if found is not None:
@@ -27,8 +27,6 @@ def connect(manager: SlurmManager, pid: int, config: WorkerConfig) -> tuple[Any,
                 task.sock = instream
                 ended = task.ended
             if ended:  # it died while we connected: the core must see the link drop
-                from .step import drop_connection
-
                 drop_connection(instream)
     return instream, outstream
 
@@ -50,8 +48,6 @@ def deregister(manager: SlurmManager, config: WorkerConfig) -> None:
 
 def kill(manager: SlurmManager, pid: int, config: WorkerConfig) -> None:
     """Ask the worker to exit; kill it on its node if it does not; end the step after the last one."""
-    from clustercore.plugin import request_exit
-
     found = manager.steps.lookup(config)
     try:
         request_exit(pid)

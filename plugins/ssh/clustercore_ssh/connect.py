@@ -13,11 +13,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from clustercore.engine.managers import (
+from clustercore.plugin import (
     WorkerConfig,
     connect_to_worker,
+    default_connect,
     forward_worker_output,
-    read_worker_host_port,
+    read_worker_address,
     worker_timeout,
 )
 
@@ -45,7 +46,7 @@ def _output(pid: int, session: WorkerSession, config: WorkerConfig) -> str:
 
 def _address(pid: int, config: WorkerConfig, session: WorkerSession, deadline: Deadline) -> tuple[str, int]:
     try:
-        return read_worker_host_port(pid, config, timeout=deadline.left())
+        return read_worker_address(pid, config, timeout=deadline.left())
     except TimeoutError as exc:
         detail = f"worker {pid} did not print its address within {deadline.seconds:g} s (CLUSTERCORE_WORKER_TIMEOUT)"
         raise SSHLaunchError(session.host, "worker start", detail, _output(pid, session, config)) from exc
@@ -55,11 +56,11 @@ def _address(pid: int, config: WorkerConfig, session: WorkerSession, deadline: D
         raise SSHLaunchError(session.host, "worker start", detail, _output(pid, session, config)) from exc
 
 
-def connect_worker(manager: SSHManager, pid: int, config: WorkerConfig) -> tuple[Any, Any] | None:
-    """The driver's link to worker ``pid``; ``None`` (the default TCP connect) for anything else."""
+def connect_worker(manager: SSHManager, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
+    """The driver's link to worker ``pid``; the default TCP connect for anything else."""
     session = config.userdata
     if config.connect_at is not None or not isinstance(session, WorkerSession):
-        return None
+        return default_connect(pid, config)
     deadline = session.deadline or Deadline(worker_timeout())
     printed, port = _address(pid, config, session, deadline)
     printed = printed.strip("[]")

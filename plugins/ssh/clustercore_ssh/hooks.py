@@ -1,8 +1,10 @@
 """The plugin's hook implementations (entry point ``ssh`` in group ``clustercore``).
 
-Each hook returns ``None`` for managers that are not :class:`SSHManager`, so
-other plugins answer for theirs. paramiko is imported only when a hook runs
-for an ``SSHManager``, never when the plugin is discovered.
+Each hook answers only for :class:`SSHManager` (``@serves``), so other plugins
+answer for theirs. paramiko is imported only when a hook runs for an
+``SSHManager``, never when the plugin is discovered; the launcher (the
+heaviest module) is imported by the first launch, on the thread that called
+``addprocs``.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 from threading import Condition
 from typing import Any
 
-from clustercore.engine.hooks import hookimpl
-from clustercore.engine.managers import ClusterManager, WorkerConfig
+from clustercore.plugin import ClusterManager, WorkerConfig, hookimpl, request_exit, serves
 
+from .connect import connect_worker
 from .manager import SSHManager
+from .session import WorkerSession
 
 EXIT_GRACE = 5.0
 
@@ -24,55 +27,40 @@ def manager_types() -> dict[str, type[ClusterManager]]:
 
 
 @hookimpl
-def launch(
-    manager: ClusterManager, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition
-) -> bool | None:
-    if not isinstance(manager, SSHManager):
-        return None
-    from .launcher import launch_workers
+@serves(SSHManager)
+def launch(manager: SSHManager, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition) -> None:
+    from .launcher import launch_workers  # ~50 ms: paid by the first launch, not by discovery
 
     launch_workers(manager, params, launched, launch_ntfy)
-    return True
 
 
 @hookimpl
-def connect(manager: ClusterManager, pid: int, config: WorkerConfig) -> tuple[Any, Any] | None:
-    if not isinstance(manager, SSHManager):
-        return None
-    from .connect import connect_worker
-
+@serves(SSHManager)
+def connect(manager: SSHManager, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
     return connect_worker(manager, pid, config)
 
 
 @hookimpl
-def manage(manager: ClusterManager, id: int, config: WorkerConfig, op: str) -> bool | None:
+@serves(SSHManager)
+def manage(manager: SSHManager, id: int, config: WorkerConfig, op: str) -> None:
     """``interrupt`` needs nothing here: the core delivers it as a message, which reaches the
     call in flight; a SIGINT sent over SSH as well could land in the worker's next call."""
-    if not isinstance(manager, SSHManager):
-        return None
     if op == "finalize":
         session = _session(config)
         if session is not None:
             session.close()
-    return True
 
 
 @hookimpl
-def kill(manager: ClusterManager, pid: int, config: WorkerConfig) -> bool | None:
+@serves(SSHManager)
+def kill(manager: SSHManager, pid: int, config: WorkerConfig) -> None:
     """Ask the worker to exit; then end it over SSH if it has not (EOF, TERM, KILL)."""
-    if not isinstance(manager, SSHManager):
-        return None
-    from clustercore.plugin import request_exit
-
     request_exit(pid)
     session = _session(config)
     if session is not None:
         session.stop(grace=EXIT_GRACE)
-    return True
 
 
-def _session(config: WorkerConfig) -> Any:
-    from .session import WorkerSession
-
+def _session(config: WorkerConfig) -> WorkerSession | None:
     session = config.userdata
     return session if isinstance(session, WorkerSession) else None

@@ -18,7 +18,14 @@ from concurrent.futures import Future
 from threading import Condition
 from typing import Any
 
-from clustercore.engine.managers import WorkerConfig, worker_command, worker_environment, worker_timeout
+from clustercore.plugin import (
+    WorkerConfig,
+    cluster_cookie,
+    report_launched,
+    worker_command,
+    worker_environment,
+    worker_timeout,
+)
 
 from .connection import HostConnection
 from .deadline import Deadline
@@ -56,8 +63,6 @@ class _Plan:
 
 def launch_workers(manager: SSHManager, params: dict[str, Any], launched: list[WorkerConfig], ntfy: Condition) -> None:
     """Start every machine's workers; raise the first error once all hosts are done."""
-    from clustercore import cluster_cookie
-
     deadline = Deadline(worker_timeout())
     plans = [_Plan(manager, spec, params) for spec in manager.specs]
     cookie = cluster_cookie()
@@ -174,6 +179,4 @@ class _HostLaunch:
             enable_threaded_blas=bool(self.params.get("enable_threaded_blas")),
         )
         log.debug("started worker pid %d on %s", session.ospid, conn.label)
-        with self.ntfy:
-            self.launched.append(config)
-            self.ntfy.notify_all()
+        report_launched(self.launched, self.ntfy, config)

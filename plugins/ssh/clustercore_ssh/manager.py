@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from clustercore.engine.managers import ClusterManager
+from clustercore.plugin import ClusterManager
 
 from .remote_command import SHELLS
 from .spec import MachineSpec, parse_machines

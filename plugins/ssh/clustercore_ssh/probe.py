@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from clustercore.plugin import versions
+
 from .connection import HostConnection
 from .deadline import Deadline
 from .errors import SSHLaunchError
@@ -23,9 +25,12 @@ import json, os, sys
 info = {"python": list(sys.version_info[:3]), "executable": sys.executable, "cpus": os.cpu_count() or 1}
 try:
     import clustercore
-    from clustercore.wire.handshake import local_versions
-    info["versions"] = list(local_versions())
     info["location"] = os.path.dirname(clustercore.__file__)
+    info["release"] = getattr(clustercore, "__version__", "?")
+    from clustercore.plugin import versions
+    info["versions"] = list(versions())
+except ImportError as exc:
+    info["import_error" if "location" not in info else "old"] = type(exc).__name__ + ": " + str(exc)
 except Exception as exc:
     info["import_error"] = type(exc).__name__ + ": " + str(exc)
 print("MARKER" + json.dumps(info), flush=True)
@@ -40,15 +45,13 @@ class ProbeResult:
     versions: tuple[int, ...]
 
 
-def _describe(versions: tuple[int, ...]) -> str:
-    proto, major, minor = versions
+def _describe(found: tuple[int, ...]) -> str:
+    proto, major, minor = found
     return f"Python {major}.{minor} with clustercore protocol {proto}"
 
 
 def parse_probe(host: str, exename: str, status: int, output: str, seconds: float) -> ProbeResult:
     """Turn the probe's exit status and output into a result, or the error it reveals."""
-    from clustercore.wire.handshake import local_versions
-
     lines = [line for line in output.splitlines() if line.startswith(MARKER)]
     output = "\n".join(line for line in output.splitlines() if not line.startswith(MARKER))
     if not lines:
@@ -57,7 +60,7 @@ def parse_probe(host: str, exename: str, status: int, output: str, seconds: floa
         hint = " (not found: set exename to the remote Python's path)" if status == 127 else ""
         raise SSHLaunchError(host, "python", f"cannot run {exename}: exit status {status}{hint}", output)
     info: dict[str, Any] = json.loads(lines[-1][len(MARKER) :])
-    python, mine = tuple(info["python"]), local_versions()
+    python, mine = tuple(info["python"]), versions()
     if python[:2] != mine[1:]:
         raise SSHLaunchError(
             host,
@@ -72,6 +75,14 @@ def parse_probe(host: str, exename: str, status: int, output: str, seconds: floa
             "import",
             f"{info['executable']} cannot import clustercore ({info['import_error']}); install clustercore on "
             "that host, or point exename at a Python that has it",
+            output,
+        )
+    if "old" in info:  # a clustercore from before clustercore.plugin: another protocol, surely
+        raise SSHLaunchError(
+            host,
+            "version",
+            f"{info['executable']} has clustercore {info['release']} (at {info['location']}), older than the "
+            f"driver's, which runs {_describe(mine)}; use the same clustercore on every host",
             output,
         )
     theirs = tuple(info["versions"])
