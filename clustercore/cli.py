@@ -1,6 +1,8 @@
 """The ``clustercore`` command.
 
 * ``clustercore worker [--bind-to ADDR[:PORT]] [--lifeline] [--link-fd FD]``: run a worker (Julia's ``--worker``);
+* ``clustercore worker --join HOST:PORT [...]``: dial a running driver and join its cluster; the installed
+  plugin that registers the ``join`` command (clustercore-elastic) does it, with the arguments as given;
 * ``clustercore -p N script.py [args]`` / ``--machine-file FILE``: run a script with workers added
   (also ``-c CODE`` and ``-m MODULE``; the program runs as it would under ``python``);
 * ``clustercore managers``: list the installed manager plugins;
@@ -32,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _worker(argv: list[str]) -> int:
+    if any(arg == "--join" or arg.startswith("--join=") for arg in argv):
+        return _join(argv)
     parser = argparse.ArgumentParser(prog="clustercore worker", description="Run a clustercore worker.")
+    parser.add_argument(
+        "--join", metavar="HOST:PORT", help="dial a driver that accepts joining workers (see --join -h)"
+    )
     parser.add_argument("--bind-to", metavar="ADDR[:PORT]", help="address (and port) to listen on")
     parser.add_argument("--lifeline", action="store_true", help="exit when stdin reaches end of file")
     parser.add_argument(
@@ -54,6 +61,20 @@ def _worker(argv: list[str]) -> int:
 
     start_worker(bind_to=args.bind_to, lifeline=args.lifeline, driver_link=link)
     return 0
+
+
+def _join(argv: list[str]) -> int:
+    """``clustercore worker --join ...``: the plugin command ``join`` gets the arguments as they are."""
+    from .engine.hooks import cli_commands
+
+    command = cli_commands().get("join")
+    if command is None:
+        print(
+            "clustercore worker --join: no installed plugin accepts joining workers (pip install clustercore-elastic)",
+            file=sys.stderr,
+        )
+        return 2
+    return int(command(argv) or 0)
 
 
 def _managers() -> int:

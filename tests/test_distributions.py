@@ -4,7 +4,7 @@ Each distribution (the core and every plugin) is built with ``python -m build`` 
 a wheel from that sdist) from a copy of its directory, so a build writes nothing into the
 checkout. The five wheels go into a fresh virtual environment (not the project's, no editable
 installs), the Local plugin's with its ``test`` extra (pytest, pytest-timeout). There
-``clustercore managers`` must list the four plugins through their entry points, and the Local
+``clustercore managers`` must list every plugin through their entry points, and the Local
 plugin's tests must pass against the installed packages, run from a directory outside the
 checkout. Every subprocess is bounded by a timeout.
 
@@ -38,7 +38,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGINS = {"local", "ssh", "slurm", "k8s"}
+PLUGINS = {"local", "ssh", "slurm", "k8s", "elastic"}
 SOURCES = [ROOT, *sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))]
 CLASSIFIERS = {
     "Programming Language :: Python :: 3.11",
@@ -236,7 +236,7 @@ def test_the_sdist_carries_readme_license_and_the_tests(dist: Distribution, dist
     assert {f"{base}/{p}" for p in shipped if not p.name.endswith(".pyc")} <= names
 
 
-def test_clustercore_managers_lists_the_four_plugins(venv: Path, outside: Path) -> None:
+def test_clustercore_managers_lists_every_plugin(venv: Path, outside: Path) -> None:
     out = _run([str(venv / "bin" / "clustercore"), "managers"], "clustercore managers", 60, outside, _clean_env())
     header, *rows = (line.split() for line in out.splitlines() if line.strip())
     assert header == ["name", "distribution", "version", "managers"], out
