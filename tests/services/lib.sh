@@ -161,7 +161,7 @@ write_env() {
   tmp="$(mktemp "$S/env.XXXXXX")"
   {
     echo "# written by tests/services; source it (set -a; . $S/env) or let the tests read it"
-    cat "$S/sshd-local/env" "$S/hosts/env" "$S/slurm/env" 2>/dev/null || true
+    cat "$S/sshd-local/env" "$S/hosts/env" "$S/slurm/env" "$S/k8s/env" 2>/dev/null || true
   } >"$tmp"
   chmod 0644 "$tmp"
   mv -f "$tmp" "$S/env"
