@@ -29,14 +29,13 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from .engine.cluster import cluster_cookie, lose_worker, worker_timeout
+from .engine.cluster import cluster_cookie, worker_timeout
 from .engine.hooks import HookSpecs, hookimpl
-from .engine.managers import (
+from .engine.launching import (
     ADDRESS_LINE,
     LINK_DESCRIPTORS,
-    ClusterManager,
     WorkerConfig,
     connect_to_worker,
     default_connect,
@@ -48,6 +47,8 @@ from .engine.managers import (
     worker_command,
     worker_environment,
 )
+from .engine.managers import ClusterManager
+from .engine.peers import lose_worker
 from .engine.requests import remote_exit
 from .errors import ProcessExitedException
 from .wire.handshake import local_versions
@@ -106,10 +107,12 @@ def serves(
         hook: Callable[Concatenate[M, P], R],
     ) -> Callable[Concatenate[ClusterManager, P], R | bool | None]:
         @functools.wraps(hook)
-        def dispatch(manager: ClusterManager, /, *args: P.args, **kwargs: P.kwargs) -> R | bool | None:
+        def dispatch(*args: Any, **kwargs: Any) -> R | bool | None:
+            # pluggy passes the arguments by position; a test may name them all
+            manager = args[0] if args else kwargs.get("manager")
             if not isinstance(manager, manager_class):
                 return None
-            result = hook(manager, *args, **kwargs)
+            result = hook(*args, **kwargs)
             if result is not None:
                 return result
             if hook.__name__ == "connect":  # True is no pair of streams: fail here, naming the plugin
@@ -119,7 +122,7 @@ def serves(
                 )
             return True
 
-        return dispatch
+        return cast("Callable[Concatenate[ClusterManager, P], R | bool | None]", dispatch)
 
     return decorate
 
