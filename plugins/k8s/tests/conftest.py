@@ -24,6 +24,10 @@ if str(Path(__file__).parent) not in sys.path:  # also importable under --import
     sys.path.insert(0, str(Path(__file__).parent))
 from fake_apiserver import FakeApiServer, InClusterFiles
 
+from clustercore.testing import clean_cluster, ship_test_modules_by_value
+
+__all__ = ["ship_test_modules_by_value"]  # a fixture: pytest finds it here
+
 
 @pytest.fixture
 def fake_k8s() -> Iterator[FakeApiServer]:
@@ -71,31 +75,13 @@ def k8s_incluster(fake_k8s: FakeApiServer, tmp_path: Path, monkeypatch: pytest.M
 # --- fixtures of the plugin's own tests (clustercore_k8s) -----------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _ship_test_modules_by_value(request: pytest.FixtureRequest) -> None:
-    """Workers cannot import test modules: send their functions by value, as for ``__main__``."""
-    import cloudpickle
-
-    import clustercore.testing
-
-    for module in (request.module, clustercore.testing):
-        if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
-            cloudpickle.register_pickle_by_value(module)
-
-
 @pytest.fixture
 def k8s_clean(fake_k8s: FakeApiServer, k8s_core: client.CoreV1Api) -> Iterator[None]:
     """No workers before; afterwards every worker is removed and no pod or Secret of the plugin is left."""
     from k8s_testing import wait_none_left
 
-    import clustercore as cc
-
-    assert cc.nprocs() == 1, f"a previous test left workers: {cc.workers()}"
-    try:
+    with clean_cluster(60, check_processes=False):  # the pods' processes: fake_k8s checks those
         yield
-    finally:
-        if cc.nprocs() > 1:
-            cc.rmprocs(cc.workers(), waitfor=60)
     assert wait_none_left(k8s_core) == ([], [])
     from clustercore_k8s import session
 

@@ -12,14 +12,15 @@ from fake_apiserver.clientside import python_pod, wait_phase
 from k8s_testing import NS, plugin_objects, wait_none_left
 from kubernetes import client
 
-import clustercore.cli
+from clustercore.testing import cli_commands
 
 pytestmark = pytest.mark.timeout(120)
 
 CRASHING_DRIVER = """
 import os, clustercore as cc
+from clustercore.testing import worker_info
 pids = cc.addprocs("k8s", n=2, image="python:3.11", cpu="500m", memory="256Mi")
-print(cc.engine.cluster.worker_from_id(pids[0]).config.process.session.cluster_id, flush=True)
+print(worker_info(pids[0]).config.process.session.cluster_id, flush=True)
 os._exit(1)  # no atexit handlers: its pods and cookie Secret stay behind
 """
 
@@ -58,7 +59,7 @@ def test_cleanup_removes_a_dead_drivers_leftovers(
     assert _cli("cleanup", "--cluster-id", "00000000") == f"nothing to clean up in namespace {NS}\n"
     assert len(plugin_objects(k8s_core)[0]) == 2
 
-    assert clustercore.cli.main(["k8s", "cleanup", "--cluster-id", cluster_id]) == 0  # through the plugin hook
+    assert cli_commands()["k8s"](["cleanup", "--cluster-id", cluster_id]) == 0  # `clustercore k8s`: the hook
     assert f"deleted secret {NS}/{secrets[0]}" in capsys.readouterr().out
     assert wait_none_left(k8s_core) == ([], [])
     assert wait_phase(k8s_core, "bystander", "Running").metadata.name == "bystander"  # not ours: untouched
@@ -69,7 +70,7 @@ def test_cleanup_reports_a_missing_configuration(
     k8s_clean: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    assert clustercore.cli.main(["k8s", "cleanup"]) == 1
+    assert cli_commands()["k8s"](["cleanup"]) == 1
     assert "cannot use the kubeconfig" in capsys.readouterr().err
 
 

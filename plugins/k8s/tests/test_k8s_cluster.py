@@ -21,7 +21,7 @@ from k8s_testing import IMAGE, NS, SMALL, plugin_objects
 from kubernetes import client
 
 import clustercore as cc
-from clustercore.engine import cluster
+from clustercore.testing import wait_removed, worker_info
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,9 +73,9 @@ def test_transport(
     request.getfixturevalue(mode)
     first, second = cc.addprocs("k8s", n=2, transport=transport, **SMALL)
     pod = _pods(k8s_core)[_pod_of(k8s_core, first)]
-    w = cluster.worker_from_id(first)
-    sock = w.conn.transport.sock  # type: ignore[union-attr]
-    assert sock.family == family
+    w = worker_info(first)
+    sock = w.link
+    assert sock is not None and sock.family == family
     if family == socket.AF_INET:
         assert sock.getpeername()[0] == pod["status"]["podIP"]
     assert w.connect_at == (pod["status"]["podIP"], w.config.port)  # type: ignore[union-attr]
@@ -136,7 +136,7 @@ def test_no_cookie_in_pod_spec_labels_argv_or_worker_environment(
     for proc in processes:
         assert cookie not in " ".join(proc.cmdline())
         assert cookie not in open(f"/proc/{proc.pid}/environ", "rb").read().decode(errors="replace")
-    assert {cluster.worker_from_id(p).ospid for p in pids} <= {p.pid for p in processes}
+    assert {worker_info(p).ospid for p in pids} <= {p.pid for p in processes}
 
 
 def test_rmprocs_deletes_the_pod_and_waits_for_it(outside: object, k8s_core: client.CoreV1Api) -> None:
@@ -238,13 +238,12 @@ def test_driver_pod_deleted_takes_the_workers_with_it(
         assert pod["spec"]["containers"][0]["image"] == "example.com/team/driver:7"
     (secret,) = plugin_objects(k8s_core, "secret")[0]
     assert k8s_core.read_namespaced_secret(secret, NS).metadata.owner_references[0].uid == uid
-    records = [cluster.worker_from_id(p) for p in pids]
     calls = [cc.remotecall(time.sleep, p, 60) for p in pids]
     k8s_core.delete_namespaced_pod("the-driver", NS, grace_period_seconds=0)
     for call in calls:
         with pytest.raises(cc.ProcessExitedException, match="was deleted"):
             call.fetch()
-    assert all(r.gone.wait(30) for r in records) and cc.procs() == [1]
+    assert wait_removed(pids, 30) == [] and cc.procs() == [1]
     wait_gone(k8s_core, "the-driver")
 
 

@@ -131,7 +131,7 @@ def test_quantities(text: str, value: Decimal) -> None:
 def test_import_clustercore_does_not_import_kubernetes() -> None:
     code = (
         "import sys, clustercore\n"
-        "from clustercore.engine.hooks import manager_types, cli_commands\n"
+        "from clustercore.testing import manager_types, cli_commands\n"
         "assert 'k8s' in manager_types() and 'k8s' in cli_commands()\n"
         "import clustercore_k8s\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))\n"

@@ -13,10 +13,10 @@ from clustercore_k8s.podspec import LABEL_CLUSTER, WORKER_SCRIPT, PodContext, wo
 from clustercore_k8s.reasons import pending_reason, termination_reason
 from kubernetes import client
 
-from clustercore.processes import GENERIC_PARAMS
+from clustercore.testing import launch_params
 
 CTX = PodContext("c0ffee00", "cc-cookie-c0ffee00")
-PARAMS = {**GENERIC_PARAMS, "env": {"FROM_ADDPROCS": "1"}}
+PARAMS = launch_params(env={"FROM_ADDPROCS": "1"})
 
 
 def _container(pod: dict[str, Any]) -> dict[str, Any]:

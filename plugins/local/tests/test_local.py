@@ -9,19 +9,11 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-import cloudpickle
 import pytest
 from clustercore_local import LocalManager
 
 import clustercore as cc
-from clustercore.testing import ManagerConformance, running_driver, wait_until_gone
-
-
-@pytest.fixture(autouse=True)
-def _ship_by_value(request: pytest.FixtureRequest) -> None:
-    for module in (request.module, __import__("clustercore.testing", fromlist=["_"])):
-        if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
-            cloudpickle.register_pickle_by_value(module)
+from clustercore.testing import ManagerConformance, running_driver, wait_until_gone, worker_info
 
 
 class TestLocalConformance(ManagerConformance):
@@ -36,7 +28,7 @@ class TestLocalConformance(ManagerConformance):
 def test_restrict_binds_loopback_only() -> None:
     pids = cc.addprocs(1)
     try:
-        host, _ = cc.engine.cluster.worker_from_id(pids[0]).connect_at
+        host, _ = worker_info(pids[0]).connect_at
         assert host == "127.0.0.1"
     finally:
         cc.rmprocs(pids)
@@ -54,16 +46,16 @@ def test_unrestricted_workers_listen_on_all_interfaces() -> None:
 
 
 def _link_family(pid: int) -> socket.AddressFamily:
-    conn = cc.engine.cluster.worker_from_id(pid).conn
-    assert conn is not None
-    return conn.transport.sock.family  # type: ignore[attr-defined,no-any-return]
+    link = worker_info(pid).link
+    assert link is not None
+    return link.family
 
 
 def test_forked_workers_are_reached_over_a_unix_socket_pair() -> None:
     a, b = cc.addprocs(2)
     try:
         assert _link_family(a) == _link_family(b) == socket.AF_UNIX
-        assert cc.worker_id_from_socket(cc.engine.cluster.worker_from_id(a).conn.transport.sock) == a  # type: ignore[union-attr]
+        assert cc.worker_id_from_socket(worker_info(a).link) == a
         # workers on one host reach each other over their abstract Unix sockets
         assert cc.remotecall_fetch(lambda other: cc.remotecall_fetch(cc.myid, other), a, b) == b
         assert cc.remotecall_fetch(_link_family, a, b) == socket.AF_UNIX

@@ -15,18 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-import cloudpickle
 import pytest
 
 import clustercore as cc
-from clustercore.engine import managers
-
-
-@pytest.fixture(autouse=True)
-def _ship_by_value(request: pytest.FixtureRequest) -> None:
-    if request.module.__name__ not in cloudpickle.list_registry_pickle_by_value():
-        cloudpickle.register_pickle_by_value(request.module)
-
+from clustercore.testing import watch_worker_output
 
 # Helpers the drivers below use: what this process holds.
 _PROBES = """
@@ -163,7 +155,7 @@ def test_adding_and_removing_workers_leaves_nothing_behind() -> None:
     assert pool_after <= pool_before + 2
 
 
-def test_one_worker_whose_output_is_not_taken_holds_up_no_other(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_worker_whose_output_is_not_taken_holds_up_no_other() -> None:
     # Forked workers' output comes through their fork server on one pipe. When the
     # driver's stdout is stuck, a worker that prints a lot is held (its writes wait),
     # and the others' output, their address lines included, still comes.
@@ -180,20 +172,20 @@ def test_one_worker_whose_output_is_not_taken_holds_up_no_other(monkeypatch: pyt
             if long_lines[0] == 4000:
                 all_in.set()
 
-    monkeypatch.setattr(managers, "emit_worker_output", stuck_stdout)
-    pids = cc.addprocs(1)
-    try:
-        printing = cc.remotecall(lambda: [print("x" * 999) for _ in range(4000)] and "printed", pids[0])
-        time.sleep(1)
-        assert not printing.isready()  # 4 MB: held, waiting to write
-        pids += cc.addprocs(2)
-        assert cc.remotecall_fetch(lambda: cc.myid(), pids[2]) == pids[2]
-        stuck.set()
-        assert printing.fetch() == "printed"
-    finally:
-        stuck.set()
-        all_in.wait(60)
-        cc.rmprocs(pids)
+    with watch_worker_output(stuck_stdout):
+        pids = cc.addprocs(1)
+        try:
+            printing = cc.remotecall(lambda: [print("x" * 999) for _ in range(4000)] and "printed", pids[0])
+            time.sleep(1)
+            assert not printing.isready()  # 4 MB: held, waiting to write
+            pids += cc.addprocs(2)
+            assert cc.remotecall_fetch(lambda: cc.myid(), pids[2]) == pids[2]
+            stuck.set()
+            assert printing.fetch() == "printed"
+        finally:
+            stuck.set()
+            all_in.wait(60)
+            cc.rmprocs(pids)
     assert sum(1 for line in lines if line.endswith("x" * 999)) == 4000
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import cloudpickle
 import pytest
 from clustercore_slurm import SlurmManager, workers
 from slurm_testing import SlurmCluster, wait_queue_empty, wait_until_gone
 
-import clustercore as cc
 from clustercore import WorkerConfig
+from clustercore.testing import clean_cluster, ship_test_modules_by_value
+
+__all__ = ["ship_test_modules_by_value"]  # a fixture: pytest finds it here
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,14 +34,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 2 if item.get_closest_marker("slurm3") else 1 if item.get_closest_marker("slurm") else 0
 
     items.sort(key=mode)  # stable: file order is kept within each mode
-
-
-@pytest.fixture(autouse=True)
-def _ship_test_modules_by_value(request: pytest.FixtureRequest) -> None:
-    """Workers cannot import test modules: send their functions by value, as for ``__main__``."""
-    module = request.module
-    if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
-        cloudpickle.register_pickle_by_value(module)
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +52,9 @@ def fresh_slurm(slurm: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Itera
     """No workers and an empty queue before; after: workers removed, their processes and jobs gone.
 
     Every process the test's workers ran as (the worker and its task wrapper) is recorded when
-    the worker registers, and must have exited by the end.
+    the worker registers, and must have exited by the end: the simulated nodes are other hosts
+    by name, but share this machine's processes.
     """
-    assert cc.nprocs() == 1, f"a previous test left workers: {cc.workers()}"
     assert wait_queue_empty() == [], "a previous test left jobs in the queue"
     started: list[int] = []
     register = workers.register
@@ -72,10 +65,7 @@ def fresh_slurm(slurm: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Itera
         started.extend(p for p in (config.ospid, found and found[1].hello and found[1].hello.shell_pid) if p)
 
     monkeypatch.setattr(workers, "register", recording_register)
-    try:
+    with clean_cluster(60, check_processes=False):
         yield slurm
-    finally:
-        if len(cc.procs()) > 1:
-            cc.rmprocs(cc.workers(), waitfor=60)
     assert wait_until_gone(started) == []
     assert wait_queue_empty() == []

@@ -15,7 +15,7 @@ import pytest
 from slurm_testing import check, run_sbatch
 
 import clustercore as cc
-from clustercore.engine.cluster import PGRP
+from clustercore.testing import worker_info
 
 pytestmark = [pytest.mark.slurm3, pytest.mark.timeout(120)]
 
@@ -28,7 +28,7 @@ def test_workers_on_three_nodes_are_grouped_and_reach_each_other(fresh_slurm: di
     hosts = {p: cc.remotecall_fetch(socket.gethostname, p) for p in pids}
     assert sorted(set(hosts.values())) == sorted(nodes)
     for p in pids:
-        config = PGRP.workers[p].config
+        config = worker_info(p).config
         assert config is not None and config.userdata["node"] == hosts[p]
         assert cc.procs(p) == sorted(q for q in pids if hosts[q] == hosts[p])
     first_on = {host: min(p for p in pids if hosts[p] == host) for host in nodes}

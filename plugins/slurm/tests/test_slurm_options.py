@@ -11,7 +11,7 @@ from clustercore_slurm import SlurmManager, hooks
 from clustercore_slurm.manager import in_allocation
 
 import clustercore as cc
-import clustercore.engine.hooks
+from clustercore.testing import manager_types
 
 
 def test_defaults_ask_for_nothing_in_particular() -> None:
@@ -135,4 +135,4 @@ def test_hooks_leave_other_managers_alone() -> None:
     assert hooks.manage(manager=other, id=2, config=config, op="register") is None
     assert hooks.kill(manager=other, pid=2, config=config) is None
     assert hooks.connect(manager=other, pid=2, config=config) is None
-    assert SlurmManager in clustercore.engine.hooks.manager_types().values()
+    assert SlurmManager in manager_types().values()

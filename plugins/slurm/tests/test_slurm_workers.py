@@ -15,8 +15,7 @@ from clustercore_slurm import SlurmError, SlurmManager
 from slurm_testing import PYTHON, squeue_jobs, wait_queue_empty, wait_until_gone
 
 import clustercore as cc
-from clustercore.engine.cluster import PGRP
-from clustercore.testing import worker_output
+from clustercore.testing import worker_info, worker_output
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]
 
@@ -26,7 +25,7 @@ def slurm_env() -> dict[str, str]:
 
 
 def config_of(pid: int) -> dict[str, str]:
-    config = PGRP.workers[pid].config
+    config = worker_info(pid).config
     assert config is not None
     return dict(config.userdata)
 
@@ -106,8 +105,7 @@ def test_a_task_killed_on_its_node_mid_call(fresh_slurm: dict[str, str]) -> None
 def test_a_dead_task_whose_connection_stays_open_is_cut(fresh_slurm: dict[str, str]) -> None:
     """Like a frozen node: the worker is stopped (no FIN ever comes) and Slurm reports its task dead."""
     pids = cc.addprocs("slurm", ntasks=2)
-    config = PGRP.workers[pids[0]].config
-    manager = PGRP.workers[pids[0]].manager
+    config, manager = worker_info(pids[0]).config, worker_info(pids[0]).manager
     assert isinstance(manager, SlurmManager) and config is not None
     found = manager.steps.lookup(config)
     assert found is not None and found[1].hello is not None

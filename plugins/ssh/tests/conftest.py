@@ -16,10 +16,14 @@ import socket
 from collections.abc import Iterator
 
 import ccservices
-import cloudpickle
 import pytest
 import ssh_testing
 from ssh_testing import NUM_HOSTS, Launched, SSHInfra, TestHosts
+
+from clustercore.testing import clean_cluster, service_missing, ship_by_value, ship_test_modules_by_value
+
+__all__ = ["ship_test_modules_by_value"]  # a fixture: pytest finds it here
+ship_by_value(ssh_testing)  # its helpers run on the workers too
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,28 +31,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hosts: needs the namespace hosts of `make services`")
 
 
-@pytest.fixture(autouse=True)
-def _ship_test_modules_by_value(request: pytest.FixtureRequest) -> None:
-    """Workers cannot import test modules: send their functions by value, as for ``__main__``."""
-    for module in (request.module, ssh_testing):
-        if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
-            cloudpickle.register_pickle_by_value(module)
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI is set: a missing service is a failure)", pytrace=False)
-    pytest.skip(what)
-
-
 @pytest.fixture(scope="session")
 def ssh_infra() -> SSHInfra:
     ccservices.load_env()
     env = os.environ
     if not os.path.isfile(env.get("CLUSTERCORE_SSH_CONFIG", "")):
-        _missing(f"the loopback sshd (127.0.0.1:2222) is not running: {ccservices.HOW}")
+        service_missing(f"the loopback sshd (127.0.0.1:2222) is not running: {ccservices.HOW}")
     if not os.access(env.get("CLUSTERCORE_SSH_KEY", ""), os.R_OK):
-        _missing(f"the sshd's client key {env.get('CLUSTERCORE_SSH_KEY')} is not readable here: run the tests as root")
+        service_missing(
+            f"the sshd's client key {env.get('CLUSTERCORE_SSH_KEY')} is not readable here: run the tests as root"
+        )
     return SSHInfra(
         config=env["CLUSTERCORE_SSH_CONFIG"],
         key=env["CLUSTERCORE_SSH_KEY"],
@@ -66,24 +58,22 @@ def test_hosts(ssh_infra: SSHInfra) -> TestHosts:
     names = os.environ.get("CLUSTERCORE_TEST_HOSTNAMES", "").split()
     addresses = os.environ.get("CLUSTERCORE_TEST_HOSTS", "").split()
     if len(names) < NUM_HOSTS or len(addresses) < NUM_HOSTS:
-        _missing(f"the {NUM_HOSTS} network-namespace hosts (ccnode1..{NUM_HOSTS}) are not running: {ccservices.HOW}")
+        service_missing(
+            f"the {NUM_HOSTS} network-namespace hosts (ccnode1..{NUM_HOSTS}) are not running: {ccservices.HOW}"
+        )
     controller = os.environ["CLUSTERCORE_TEST_CONTROLLER_ADDR"]
     return TestHosts(tuple(names[:NUM_HOSTS]), tuple(addresses[:NUM_HOSTS]), controller)
 
 
 @pytest.fixture
 def cluster(ssh_infra: SSHInfra) -> Iterator[Launched]:
-    """No workers before and after the test; fails if a recorded remote process survives it."""
-    import clustercore as cc
-
-    assert cc.procs() == [1], f"workers left over by an earlier test: {cc.procs()}"
+    """No workers before and after the test; fails if a process one of its workers ran as, or
+    one it recorded, survives it (checked on its host, over ssh)."""
     alias_of = {socket.gethostname(): ssh_infra.alias}
     alias_of.update({name: name for name in os.environ.get("CLUSTERCORE_TEST_HOSTNAMES", "").split()})
     launched = Launched(ssh_infra, alias_of)
-    try:
+    with clean_cluster(30, check_processes=False) as joined:
         yield launched
-    finally:
-        left = [p for p in cc.procs() if p != 1]
-        if left:
-            cc.rmprocs(left, waitfor=30)
+    for w in joined:
+        launched.add(alias_of.get(w.hostname, ssh_infra.alias), w.ospid)
     assert launched.leftovers() == {}, "remote worker processes survived the test"

@@ -38,10 +38,10 @@ def listening() -> list[tuple[str, int]]:
 
 def link_family(pid: int) -> int:
     """Run on a worker: the address family of its link to ``pid``."""
-    from clustercore.engine import cluster
+    from clustercore.testing import worker_info
 
-    conn = cluster.PGRP.workers[pid].conn
-    return int(conn.transport.sock.family) if conn is not None else -1
+    link = worker_info(pid).link
+    return int(link.family) if link is not None else -1
 
 
 def ask_hostname_of(pid: int) -> str:

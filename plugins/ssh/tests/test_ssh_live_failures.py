@@ -15,6 +15,7 @@ from clustercore_ssh import SSHLaunchError
 from ssh_testing import Launched, SSHInfra, TestHosts, tagged_pids
 
 import clustercore as cc
+from clustercore.testing import protocol_sitecustomize
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]
 
@@ -129,7 +130,7 @@ def test_python_version_mismatch(cluster: Launched, ssh_infra: SSHInfra) -> None
 
 def test_protocol_version_mismatch(cluster: Launched, ssh_infra: SSHInfra, tmp_path: Path) -> None:
     """A remote clustercore speaking another protocol (simulated with a sitecustomize)."""
-    (tmp_path / "sitecustomize.py").write_text("import clustercore.wire.handshake as h\nh.PROTOCOL_VERSION = 999\n")
+    (tmp_path / "sitecustomize.py").write_text(protocol_sitecustomize(999))
     err = failed_launch([ssh_infra.alias], sshflags=ssh_infra.flags, env={"PYTHONPATH": str(tmp_path)})
     assert err.phase == "version" and "clustercore protocol 999" in str(err)
 

@@ -19,7 +19,7 @@ from clustercore_ssh.sshflags import parse_sshflags
 from ssh_testing import Launched, SSHInfra, TestHosts, alive_pids, ssh_run
 
 import clustercore as cc
-from clustercore.errors import ProcessExitedException, RemoteException
+from clustercore import ProcessExitedException, RemoteException
 from clustercore.testing import worker_output
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]

@@ -57,7 +57,7 @@ def test_bad_env_name_fails_before_connecting(no_network: None) -> None:
 
 
 def test_registered_under_ssh() -> None:
-    from clustercore.engine.hooks import installed_plugins, manager_types
+    from clustercore.testing import installed_plugins, manager_types
 
     assert manager_types()["ssh"] is SSHManager
     assert any(info.name == "ssh" and info.distribution == "clustercore-ssh" for info in installed_plugins())
@@ -66,7 +66,7 @@ def test_registered_under_ssh() -> None:
 def test_hooks_answer_only_for_ssh_managers() -> None:
     from clustercore_ssh import hooks
 
-    from clustercore.engine.managers import ClusterManager, WorkerConfig
+    from clustercore.plugin import ClusterManager, WorkerConfig
 
     other = ClusterManager()
     assert hooks.launch(other, {}, [], None) is None  # type: ignore[arg-type]

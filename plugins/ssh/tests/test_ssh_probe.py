@@ -9,7 +9,7 @@ import pytest
 from clustercore_ssh.errors import SSHLaunchError
 from clustercore_ssh.probe import MARKER, parse_probe
 
-from clustercore.wire.handshake import local_versions
+from clustercore.plugin import versions as local_versions
 
 
 def answer(**info: object) -> str:
