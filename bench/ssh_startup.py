@@ -47,7 +47,8 @@ def _make_ssh_process_manager() -> type:
     from clustercore_ssh.remote_command import shell_command
 
     import clustercore as cc
-    from clustercore.engine.managers import ClusterManager, WorkerConfig, worker_command, worker_environment
+    from clustercore.engine.launching import WorkerConfig, worker_command, worker_environment
+    from clustercore.engine.managers import ClusterManager
 
     @dataclass(eq=False)
     class SSHProcessManager(ClusterManager):

@@ -29,7 +29,8 @@ _HOMES = {
     "engine.managers": ("ClusterManager", "WorkerConfig"),
     "parallelmap": ("pmap",),
     "processes": ("addprocs", "interrupt", "rmprocs", "worker_id_from_socket"),
-    "engine.remoterefs": ("RRID", "Future", "remoteref_id"),
+    "engine.refs": ("RRID",),
+    "engine.remoterefs": ("Future", "remoteref_id"),
     "syncblock": ("sync",),
     "engine.worker": ("init_worker", "process_messages", "start_worker"),
     "workerpool": ("AbstractWorkerPool", "CachingPool", "WorkerPool", "default_worker_pool"),
@@ -81,8 +82,10 @@ if TYPE_CHECKING:
     from .channels import Channel, RemoteChannel, channel_from_id
     from .engine.cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
     from .engine.hooks import hookimpl as hookimpl
-    from .engine.managers import ClusterManager, WorkerConfig
-    from .engine.remoterefs import RRID, Future, remoteref_id
+    from .engine.launching import WorkerConfig
+    from .engine.managers import ClusterManager
+    from .engine.refs import RRID
+    from .engine.remoterefs import Future, remoteref_id
     from .engine.worker import init_worker, process_messages, start_worker
     from .errors import CapturedException, ExceptionStandIn, ProcessExitedException, RemoteException
     from .executor import Executor

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import syncblock as _sync
-from .engine import cluster
+from .engine import cluster, peers
 from .engine.cluster import PGRP, Waiter
 from .engine.messages import MsgType
-from .engine.remoterefs import AbstractRemoteRef, Future, lookup_ref
+from .engine.refs import lookup_ref
+from .engine.remoterefs import AbstractRemoteRef, Future
 from .engine.requests import fetch_call
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def remotecall(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) ->
         runner = PGRP.runner
         runner.spawn(lambda: rv.store.set(*runner.run_work_thunk(f, args, kwargs)))
     else:
-        cluster.send_msg(pid, MsgType.CALL, (f, args, kwargs), response=fut.rrid)
+        peers.send_msg(pid, MsgType.CALL, (f, args, kwargs), response=fut.rrid)
     _sync.record(fut)
     return fut
 
@@ -78,7 +79,7 @@ def remotecall_notifying(f: Callable[..., Any], pid: int, /, *args: Any, **kwarg
         return fut, waiter
     cluster.worker_from_id(pid)
     fut = Future._made_for_call(pid)
-    waiter = cluster.send_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), notify_waiter=True, response=fut.rrid)
+    waiter = peers.send_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), notify_waiter=True, response=fut.rrid)
     _sync.record(fut)
     return fut, waiter
 
@@ -104,7 +105,7 @@ def remotecall_wait(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: An
         return fut
     cluster.worker_from_id(pid)
     fut = Future._made_for_call(pid)
-    waiter = cluster.send_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), notify_waiter=True, response=fut.rrid)
+    waiter = peers.send_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), notify_waiter=True, response=fut.rrid)
     _sync.record(fut)
     waiter.result()
     return fut
@@ -127,7 +128,7 @@ def remote_do(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> 
 
         runner.spawn(job)
         return
-    cluster.send_msg(pid, MsgType.REMOTE_DO, (f, args, kwargs))
+    peers.send_msg(pid, MsgType.REMOTE_DO, (f, args, kwargs))
 
 
 def _next_any() -> int:

@@ -15,8 +15,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .engine.callrunner import internal
 from .engine.cluster import PGRP
-from .engine.remoterefs import REFS, RRID, AbstractRemoteRef, _check_owner, _internal, lookup_ref, next_rrid
+from .engine.refs import REFS, RRID, lookup_ref, next_rrid
+from .engine.remoterefs import AbstractRemoteRef, _check_owner
 from .errors import InvalidStateError
 from .wire.serialize import register_plain_type
 
@@ -183,7 +185,7 @@ def channel_from_id(rrid: RRID) -> Any:
     return rv.store
 
 
-@_internal
+@internal
 def _make_channel(rrid: RRID, factory: Callable[[], Any]) -> None:
     lookup_ref(rrid, factory)
 
@@ -192,31 +194,31 @@ def _store(rrid: RRID) -> Any:
     return channel_from_id(rrid)
 
 
-@_internal
+@internal
 def _channel_put(rrid: RRID, value: Any) -> None:
     _store(rrid).put(value)
 
 
-@_internal
+@internal
 def _channel_take(rrid: RRID) -> Any:
     return _store(rrid).take()
 
 
-@_internal
+@internal
 def _channel_fetch(rrid: RRID) -> Any:
     return _store(rrid).fetch()
 
 
-@_internal
+@internal
 def _channel_isready(rrid: RRID) -> bool:
     return bool(_store(rrid).isready())
 
 
-@_internal
+@internal
 def _channel_wait(rrid: RRID, timeout: float | None) -> None:
     _store(rrid).wait(timeout)
 
 
-@_internal
+@internal
 def _channel_close(rrid: RRID) -> None:
     _store(rrid).close()

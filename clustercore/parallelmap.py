@@ -35,7 +35,7 @@ from concurrent import futures as cf
 from typing import Any
 
 from .calls import remotecall_pool
-from .engine import cluster
+from .engine import cluster, peers
 from .engine.cluster import PGRP
 from .engine.message_handlers import run_batch
 from .engine.messages import MsgType
@@ -280,7 +280,7 @@ class _DistributedMap:
                 try:
                     conn.uncork()
                 except ConnectionClosed as exc:  # the batches it held fail with the link
-                    cluster.link_lost(conn, str(exc))
+                    peers.link_lost(conn, str(exc))
 
     def _dispatch_retries(self, corked: list[Any]) -> None:
         """Each retry goes to another worker than the one it failed on, or waits for one."""
@@ -312,7 +312,7 @@ class _DistributedMap:
         runner.spawn(lambda: batch.set(*runner.run_work_thunk(run_batch, (f, items, star), {})))
 
     def _send_remote(self, pid: int, batch: range | list[int], items: list[Any], corked: list[Any]) -> None:
-        conn = cluster.connection_to(pid)
+        conn = peers.connection_to(pid)
         # An idle worker's first batch goes out at once, the rest in one write: sending
         # all of one worker's batches first delays the next worker's start whenever the
         # woken worker takes this CPU (it may, over a Unix socket) until it blocks.
@@ -335,7 +335,7 @@ class _DistributedMap:
                 raise  # not sent, and nobody will settle it: the caller puts it back
             # the link's end already failed this batch: that failure settles it
         if conn.closed:
-            cluster.link_lost(conn)
+            peers.link_lost(conn)
 
     def _lose_worker(self, pid: int) -> None:
         if pid in self.pids:

@@ -19,10 +19,12 @@ import time
 from typing import Any
 
 from .engine import cluster
-from .engine.cluster import PGRP, Worker, WorkerState
-from .engine.managers import ClusterManager, WorkerConfig, forward_worker_output, worker_timeout
+from .engine.cluster import PGRP, Worker, WorkerState, worker_timeout
+from .engine.launching import WorkerConfig, forward_worker_output
+from .engine.managers import ClusterManager
 from .engine.membership import connect_to_lower, learn_peers
 from .engine.messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
+from .engine.peers import attach_connection, deregister_worker, kill_quietly, send_msg
 from .engine.requests import broadcast_call, call_fetch_async, remote_exit
 from .links.connection import Connection
 from .wire import serialize
@@ -275,7 +277,7 @@ def create_worker(
     config.ospid = config.ospid or done.ospid
     with PGRP.lock:
         PGRP.workers[pid] = w
-    cluster.attach_connection(w, conn)
+    attach_connection(w, conn)
     manager.manage(pid, config, "register")
     return w
 
@@ -289,7 +291,7 @@ def _kill_unjoined(manager: ClusterManager, pid: int, config: WorkerConfig) -> N
         except OSError:
             pass
         return
-    threading.Thread(target=cluster._kill_quietly, args=(manager, pid, config), daemon=True).start()
+    threading.Thread(target=kill_quietly, args=(manager, pid, config), daemon=True).start()
 
 
 def _batch_peers() -> _PickledOnce | None:
@@ -448,7 +450,7 @@ def _kill_worker(w: Worker) -> None:
         log.exception("kill failed for worker %d", w.id)
     finally:
         if not w.gone.wait(worker_timeout()):
-            cluster.deregister_worker(w.id, "removed (its connection never closed)")
+            deregister_worker(w.id, "removed (its connection never closed)")
         if manager is not None and config is not None:
             try:
                 manager.manage(w.id, config, "finalize")
@@ -462,7 +464,7 @@ def interrupt(*pids: Any) -> None:
     targets = _flatten_pids(pids) or [p for p in cluster.workers() if p != 1]
     for pid in targets:
         w = cluster.worker_from_id(pid)
-        cluster.send_msg(pid, MsgType.INTERRUPT, None)
+        send_msg(pid, MsgType.INTERRUPT, None)
         if w.manager is not None and w.config is not None:
             w.manager.manage(pid, w.config, "interrupt")
 

@@ -54,7 +54,7 @@ import cloudpickle
 import pytest
 
 import clustercore as cc
-from clustercore.engine import cluster, hooks, managers
+from clustercore.engine import cluster, hooks, launching
 from clustercore.engine.hooks import PluginInfo
 from clustercore.plugin import ClusterManager, WorkerConfig
 from clustercore.processes import GENERIC_PARAMS
@@ -115,11 +115,11 @@ def watch_worker_output(watcher: Callable[[str], None]) -> Iterator[None]:
     """Call ``watcher(line)`` for every forwarded worker line (``"From worker N:\\t..."``)
     while the block runs, in the thread that forwards it and before it is printed: a
     watcher that blocks holds that output up as a stuck stdout would."""
-    managers._output_watchers.append(watcher)
+    launching._output_watchers.append(watcher)
     try:
         yield
     finally:
-        managers._output_watchers.remove(watcher)
+        launching._output_watchers.remove(watcher)
 
 
 @contextmanager

@@ -14,8 +14,10 @@ from typing import Any
 
 from .channels import Channel
 from .engine import cluster
+from .engine.callrunner import internal
 from .engine.cluster import PGRP
-from .engine.remoterefs import REFS, RRID, AbstractRemoteRef, _internal, lookup_ref, next_rrid
+from .engine.refs import REFS, RRID, lookup_ref, next_rrid
+from .engine.remoterefs import AbstractRemoteRef
 from .engine.requests import call_fetch_async, fetch_call
 from .errors import InvalidStateError
 from .wire.serialize import register_plain_type
@@ -152,7 +154,7 @@ def _rebuild_pool(ref: _PoolRef) -> WorkerPool:
     return pool
 
 
-@_internal
+@internal
 def _pool_op(rrid: RRID, name: str, *args: Any) -> Any:
     rv = REFS.get(rrid)
     if rv is None:
@@ -201,7 +203,7 @@ class CachingPool(WorkerPool):
         return len(self._cache)
 
 
-@_internal
+@internal
 def _cache_function(rrid: RRID, f: Callable[..., Any]) -> None:
     lookup_ref(rrid, lambda: f)
 

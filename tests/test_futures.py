@@ -9,13 +9,12 @@ import time
 import pytest
 
 import clustercore as cc
-from clustercore.engine import cluster, remoterefs
+from clustercore.engine import cluster, refs, remoterefs
 
 
 def _settled_table_size() -> int:
     gc.collect()
-    refs = __import__("clustercore.engine.remoterefs", fromlist=["REFS"])
-    refs.flush_gc()
+    remoterefs.flush_gc()
     return len(refs.REFS)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import clustercore as cc
-from clustercore.engine.managers import worker_command, worker_environment
+from clustercore.engine.launching import worker_command, worker_environment
 from clustercore.testing import wait_until_gone
 
 from .uds_manager import UDSManager

@@ -28,7 +28,7 @@ from clustercore_k8s.logstream import PodLog
 
 import clustercore as cc
 from clustercore.engine import cluster
-from clustercore.engine.managers import forward_worker_output
+from clustercore.engine.launching import forward_worker_output
 from clustercore.logs import LazyLogger, RateLimit
 from clustercore.testing import OutputLog, worker_output
 from clustercore.wire import handshake

@@ -12,7 +12,7 @@ import pytest
 
 import clustercore as cc
 from clustercore.engine import cluster
-from clustercore.engine.managers import worker_command, worker_environment
+from clustercore.engine.launching import worker_command, worker_environment
 
 
 def connected_peers(pid: int) -> list[int]:

@@ -457,3 +457,9 @@ class CallRunner:
             raise KeyboardInterrupt
         if self._main_ident in self._held:
             self._deferred.add(self._main_ident)
+
+
+def internal(fn: Any) -> Any:
+    """Mark an engine function that peers call: an ``interrupt`` does not hit it."""
+    fn._clustercore_internal = True
+    return fn

@@ -26,9 +26,9 @@ import threading
 from typing import Any, NoReturn
 
 from ..links.connection import THREAD, Connection, ConnectionClosed
-from .cluster import link_lost
 from .message_handlers import decode_result, handle_msg
 from .messages import MsgType
+from .peers import link_lost
 
 _MAIN_IDENT = threading.main_thread().ident
 _RESULT = MsgType.RESULT

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .managers import ClusterManager, WorkerConfig
+    from .launching import WorkerConfig
+    from .managers import ClusterManager
 
 PROJECT = "clustercore"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -92,11 +93,8 @@ class _Plugins:
     def pm(self) -> pluggy.PluginManager:
         with self._lock:
             if self._pm is None:
-                from . import default_manager
-
                 pm = pluggy.PluginManager(PROJECT)
                 pm.add_hookspecs(HookSpecs)
-                pm.register(default_manager, name="clustercore.default")
                 self._pm = pm
             return self._pm
 
@@ -184,30 +182,10 @@ def installed_plugins() -> list[PluginInfo]:
     return list(PLUGINS.infos)
 
 
-def _first(name: str, manager: ClusterManager, **kwargs: Any) -> Any:
-    result = getattr(PLUGINS.serving(manager).hook, name)(manager=manager, **kwargs)
-    if result is None:
-        raise NotImplementedError(
-            f"{type(manager).__name__} does not implement {name!r}: define a {name} method "
-            "on it, or install the plugin that provides it"
-        )
-    return result
-
-
-def call_launch(manager: ClusterManager, params: dict[str, Any], launched: list[WorkerConfig], ntfy: Condition) -> None:
-    _first("launch", manager, params=params, launched=launched, launch_ntfy=ntfy)
-
-
-def call_manage(manager: ClusterManager, id: int, config: WorkerConfig, op: str) -> None:
-    _first("manage", manager, id=id, config=config, op=op)
-
-
-def call_kill(manager: ClusterManager, pid: int, config: WorkerConfig) -> None:
-    _first("kill", manager, pid=pid, config=config)
-
-
-def call_connect(manager: ClusterManager, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
-    return _first("connect", manager, pid=pid, config=config)  # type: ignore[no-any-return]
+def answer(name: str, manager: ClusterManager, **kwargs: Any) -> Any:
+    """The first plugin's answer to hook ``name`` for ``manager``; ``None`` if no plugin
+    answers (the caller then does what Julia's default does)."""
+    return getattr(PLUGINS.serving(manager).hook, name)(manager=manager, **kwargs)
 
 
 def cli_commands() -> dict[str, Any]:

@@ -1,51 +1,22 @@
-"""The cluster-manager interface: ``ClusterManager``, ``WorkerConfig`` and helpers.
+"""The cluster-manager interface: ``ClusterManager`` (Julia's ``launch``, ``manage``,
+``kill``, ``connect``), dispatched to the plugin hooks, with Julia's defaults.
 
-A manager decides how worker processes come to exist. The core calls its
-four methods (Julia's ``launch``, ``manage``, ``kill``, ``connect``); the base
-class dispatches them to the plugin hooks, so a manager is either a class
-from a pip-installed plugin or a subclass in user code that overrides them.
+A manager is a class from a pip-installed plugin (its hooks recognise it) or a
+subclass in user code that overrides the methods. A method no plugin answers for
+does what Julia's default does: ``connect`` reads the worker's address line (or
+takes ``host``/``port``) and opens TCP; ``kill`` asks the worker to exit, then ends
+``config.process`` if there is one; ``manage`` does nothing.
 """
 
 from __future__ import annotations
 
-import collections
-import re
-import socket
 import subprocess
-import sys
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from threading import Condition
-from typing import IO, Any
+from typing import Any
 
-from .cluster import worker_timeout
-
-ADDRESS_LINE = re.compile(r"clustercore_worker:(\d+)#(\S+)")
-
-
-@dataclass(eq=False)
-class WorkerConfig:
-    """How to reach and manage one worker (Julia's ``WorkerConfig``); all fields optional."""
-
-    io: IO[Any] | Any | None = None
-    host: str | None = None
-    port: int | None = None
-    count: int | str | None = None
-    exename: str | None = None
-    exeflags: tuple[str, ...] | list[str] | None = None
-    userdata: Any = None
-    tunnel: bool | None = None
-    bind_addr: str | None = None
-    sshflags: tuple[str, ...] | list[str] | None = None
-    max_parallel: int | None = None
-    connect_at: Any = None
-    process: Any = None
-    ospid: int | None = None
-    environ: dict[str, Any] = field(default_factory=dict)
-    ident: Any = None
-    connect_idents: list[Any] | None = None
-    enable_threaded_blas: bool | None = None
+from . import hooks
+from .launching import WorkerConfig, default_connect, end_process
+from .requests import remote_exit
 
 
 class ClusterManager:
@@ -57,261 +28,21 @@ class ClusterManager:
     """
 
     def launch(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: Condition) -> None:
-        from . import hooks
-
-        hooks.call_launch(self, params, launched, launch_ntfy)
+        if hooks.answer("launch", self, params=params, launched=launched, launch_ntfy=launch_ntfy) is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not implement 'launch': define a launch method "
+                "on it, or install the plugin that provides it"
+            )
 
     def manage(self, id: int, config: WorkerConfig, op: str) -> None:
-        from . import hooks
-
-        hooks.call_manage(self, id, config, op)
+        hooks.answer("manage", self, id=id, config=config, op=op)
 
     def kill(self, pid: int, config: WorkerConfig) -> None:
-        from . import hooks
-
-        hooks.call_kill(self, pid, config)
-
-    def connect(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
-        from . import hooks
-
-        return hooks.call_connect(self, pid, config)
-
-
-class DefaultClusterManager(ClusterManager):
-    """The manager a worker uses to reach other workers over TCP (no plugin involved)."""
+        if hooks.answer("kill", self, pid=pid, config=config) is None:
+            remote_exit(pid)
+            if isinstance(config.process, subprocess.Popen):
+                end_process(config.process)
 
     def connect(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
-        return default_connect(pid, config)
-
-
-EXIT_TIMEOUT = 5.0
-TERM_TIMEOUT = 5.0
-
-
-def end_process(
-    process: subprocess.Popen[Any], exit_timeout: float = EXIT_TIMEOUT, term_timeout: float = TERM_TIMEOUT
-) -> None:
-    """Julia's LocalManager ladder: wait for a graceful exit, then SIGTERM, then SIGKILL."""
-    try:
-        process.wait(exit_timeout)
-        return
-    except subprocess.TimeoutExpired:
-        process.terminate()
-    try:
-        process.wait(term_timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def worker_command(
-    params: dict[str, Any], *, bind_to: str | None = None, lifeline: bool = False, link_fd: int | None = None
-) -> list[str]:
-    """The argv that starts ``clustercore worker`` with the launch parameters."""
-    cmd = [str(params.get("exename") or sys.executable), *map(str, params.get("exeflags") or ())]
-    cmd += ["-m", "clustercore", "worker"]
-    if bind_to:
-        cmd += ["--bind-to", bind_to]
-    if lifeline:
-        cmd.append("--lifeline")
-    if link_fd is not None:
-        cmd += ["--link-fd", str(link_fd)]
-    return cmd
-
-
-def worker_environment(params: dict[str, Any]) -> dict[str, str]:
-    """Variables a launched worker needs on top of its inherited environment."""
-    env = {str(k): str(v) for k, v in (params.get("env") or {}).items()}
-    if not params.get("enable_threaded_blas"):
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(var, "1")
-    env.setdefault("CLUSTERCORE_WORKER_TIMEOUT", str(worker_timeout()))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-# --- descriptors -------------------------------------------------------------------
-
-LINK_DESCRIPTORS = 2  # what the driver holds per worker link: its socket and its reader's epoll
-_DESCRIPTOR_HEADROOM = 64  # for whatever else is opened meanwhile
-
-
-def reserve_descriptors(count: int, what: str) -> None:
-    """Make room for ``count`` more open file descriptors in this process, before
-    starting what needs them: past the soft ``RLIMIT_NOFILE`` it is raised to the hard
-    one (as servers do); if even that is too few, ``OSError(EMFILE)`` names the limit."""
-    import errno
-    import os
-    import resource
-
-    try:
-        in_use = len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
-    except OSError:
-        return  # no way to count them here: the kernel will say EMFILE if it comes to that
-    need = in_use + count + _DESCRIPTOR_HEADROOM
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or need <= soft:
-        return
-    if hard == resource.RLIM_INFINITY or need <= hard:
-        for new_soft in (hard, need):  # the hard limit itself may be past the kernel's nr_open
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
-            except (ValueError, OSError):
-                continue
-            import logging
-
-            logging.getLogger(__name__).info("raised the soft RLIMIT_NOFILE from %d to %d for %s", soft, new_soft, what)
-            return
-    raise OSError(
-        errno.EMFILE,
-        f"{what} needs {count} more file descriptors in this process, which has {in_use} open, but its "
-        f"RLIMIT_NOFILE allows {_limit_text(hard)} (hard limit; soft {_limit_text(soft)}): raise the hard limit "
-        f"(ulimit -Hn, LimitNOFILE= for a systemd service, nofile in /etc/security/limits.conf) or add fewer workers",
-    )
-
-
-def _limit_text(value: int) -> str:
-    import resource
-
-    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
-
-
-# --- the worker's output and its address line ---------------------------------------
-
-_output_watchers: list[Callable[[str], None]] = []
-
-
-def emit_worker_output(text: str) -> None:
-    """Print one forwarded line (``From worker N:\t...``) on stdout; watchers see it too."""
-    for watcher in tuple(_output_watchers):
-        watcher(text)
-    print(text, flush=True)
-
-
-_forwarders: dict[int, OutputForwarder] = {}
-_ended: collections.deque[OutputForwarder] = collections.deque(maxlen=256)  # the newest that ended
-_forwarders_lock = threading.Lock()
-
-
-class OutputForwarder:
-    """Reads a worker's output stream: finds the address line, prints the rest
-    prefixed ``From worker N:`` (Julia's ``redirect_worker_output``)."""
-
-    def __init__(self, pid: int, io: Any) -> None:
-        self.pid = pid
-        self.io = io
-        self.address: tuple[str, int] | None = None
-        self.seen: list[str] = []
-        self.ended = False
-        self._found = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"clustercore-output-{pid}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for raw in iter(self.io.readline, b"" if not hasattr(self.io, "encoding") else ""):
-                line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-                line = line.rstrip("\r\n")
-                if self.address is None:
-                    match = ADDRESS_LINE.fullmatch(line.strip())  # the whole line: not one that quotes it
-                    if match:
-                        self.address = (match.group(2), int(match.group(1)))
-                        self._found.set()
-                        continue
-                    self.seen.append(line)
-                    del self.seen[:-50]
-                emit_worker_output(f"From worker {self.pid}:\t{line}")
-        except (OSError, ValueError):
-            pass
-        finally:
-            self.ended = True
-            self._found.set()
-            with _forwarders_lock:  # the stream has ended: its descriptor goes with it
-                if _forwarders.get(id(self.io)) is self:
-                    del _forwarders[id(self.io)]
-                _ended.append(self)  # what it read stays there for a launch error to quote
-            try:
-                self.io.close()
-            except (OSError, ValueError):
-                pass
-
-    def wait_address(self, timeout: float) -> tuple[str, int]:
-        if not self._found.wait(timeout):
-            raise TimeoutError(
-                f"worker {self.pid} did not print its address within {timeout:g} s "
-                f"(CLUSTERCORE_WORKER_TIMEOUT); its output so far: {self._output()}"
-            )
-        if self.address is None:
-            raise ConnectionError(f"worker {self.pid} exited before printing its address; its output: {self._output()}")
-        return self.address
-
-    def _output(self) -> str:
-        return "\n".join(self.seen[-20:]) or "(nothing)"
-
-
-def forward_worker_output(pid: int, io: Any) -> OutputForwarder:
-    """Start (once per stream) forwarding ``io`` as worker ``pid``'s output."""
-    with _forwarders_lock:
-        forwarder = _forwarders.get(id(io))
-        if forwarder is not None and forwarder.io is io:
-            return forwarder
-        for ended in _ended:
-            if ended.io is io:
-                return ended
-        forwarder = _forwarders[id(io)] = OutputForwarder(pid, io)
-    forwarder.start()  # not under the lock: a thread's start waits until it runs, and joins add many at once
-    return forwarder
-
-
-def read_worker_host_port(pid: int, config: WorkerConfig, timeout: float | None = None) -> tuple[str, int]:
-    """The ``(host, port)`` a worker printed on ``config.io``."""
-    return forward_worker_output(pid, config.io).wait_address(worker_timeout() if timeout is None else timeout)
-
-
-KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}  # a vanished host is noticed in ~1 min
-
-
-def enable_keepalive(sock: socket.socket) -> None:
-    """TCP keepalive, so a link to a host that vanished (no FIN, no RST) ends too."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in KEEPALIVE.items():
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-    except OSError:
-        pass  # not a TCP socket, or the platform lacks the options: nothing to do
-
-
-def connect_to_worker(host: str, port: int, timeout: float | None = None) -> socket.socket:
-    """A TCP connection to a worker, with keepalive; a clear ``ConnectionError`` if it fails."""
-    try:
-        sock = socket.create_connection((host, port), timeout=worker_timeout() if timeout is None else timeout)
-    except OSError as exc:
-        raise ConnectionError(f"cannot connect to worker at {host}:{port}: {exc}") from exc
-    sock.settimeout(None)
-    enable_keepalive(sock)
-    return sock
-
-
-def default_connect(pid: int, config: WorkerConfig) -> tuple[Any, Any]:
-    """Julia's default ``connect``: the address line on ``config.io`` (or host/port), then TCP."""
-    if config.connect_at is not None:  # worker-to-worker: the address pid 1 told us
-        host, port = config.connect_at
-        sock = connect_to_worker(host, port)
-        return sock, sock
-    if config.io is not None:
-        bind_addr, port = read_worker_host_port(pid, config)
-        host = config.host or bind_addr
-    elif config.host is not None and config.port is not None:
-        host, port = config.host, config.port
-        bind_addr = config.bind_addr or host
-    else:
-        raise ValueError(f"worker {pid}: WorkerConfig needs io, or host and port, to connect")
-    config.host, config.port = host, port
-    host = host.rsplit("@", 1)[-1]
-    sock = connect_to_worker(host, port)
-    # the address other workers use to reach this one
-    config.connect_at = (sock.getpeername()[0] if bind_addr in ("0.0.0.0", "::") else bind_addr, port)
-    return sock, sock
+        found = hooks.answer("connect", self, pid=pid, config=config)
+        return default_connect(pid, config) if found is None else found  # type: ignore[no-any-return]

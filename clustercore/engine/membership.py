@@ -8,31 +8,31 @@ worker that left is announced to the others from here.
 
 from __future__ import annotations
 
-from . import cluster
+from . import cluster, peers
+from .callrunner import internal
 from .cluster import PGRP
 from .messages import PeerInfo
-from .remoterefs import _internal
 from .requests import broadcast_remote_do
 
 
-@_internal
-def learn_peers(peers: list[PeerInfo]) -> None:
-    cluster.add_peers(peers)
+@internal
+def learn_peers(news: list[PeerInfo]) -> None:
+    cluster.add_peers(news)
     if PGRP.allowed_peers is not None:  # custom topology: pid 1 sent only those we may reach
-        PGRP.allowed_peers.update(p.pid for p in peers)
+        PGRP.allowed_peers.update(p.pid for p in news)
 
 
-@_internal
+@internal
 def connect_to_lower() -> None:
     """Open links to every known worker with a lower pid (higher pids dial lower ones)."""
     for pid in sorted(cluster.procs()):
         if 1 < pid < PGRP.myid:
-            cluster.connection_to(pid)
+            peers.connection_to(pid)
 
 
-@_internal
+@internal
 def forget_peer(pid: int) -> None:
-    cluster.deregister_worker(pid, "removed by pid 1")
+    peers.deregister_worker(pid, "removed by pid 1")
 
 
 def _tell_peers_left(pid: int) -> None:

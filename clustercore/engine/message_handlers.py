@@ -23,7 +23,7 @@ from ..wire.framing import FLAG_ERROR, Frame
 from . import cluster
 from .cluster import PGRP
 from .messages import MsgType
-from .remoterefs import RRID, apply_gc_ops, lookup_ref
+from .refs import RRID, apply_gc_ops, lookup_ref
 
 log = LazyLogger(__name__)
 _CALLS = frozenset({MsgType.CALL, MsgType.CALL_WAIT, MsgType.REMOTE_DO})

@@ -26,81 +26,14 @@ import sys
 import threading
 import weakref
 from collections.abc import Generator
-from typing import Any, NamedTuple
+from typing import Any
 
-from ..wire.serialize import register_plain_type
-from . import cluster
+from . import cluster, peers
+from .callrunner import internal
 from .cluster import PGRP, SERIAL_CTX, Waiter
+from .refs import RRID, add_client, lookup_ref, next_rrid
 
 _UNSET: Any = object()
-
-
-class RRID(NamedTuple):
-    """A remote reference's id: the pid that made it and a counter there."""
-
-    whence: int
-    id: int
-
-
-register_plain_type(RRID)
-
-_ids = iter(range(1, 1 << 62))
-_ids_lock = threading.Lock()
-
-
-def next_rrid() -> RRID:
-    with _ids_lock:
-        return RRID(PGRP.myid, next(_ids))
-
-
-# --- the owner's side ----------------------------------------------------------------
-
-
-class RemoteValue:
-    """The storage behind a reference on its owner, and its client counts."""
-
-    __slots__ = ("clients", "store")
-
-    def __init__(self, store: Any, whence: int) -> None:
-        self.store = store
-        self.clients: dict[int, int] = {whence: 1}
-
-
-REFS: dict[RRID, RemoteValue] = {}
-_refs_lock = threading.Lock()
-
-
-def lookup_ref(rrid: RRID, make_store: Any = Waiter) -> RemoteValue:
-    """The owner's entry for ``rrid``, made on first use (Julia's ``lookup_ref``)."""
-    rv = REFS.get(rrid)
-    if rv is None:
-        with _refs_lock:
-            rv = REFS.get(rrid)
-            if rv is None:
-                rv = REFS[rrid] = RemoteValue(make_store(), rrid.whence)
-    return rv
-
-
-def add_client(rrid: RRID, pid: int, delta: int) -> None:
-    """Change ``pid``'s count on a reference this process owns; free it at all-zero."""
-    with _refs_lock:
-        rv = REFS.get(rrid)
-        if rv is None:
-            if delta > 0 and rrid.whence == pid:
-                return
-            rv = REFS[rrid] = RemoteValue(Waiter(), rrid.whence)
-        count = rv.clients.get(pid, 0) + delta
-        if count:
-            rv.clients[pid] = count
-        else:
-            rv.clients.pop(pid, None)
-        if not rv.clients:
-            del REFS[rrid]
-
-
-def apply_gc_ops(ops: list[tuple[int, int, int, int]]) -> None:
-    for whence, rid, pid, delta in ops:
-        add_client(RRID(whence, rid), pid, delta)
 
 
 # --- queued count changes --------------------------------------------------------------
@@ -108,6 +41,7 @@ def apply_gc_ops(ops: list[tuple[int, int, int, int]]) -> None:
 _GC_QUEUE: queue.SimpleQueue[tuple[int, RRID, int, int]] = queue.SimpleQueue()
 _GC_DOORBELL: queue.SimpleQueue[None] = queue.SimpleQueue()  # wakes the flusher; items stay queued
 _flush_lock = threading.Lock()
+_flusher_lock = threading.Lock()
 _flusher: threading.Thread | None = None
 
 
@@ -122,7 +56,7 @@ def _queue_gc(owner: int, rrid: RRID, pid: int, delta: int) -> None:
 
 def _start_flusher() -> None:
     global _flusher
-    with _ids_lock:
+    with _flusher_lock:
         if _flusher is None:
             _flusher = threading.Thread(target=_flush_forever, name="clustercore-gc", daemon=True)
             _flusher.start()
@@ -163,7 +97,7 @@ def _send_gc_now(owner: int) -> None:
     if w is None or not w.gc_ops:
         return
     try:
-        cluster.connection_to(owner).flush()
+        peers.connection_to(owner).flush()
     except Exception:  # noqa: BLE001 - the owner is gone, and its table with it
         with PGRP.lock:
             w.gc_ops.clear()
@@ -379,25 +313,19 @@ def _rebuild_fetched_future(where: int, whence: int, rid: int, value: Any) -> Fu
 # --- what owners run for remote holders -------------------------------------------------
 
 
-def _internal(fn: Any) -> Any:
-    """Marks engine functions: an ``interrupt`` does not hit them."""
-    fn._clustercore_internal = True
-    return fn
-
-
-@_internal
+@internal
 def _fetch_ref(rrid: RRID) -> tuple[Any, bool]:
     store = lookup_ref(rrid).store
     store.wait()
     return store.value, store.failed
 
 
-@_internal
+@internal
 def _isready_ref(rrid: RRID) -> bool:
     return bool(lookup_ref(rrid).store.done)
 
 
-@_internal
+@internal
 def _wait_ref(rrid: RRID, timeout: float | None) -> tuple[bool, BaseException | None]:
     """Whether the value came within ``timeout``, and the call's error if it failed."""
     store = lookup_ref(rrid).store
@@ -406,7 +334,7 @@ def _wait_ref(rrid: RRID, timeout: float | None) -> tuple[bool, BaseException | 
     return True, store.value if store.failed else None
 
 
-@_internal
+@internal
 def _put_ref(rrid: RRID, value: Any) -> bool:
     return bool(lookup_ref(rrid).store.set(value))
 

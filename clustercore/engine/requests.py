@@ -11,10 +11,10 @@ from typing import Any
 
 from ..errors import ProcessExitedException
 from ..wire.serialize import dumps_call
-from . import cluster, directreply
+from . import cluster, directreply, peers
+from .callrunner import internal
 from .cluster import PGRP, Waiter, WorkerState
 from .messages import MsgType
-from .remoterefs import _internal
 
 
 def fetch_call(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -22,12 +22,12 @@ def fetch_call(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: d
     itself when it can (:mod:`clustercore.engine.directreply`)."""
     if pid == PGRP.myid:
         return call_fetch_async(pid, f, args, kwargs).result()
-    conn = cluster.connection_to(pid)
+    conn = peers.connection_to(pid)
     payload, buffers = cluster.dumps_for(pid, (f, args, kwargs), dumps_call)
     wid = PGRP.next_waiter_id()
     outcome = directreply.request(conn, MsgType.CALL_FETCH, payload, buffers, (PGRP.myid, wid), PGRP.runner)
     if outcome is None:
-        return cluster.send_pickled_with_waiter(conn, MsgType.CALL_FETCH, payload, buffers, wid).result()
+        return peers.send_pickled_with_waiter(conn, MsgType.CALL_FETCH, payload, buffers, wid).result()
     if outcome[1]:
         raise outcome[0]
     return outcome[0]
@@ -40,20 +40,18 @@ def call_fetch_async(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwa
         value, failed = PGRP.runner.run_work_thunk(f, args, kwargs, not getattr(f, "_clustercore_internal", False))
         waiter.set(value, failed)
         return waiter
-    return cluster.send_with_waiter(pid, MsgType.CALL_FETCH, (f, args, kwargs))
+    return peers.send_with_waiter(pid, MsgType.CALL_FETCH, (f, args, kwargs))
 
 
-@_internal
+@internal
 def _exit_worker() -> None:
-    from .worker import exit_worker
-
-    exit_worker("asked to exit by pid 1")
+    cluster.exit_worker("asked to exit by pid 1")
 
 
 def remote_exit(pid: int) -> None:
     """Ask worker ``pid`` to exit (the first rung of every ``kill``)."""
     try:
-        cluster.send_msg(pid, MsgType.REMOTE_DO, (_exit_worker, (), {}))
+        peers.send_msg(pid, MsgType.REMOTE_DO, (_exit_worker, (), {}))
     except (ProcessExitedException, ValueError, OSError):
         pass
 
@@ -73,6 +71,6 @@ def broadcast_remote_do(f: Callable[..., Any], pids: Iterable[int], *args: Any) 
         if pid in leaving:
             continue
         try:
-            cluster.send_msg(pid, MsgType.REMOTE_DO, (f, args, {}))
+            peers.send_msg(pid, MsgType.REMOTE_DO, (f, args, {}))
         except (ProcessExitedException, ValueError):
             pass

@@ -11,7 +11,6 @@ told to exit or until the link to pid 1 closes (no orphans).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import errno
@@ -29,8 +28,8 @@ from ..logs import LazyLogger
 from ..wire import handshake, serialize
 from ..wire.handshake import accept_handshake, connect_handshake
 from ..wire.transport import make_transport
-from . import cluster
-from .cluster import PGRP, Worker, worker_timeout
+from . import cluster, peers
+from .cluster import PGRP, Worker, exit_worker, worker_timeout
 from .messages import JoinComplete, JoinPGRP, MsgType
 
 if TYPE_CHECKING:
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 
 log = LazyLogger(__name__)
 _joined = threading.Event()
-_exiting = threading.Lock()
 
 
 def init_worker(cookie: str, manager: ClusterManager | None = None) -> None:
@@ -510,14 +508,14 @@ def _join_cluster(conn: Connection, join: JoinPGRP) -> None:
         _limit_blas_threads()
     try:
         for pid in join.connect_now:
-            cluster.connection_to(pid)
+            peers.connection_to(pid)
         reply: Any = JoinComplete(os.cpu_count() or 1, os.getpid(), PGRP.hostname, PGRP.local_address)
     except Exception as exc:  # noqa: BLE001 - tell pid 1 why we cannot join
         reply = exc
     payload, buffers = serialize.dumps(reply)
     conn.send_frame(MsgType.JOIN_COMPLETE, payload, buffers)
     _joined.set()
-    cluster.attach_connection(driver, conn)
+    peers.attach_connection(driver, conn)
 
 
 def _identify_peer(conn: Connection, pid: int) -> None:
@@ -530,10 +528,10 @@ def _identify_peer(conn: Connection, pid: int) -> None:
             PGRP.allowed_peers.add(pid)
     conn.send_frame(MsgType.IDENTIFY_ACK, b"")
     if w.conn is None or w.conn.closed:
-        cluster.attach_connection(w, conn)
+        peers.attach_connection(w, conn)
     else:  # both dialed at once: keep serving this link too
         conn.peer = pid
-        cluster.serve_incoming(conn)
+        peers.serve_incoming(conn)
 
 
 def _limit_blas_threads() -> None:
@@ -542,20 +540,3 @@ def _limit_blas_threads() -> None:
     except ImportError:
         return
     threadpool_limits(1, "blas")
-
-
-def exit_worker(reason: str, code: int = 0) -> None:
-    """End this worker process now, running ``atexit`` handlers and flushing output."""
-    if not _exiting.acquire(blocking=False):
-        return
-    if reason:
-        log.debug("worker %d exiting: %s", PGRP.myid, reason)
-    try:
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
