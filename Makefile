@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 
-.PHONY: setup demo test torture lint bench clean services services-down
+.PHONY: setup demo test test-k8s torture lint bench clean services services-down
 
 setup: $(VENV)/.installed
 	@# Editable installs leave bytecode to the import system, which this machine may forbid
@@ -24,6 +24,14 @@ demo: setup
 # without root it runs the tests without them, and the tests that need them are skipped.
 test: setup $(if $(filter 0,$(shell id -u)),services)
 	$(PY) -m pytest
+
+# The Kubernetes plugin's suite against a real control plane (root): tests/services/k8s builds
+# kube-apiserver, kube-scheduler and kube-controller-manager from Debian's source package once
+# per machine (cached outside the clone), starts them with etcd and a node agent, and the tests
+# that need the in-repo fake are skipped. Not part of `make test`; `make services-down` stops it.
+test-k8s: setup
+	bash tests/services/k8s up > /dev/null
+	CLUSTERCORE_K8S_TESTS=real $(PY) -m pytest plugins/k8s/tests $(PYTEST_ARGS)
 
 # The long run of the concurrency torture test (a short one is part of `make test`);
 # run it before every change to the engine. TORTURE_SECONDS and TORTURE_SEED to vary it.

@@ -1,8 +1,13 @@
-"""Fixtures around the fake Kubernetes API server (see ``fake_apiserver/README.md``).
+"""Fixtures around the Kubernetes API server the tests run against.
 
+By default that is the in-repo fake (see ``fake_apiserver/README.md``); with
+``CLUSTERCORE_K8S_TESTS=real`` (``make test-k8s``) it is the real control plane of
+``tests/services/k8s`` (``real_apiserver.py``), and tests that need the fake itself are skipped.
+
+- ``k8s_api``: the server under test, fake or real.
 - ``fake_k8s``: a started ``FakeApiServer``; on teardown it is stopped and the test fails if
   any process it started is still alive or the fake hit an internal error.
-- ``k8s_client`` / ``k8s_core``: ``kubernetes.client.ApiClient`` / ``CoreV1Api`` on its http URL.
+- ``k8s_client`` / ``k8s_core``: ``kubernetes.client.ApiClient`` / ``CoreV1Api`` on ``k8s_api``.
 - ``k8s_kubeconfig``: a kubeconfig file for it (``load_kube_config(config_file=...)``).
 - ``k8s_incluster``: the environment of a pod (``KUBERNETES_SERVICE_HOST/PORT`` and the service
   account files) so that ``kubernetes.config.load_incluster_config()`` reaches it over https.
@@ -12,9 +17,11 @@ Watch-driven wait helpers live in ``fake_apiserver.clientside``.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -23,15 +30,54 @@ from kubernetes.config import incluster_config
 if str(Path(__file__).parent) not in sys.path:  # also importable under --import-mode=importlib
     sys.path.insert(0, str(Path(__file__).parent))
 from fake_apiserver import FakeApiServer, InClusterFiles
+from real_apiserver import RealApiServer, real_mode
 
 from clustercore.testing import clean_cluster, ship_test_modules_by_value
 
 __all__ = ["ship_test_modules_by_value"]  # a fixture: pytest finds it here
 
+HOW_REAL = "run `bash tests/services/k8s up` as root (or `make test-k8s`)"
+_real: list[RealApiServer] = []
+
+
+def _real_server() -> RealApiServer:
+    if not _real:
+        import ccservices
+
+        ccservices.load_env()
+        kubeconfig = os.environ.get("CLUSTERCORE_K8S_KUBECONFIG")
+        if not kubeconfig or not Path(kubeconfig).is_file():
+            pytest.fail(f"CLUSTERCORE_K8S_TESTS=real but no control plane is running: {HOW_REAL}")
+        _real.append(RealApiServer(kubeconfig))
+    return _real[0]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if not real_mode():
+        return ["kubernetes: the in-repo fake API server (CLUSTERCORE_K8S_TESTS=real for the real one)"]
+    try:
+        server = _real_server()
+    except BaseException as exc:  # noqa: BLE001 - pytest.fail raises an OutcomeException
+        return [f"kubernetes: no real control plane ({exc})"]
+    return [f"kubernetes: kube-apiserver {server.version()} at {server.url} (tests/services/k8s)"]
+
+
+@pytest.fixture
+def k8s_api(request: pytest.FixtureRequest) -> Any:
+    """The API server under test: the real one under ``CLUSTERCORE_K8S_TESTS=real``, else the fake."""
+    if real_mode():
+        if request.module.__name__.startswith("test_fake_apiserver"):
+            # the fake's own tests: each expects a fresh server, and the fake models a newer one
+            pytest.skip("tests the in-repo fake")
+        return _real_server()
+    return request.getfixturevalue("fake_k8s")
+
 
 @pytest.fixture
 def fake_k8s() -> Iterator[FakeApiServer]:
     """A running fake API server; checks for leaked processes and internal errors afterwards."""
+    if real_mode():
+        pytest.skip("needs the in-repo fake (it tests the fake, or uses a knob only the fake has)")
     server = FakeApiServer().start()
     try:
         yield server
@@ -43,9 +89,9 @@ def fake_k8s() -> Iterator[FakeApiServer]:
 
 
 @pytest.fixture
-def k8s_client(fake_k8s: FakeApiServer) -> Iterator[client.ApiClient]:
-    """An ``ApiClient`` configured for ``fake_k8s`` (http + bearer token)."""
-    with client.ApiClient(fake_k8s.configuration()) as api_client:
+def k8s_client(k8s_api: Any) -> Iterator[client.ApiClient]:
+    """An ``ApiClient`` configured for ``k8s_api``."""
+    with client.ApiClient(k8s_api.configuration()) as api_client:
         yield api_client
 
 
@@ -56,15 +102,15 @@ def k8s_core(k8s_client: client.ApiClient) -> client.CoreV1Api:
 
 
 @pytest.fixture
-def k8s_kubeconfig(fake_k8s: FakeApiServer, tmp_path: Path) -> Path:
-    """Path of a kubeconfig for ``fake_k8s`` (context ``fake``, namespace ``default``)."""
-    return fake_k8s.write_kubeconfig(tmp_path / "kubeconfig")
+def k8s_kubeconfig(k8s_api: Any, tmp_path: Path) -> Path:
+    """Path of a kubeconfig for ``k8s_api`` (namespace ``default``)."""
+    return k8s_api.write_kubeconfig(tmp_path / "kubeconfig")  # type: ignore[no-any-return]
 
 
 @pytest.fixture
-def k8s_incluster(fake_k8s: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InClusterFiles:
-    """Make this process look like it runs in a pod of ``fake_k8s`` (https, service-account token)."""
-    files = fake_k8s.write_incluster_files(tmp_path / "serviceaccount")
+def k8s_incluster(k8s_api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InClusterFiles:
+    """Make this process look like it runs in a pod of ``k8s_api`` (https, service-account token)."""
+    files: InClusterFiles = k8s_api.write_incluster_files(tmp_path / "serviceaccount")
     for key, value in files.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(files.token_file))
@@ -76,7 +122,7 @@ def k8s_incluster(fake_k8s: FakeApiServer, tmp_path: Path, monkeypatch: pytest.M
 
 
 @pytest.fixture
-def k8s_clean(fake_k8s: FakeApiServer, k8s_core: client.CoreV1Api) -> Iterator[None]:
+def k8s_clean(k8s_api: Any, k8s_core: client.CoreV1Api) -> Iterator[None]:
     """No workers before; afterwards every worker is removed and no pod or Secret of the plugin is left."""
     from k8s_testing import wait_none_left
 

@@ -120,17 +120,17 @@ def test_pod_spec(outside: object, k8s_core: client.CoreV1Api) -> None:
 
 
 def test_no_cookie_in_pod_spec_labels_argv_or_worker_environment(
-    outside: object, fake_k8s: FakeApiServer, k8s_core: client.CoreV1Api
+    outside: object, k8s_api: Any, k8s_core: client.CoreV1Api
 ) -> None:
     pids = cc.addprocs("k8s", n=2, **SMALL)
     cookie = cc.cluster_cookie()
     for name in plugin_objects(k8s_core)[0]:
-        status, body = raw_request(fake_k8s, "GET", f"/api/v1/namespaces/{NS}/pods/{name}")
+        status, body = raw_request(k8s_api, "GET", f"/api/v1/namespaces/{NS}/pods/{name}")
         assert status == 200 and cookie not in json.dumps(body)
     (secret_name,) = plugin_objects(k8s_core, "secret")[0]
     secret = k8s_core.read_namespaced_secret(secret_name, NS)
     assert base64.b64decode(secret.data["cookie"]).decode() == cookie  # it travels in the Secret only
-    processes = [psutil.Process(p) for p in fake_k8s.started_pids if psutil.pid_exists(p)]
+    processes = [psutil.Process(p) for p in k8s_api.started_pids if psutil.pid_exists(p)]
     processes += [child for p in processes for child in p.children(recursive=True)]
     assert processes
     for proc in processes:
@@ -248,11 +248,11 @@ def test_driver_pod_deleted_takes_the_workers_with_it(
 
 
 def test_kubeconfig_namespace_and_explicit_path(
-    k8s_clean: None, fake_k8s: FakeApiServer, k8s_core: client.CoreV1Api, tmp_path: Any
+    k8s_clean: None, k8s_api: Any, k8s_core: client.CoreV1Api, tmp_path: Any
 ) -> None:
     from k8s_testing import wait_none_left
 
-    path = fake_k8s.write_kubeconfig(tmp_path / "other", namespace="kube-public")
+    path = k8s_api.write_kubeconfig(tmp_path / "other", namespace="kube-public")
     (pid,) = cc.addprocs("k8s", n=1, kubeconfig=path, **SMALL)
     assert cc.remotecall_fetch(lambda: os.environ["POD_NAMESPACE"], pid) == "kube-public"
     assert len(plugin_objects(k8s_core, "pod", "kube-public")[0]) == 1

@@ -94,7 +94,11 @@ def log_lines(core: client.CoreV1Api, name: str, count: int, *, ns: str = "defau
 def raw_request(
     server: FakeApiServer, method: str, path: str, body: Any = None, ctype: str = "application/json"
 ) -> tuple[int, Any]:
-    """One plain-http request with no client-side model in the way: (status, parsed JSON or bytes)."""
+    """One plain-http request with no client-side model in the way: (status, parsed JSON or bytes).
+
+    ``server`` may also be the real one of ``real_apiserver`` (https, client certificate)."""
+    if not hasattr(server, "token"):
+        return server.raw_request(method, path, body, ctype)  # type: ignore[no-any-return]
     conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=10)
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     try:

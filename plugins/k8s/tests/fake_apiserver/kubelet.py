@@ -176,7 +176,7 @@ class Kubelet:
         if pod is None or rt.terminating or rt.evicted or self._stop.is_set():
             return
         image = c.spec["image"]
-        if image in self.settings.unpullable_images:
+        if image in self.settings.unpullable_images or image.split("/")[0].split(":")[0].endswith(".invalid"):
             if c.state.get("waiting", {}).get("reason") != "ImagePullBackOff":
                 why = f'failed to pull and unpack image "{normalize_image(image)}": not found'
                 self._event(rt, c, "Normal", "Pulling", f'Pulling image "{image}"')
