@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -192,6 +193,7 @@ class Node:
         self.pods: dict[str, Pod] = {}
         self.lock = threading.RLock()
         self.stopping = threading.Event()
+        self.last_ip = 1
         self.host, _, port = args.listen.rpartition(":")
         self.port = int(port)
 
@@ -344,10 +346,14 @@ class Node:
         self.patch_status(meta["namespace"], meta["name"], {"phase": "Failed", "containerStatuses": statuses})
 
     def free_ip(self) -> str:
+        """The next free address after the last one given: a reused IP with a new MAC would meet
+        stale neighbour entries (connections time out until they expire)."""
         used = {p.ip for p in self.pods.values()}
-        for i in range(2, 255):
+        for step in range(1, 254):
+            i = 2 + (self.last_ip - 2 + step) % 253
             ip = f"{self.args.pod_net}.{i}"
             if ip not in used:
+                self.last_ip = i
                 return ip
         raise RuntimeError("no pod IP left")
 
@@ -394,6 +400,7 @@ class Node:
         run("ip", "-n", pod.netns, "link", "set", "lo", "up")
         run("ip", "-n", pod.netns, "addr", "replace", f"{pod.ip}/24", "dev", "eth0")
         run("ip", "-n", pod.netns, "link", "set", "eth0", "up")
+        run("ip", "neigh", "flush", "to", pod.ip, "dev", self.args.bridge, check=False)  # a former pod's MAC
 
     def secret_value(self, namespace: str, name: str, key: str, optional: bool) -> str | None:
         code, out = self.api.call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
@@ -478,7 +485,7 @@ class Node:
                 continue
             if c.restarts == 0:
                 self.event(pod, c, "Normal", "Pulled", f'Container image "{image}" already present on machine')
-            code, reason, started, finished = self.run_process(pod, c, env)
+            code, reason, started, finished, message = self.run_process(pod, c, env)
             if code is None:  # could not start
                 if self.stopping.wait(2) or pod.deleting:
                     return
@@ -490,6 +497,8 @@ class Node:
                 "finishedAt": finished,
                 "containerID": self.container_id(pod, c),
             }
+            if message:
+                terminated["message"] = message
             policy = pod.restart_policy
             again = not pod.deleting and (policy == "Always" or (policy == "OnFailure" and code != 0))
             if not again:
@@ -536,8 +545,8 @@ class Node:
                 (g / "cpu.cfs_quota_us").write_text(str(max(1000, int(cpu * 100000))) if cpu else "-1")
         return groups
 
-    def run_process(self, pod: Pod, c: Container, env: dict[str, str]) -> tuple[int | None, str, str, str]:
-        """Run the container's command until it ends: (exit code, reason, startedAt, finishedAt)."""
+    def run_process(self, pod: Pod, c: Container, env: dict[str, str]) -> tuple[int | None, str, str, str, str]:
+        """Run the container's command until it ends: (exit code, reason, startedAt, finishedAt, message)."""
         argv = [*(c.spec.get("command") or []), *(c.spec.get("args") or [])]
         argv = [expand(a, env) for a in argv]
         if not argv:
@@ -545,7 +554,17 @@ class Node:
             c.state = {"waiting": {"reason": "CreateContainerError", "message": msg}}
             self.event(pod, c, "Warning", "Failed", f"Error: {msg}")
             self.publish(pod)
-            return None, "", "", ""
+            return None, "", "", "", ""
+        exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+        if exe is None or not os.access(exe, os.X_OK):
+            # what runc says, through containerd, when the command cannot be executed
+            msg = (
+                "failed to create containerd task: failed to create shim task: OCI runtime create failed: "
+                f'runc create failed: unable to start container process: exec: "{argv[0]}": '
+                "executable file not found in $PATH: unknown"
+            )
+            self.event(pod, c, "Warning", "Failed", f"Error: {msg}")
+            return 128, "StartError", now(), now(), msg
         groups = c.cgroups = self.make_cgroups(pod, c)
         (pod.dir / "home").mkdir(exist_ok=True)
         cwd = c.spec.get("workingDir") or str(pod.dir / "home")
@@ -569,7 +588,7 @@ class Node:
             except OSError as exc:
                 c.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
                 self.publish(pod)
-                return None, "", "", ""
+                return None, "", "", "", ""
         started = now()
         c.state = {"running": {"startedAt": started}}
         self.event(pod, c, "Normal", "Created", f"Created container {c.name}")
@@ -587,7 +606,7 @@ class Node:
         else:
             reason = "Error"
         log.info("pod %s/%s container %s ended: %s (%s)", pod.namespace, pod.name, c.name, code, reason)
-        return code, reason, started, finished
+        return code, reason, started, finished, ""
 
     # -- ending -------------------------------------------------------------------------------
     def terminate(self, pod: Pod, grace: int) -> None:
@@ -995,6 +1014,8 @@ class KubeletHandler(BaseHTTPRequestHandler):
         pod = self.find(namespace, name)
         if pod is None:
             return self.send_text(404, f'pod "{name}" not found on this node')
+        if not any("running" in c.state for c in pod.containers):
+            return self.send_text(500, f'pod "{name}" has no running container: its network namespace is gone')
         if self.headers.get("Upgrade", "").lower() != "websocket":
             return self.send_text(400, "this node agent serves port-forward over WebSocket (v4.channel.k8s.io) only")
         try:
@@ -1124,9 +1145,10 @@ def forward(ws: WebSocket, pod: Pod, ports: list[int]) -> None:
             sock = dial_in_netns(pod.netns, port)
             threading.Thread(target=pump, args=(ws, 2 * i, sock, done), daemon=True).start()
         except OSError as exc:
+            why = "connection refused" if isinstance(exc, ConnectionRefusedError) else exc.strerror or str(exc)
             msg = (
                 f"error forwarding port {port} to pod {pod.uid}, uid : failed to connect to localhost:{port} "
-                f'inside namespace "{pod.netns}": {exc}'
+                f'inside namespace "{pod.netns}", IPv4: dial tcp4 127.0.0.1:{port}: connect: {why} '
             )
             ws.send(0x2, bytes([2 * i + 1]) + msg.encode())
             sock = None
