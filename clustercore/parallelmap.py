@@ -16,6 +16,10 @@ another. With larger batches, ``on_error`` runs here, on the original exception
 of what still fails once the retries are spent. A worker that dies fails its
 batches, whose elements are retried on the others.
 
+Workers that join a pool owned by this process while the map runs (the
+default pool follows ``addprocs``; an elastic manager's joins) get batches as
+soon as they are seen, as Julia's pmap takes workers from its pool as it goes.
+
 A pool that does not list its workers (a user's ``AbstractWorkerPool`` with
 only ``push``/``put``/``take``/``len``/``isready``) is used as Julia uses
 every pool: each batch takes a worker and gives it back.
@@ -35,10 +39,9 @@ from concurrent import futures as cf
 from typing import Any
 
 from .calls import remotecall_pool
-from .engine import cluster, peers
+from .engine.batches import BatchSender
 from .engine.cluster import PGRP
 from .engine.message_handlers import run_batch
-from .engine.messages import MsgType
 from .errors import ProcessExitedException, RemoteException
 from .links.connection import ConnectionClosed
 from .workerpool import AbstractWorkerPool, default_worker_pool
@@ -207,14 +210,21 @@ class _DistributedMap:
     batches run on its own threads, one at a time.
     """
 
-    _ids = itertools.count(1)
-
     def __init__(
-        self, f: Callable[..., Any], args: list[Any], star: bool, pids: list[int], size: int, elements: _Elements
+        self,
+        f: Callable[..., Any],
+        args: list[Any],
+        star: bool,
+        pool: AbstractWorkerPool,
+        pids: list[int],
+        size: int,
+        elements: _Elements,
     ) -> None:
         self.f = f
         self.args = args
         self.star = star
+        self.pool = pool
+        self.generation = _pool_generation(pool)
         self.pids = list(pids)
         self.elements = elements
         self.todo: deque[range | list[int]] = deque(
@@ -225,13 +235,13 @@ class _DistributedMap:
         self.seq = 0
         self.depth = 24 if size == 1 else 4
         self.inflight = dict.fromkeys(self.pids, 0)
-        self.fid = (PGRP.myid << 40) | next(self._ids)
-        self.defined: set[int] = set()
+        self.sender = BatchSender(f, star)
         self.done: queue.SimpleQueue[tuple[_Batch, Any, bool]] = queue.SimpleQueue()
 
     def run(self) -> list[Any]:
         while self.elements.left:
             self._release_due_retries()
+            self._welcome_new_workers()
             self._dispatch()
             if not any(self.inflight.values()):
                 if not self.pids:
@@ -257,6 +267,17 @@ class _DistributedMap:
             _, _, index, failed_on = heapq.heappop(self.later)
             self.retries.append(([index], failed_on))
 
+    def _welcome_new_workers(self) -> None:
+        """Workers that joined the pool since the map began get batches too (Julia's pmap
+        takes workers from the pool as it goes); one that left is not taken back."""
+        news = _pool_members_since(self.pool, self.generation)
+        if news is None:
+            return
+        self.generation, members = news
+        for pid in sorted(members - self.inflight.keys()):
+            self.pids.append(pid)
+            self.inflight[pid] = 0
+
     def _room(self, pid: int) -> bool:
         return self.inflight[pid] < (1 if pid == PGRP.myid else self.depth)
 
@@ -265,33 +286,28 @@ class _DistributedMap:
         return min(free, key=self.inflight.__getitem__) if free else None
 
     def _dispatch(self) -> None:
-        corked: list[Any] = []
         try:
-            self._dispatch_retries(corked)
+            self._dispatch_retries()
             while self.todo:
                 pid = self._least_busy(self.pids)
                 if pid is None:
                     return
                 batch = self.todo.popleft()
-                if not self._send(pid, batch, corked):
+                if not self._send(pid, batch):
                     self.todo.appendleft(batch)
         finally:
-            for conn in corked:
-                try:
-                    conn.uncork()
-                except ConnectionClosed as exc:  # the batches it held fail with the link
-                    peers.link_lost(conn, str(exc))
+            self.sender.flush()
 
-    def _dispatch_retries(self, corked: list[Any]) -> None:
+    def _dispatch_retries(self) -> None:
         """Each retry goes to another worker than the one it failed on, or waits for one."""
         for _ in range(len(self.retries)):
             indices, failed_on = self.retries.popleft()
             others = [p for p in self.pids if p != failed_on] or self.pids
             pid = self._least_busy(others)
-            if pid is None or not self._send(pid, indices, corked):
+            if pid is None or not self._send(pid, indices):
                 self.retries.append((indices, failed_on))
 
-    def _send(self, pid: int, batch: range | list[int], corked: list[Any]) -> bool:
+    def _send(self, pid: int, batch: range | list[int]) -> bool:
         """Start ``batch`` on ``pid``; False if that worker is gone (it leaves the map)."""
         args = self.args
         items = args[batch.start : batch.stop] if isinstance(batch, range) else [args[i] for i in batch]
@@ -299,7 +315,7 @@ class _DistributedMap:
             self._run_here(_Batch(self.done, pid, batch), items)
         else:
             try:
-                self._send_remote(pid, batch, items, corked)
+                self.sender.send(pid, items, _Batch(self.done, pid, batch), self.inflight[pid] > 0)
             except (ProcessExitedException, ConnectionClosed):
                 self._lose_worker(pid)
                 return False
@@ -310,32 +326,6 @@ class _DistributedMap:
         runner = PGRP.runner
         f, star = self.f, self.star
         runner.spawn(lambda: batch.set(*runner.run_work_thunk(run_batch, (f, items, star), {})))
-
-    def _send_remote(self, pid: int, batch: range | list[int], items: list[Any], corked: list[Any]) -> None:
-        conn = peers.connection_to(pid)
-        # An idle worker's first batch goes out at once, the rest in one write: sending
-        # all of one worker's batches first delays the next worker's start whenever the
-        # woken worker takes this CPU (it may, over a Unix socket) until it blocks.
-        if self.inflight[pid] and not conn.corked_by_me():
-            conn.cork()
-            corked.append(conn)
-        if pid not in self.defined:  # the function goes once per link, pickled for that pid
-            payload, buffers = cluster.dumps_for(pid, (self.fid, self.f))
-            conn.send_frame(MsgType.DEFINE_FUNCTION, payload, buffers)
-            self.defined.add(pid)
-        payload, buffers = cluster.dumps_for(pid, items)
-        wid = PGRP.next_waiter_id()
-        conn.waiters[wid] = _Batch(self.done, pid, batch)
-        try:
-            conn.send_frame(
-                MsgType.CALL_BATCH, payload, buffers, response=(PGRP.myid, wid), notify=(int(self.star), self.fid)
-            )
-        except ConnectionClosed:
-            if conn.waiters.pop(wid, None) is not None:
-                raise  # not sent, and nobody will settle it: the caller puts it back
-            # the link's end already failed this batch: that failure settles it
-        if conn.closed:
-            peers.link_lost(conn)
 
     def _lose_worker(self, pid: int) -> None:
         if pid in self.pids:
@@ -401,6 +391,17 @@ def _run_through_pool(f: Callable[..., Any], star: bool, pool: AbstractWorkerPoo
     return run
 
 
+def _pool_generation(pool: AbstractWorkerPool) -> int:
+    news = _pool_members_since(pool, -1)
+    return -1 if news is None else news[0]
+
+
+def _pool_members_since(pool: AbstractWorkerPool, generation: int) -> tuple[int, set[int]] | None:
+    """The pool's members if they changed since ``generation`` and it can say so here at no cost."""
+    since = getattr(pool, "members_since", None)
+    return None if since is None else since(generation)  # type: ignore[no-any-return]
+
+
 def _listed_workers(pool: AbstractWorkerPool) -> list[int] | None:
     """The pool's workers, ascending; None for a pool that does not list them."""
     try:
@@ -460,7 +461,7 @@ def pmap(
             return _threaded_map(_run_here(f, star), args, 1, min(32, len(args)), elements)
         if pids is None:
             return _threaded_map(_run_through_pool(f, star, pool), args, size, workers, elements)
-        return _DistributedMap(f, args, star, pids, size, elements).run()
+        return _DistributedMap(f, args, star, pool, pids, size, elements).run()
     finally:
         if bar is not None:
             bar.close()

@@ -31,10 +31,12 @@ class _PoolState:
         self.free = Channel(float("inf"))
         self.lock = threading.Lock()
         self.is_default = False
+        self.generation = 0  # counts changes of ``workers``
 
     def push(self, pid: int) -> None:
         with self.lock:
             self.workers.add(pid)
+            self.generation += 1
         self.free.put(pid)
 
     def put(self, pid: int) -> None:
@@ -47,7 +49,9 @@ class _PoolState:
         while True:
             with self.lock:
                 alive = {p for p in self.workers if _alive(p)}
-                self.workers = alive
+                if alive != self.workers:
+                    self.workers = alive
+                    self.generation += 1
                 if not alive:
                     if self.is_default:
                         return 1  # no workers: pid 1 does the work, as in Julia
@@ -58,7 +62,9 @@ class _PoolState:
 
     def remove(self, pid: int) -> None:
         with self.lock:
-            self.workers.discard(pid)
+            if pid in self.workers:
+                self.workers.discard(pid)
+                self.generation += 1
 
 
 def _alive(pid: int) -> bool:
@@ -146,6 +152,17 @@ class WorkerPool(AbstractWorkerPool):
     @property
     def workers(self) -> set[int]:
         return set(self._op("workers"))
+
+    def members_since(self, generation: int) -> tuple[int, set[int]] | None:
+        """``(generation, workers)`` if the members changed since ``generation``, else ``None``;
+        also ``None`` for a pool owned by another process (asking would cost a round trip)."""
+        if self._ref.where != PGRP.myid:
+            return None
+        state: _PoolState = lookup_ref(self._ref.rrid).store
+        with state.lock:
+            if state.generation == generation:
+                return None
+            return state.generation, set(state.workers)
 
 
 def _rebuild_pool(ref: _PoolRef) -> WorkerPool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import clustercore as cc
@@ -53,3 +54,26 @@ def test_broadcasts_go_out_at_once(fresh: None) -> None:
     started = time.monotonic()
     cc.everywhere(lambda: time.sleep(0.5), procs=pids)
     assert time.monotonic() - started < 1.5  # 4 x 0.5 s one after another would be 2 s
+
+
+def test_a_running_pmap_gives_work_to_workers_added_meanwhile(fresh: None) -> None:
+    # Julia's pmap takes workers from the pool as it goes: one added mid-map gets elements.
+    (first,) = cc.addprocs(1)
+    gate = cc.RemoteChannel(lambda: cc.Channel(1000))
+    started = cc.RemoteChannel(lambda: cc.Channel(1000))
+
+    def work(x: int) -> int:
+        started.put(x)
+        gate.take()
+        return cc.myid()
+
+    results: list[list[int]] = []
+    mapper = threading.Thread(target=lambda: results.append(cc.pmap(work, range(80))))
+    mapper.start()
+    started.take()  # the map is running, on the first worker only
+    (second,) = cc.addprocs(1)
+    for _ in range(80):
+        gate.put(None)
+    mapper.join(60)
+    assert not mapper.is_alive()
+    assert set(results[0]) == {first, second}

@@ -101,11 +101,6 @@ def test_default_pool_and_a_workerpool_grow_as_workers_join(manager: ElasticMana
     assert set(cc.pmap(lambda _: cc.myid(), range(90))) == set(pids)  # the default pool
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the core's pmap takes a listing pool's workers once, when it starts (parallelmap._DistributedMap.pids); "
-    "Julia's pmap takes from the pool as it goes, so a worker that joins mid-map gets elements",
-)
 def test_a_running_pmap_picks_up_workers_that_join(manager: ElasticManager, hand: HandStarted) -> None:
     hand.start(manager.address)
     manager.wait_for(1, timeout=60)
