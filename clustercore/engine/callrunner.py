@@ -116,7 +116,7 @@ class CallRunner:
         self._lock = threading.Lock()
         self._pool_tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
         self._idle = 0
-        self._main_tasks: queue.SimpleQueue[Task | None] | None = None
+        self._main_tasks: queue.SimpleQueue[Task] | None = None
         self._main_idle = False
         self._main_ident = threading.main_thread().ident
         self.in_user_code: set[int] = set()  # threads running a served call (interrupt's targets)
@@ -161,7 +161,7 @@ class CallRunner:
                     # a task was promised to an idle thread: wait for it
 
     def serve_on_main_thread(self) -> None:
-        """Make the calling (main) thread a member of the pool until :meth:`stop_main_thread`."""
+        """Make the calling (main) thread a member of the pool, for good (a worker's main)."""
         self._main_tasks = queue.SimpleQueue()
         signal.signal(signal.SIGINT, self._on_sigint)
         THREAD.sigint_held = True  # _on_sigint raises in calls only: sends need not hold it
@@ -169,16 +169,10 @@ class CallRunner:
             with self._lock:
                 self._main_idle = True
             task = self._main_tasks.get()
-            if task is None:
-                return
             try:
                 task()
             except KeyboardInterrupt:  # one that reached engine code: this thread serves on
                 log.warning("an interrupt reached the main thread outside a call; it was ignored")
-
-    def stop_main_thread(self) -> None:
-        if self._main_tasks is not None:
-            self._main_tasks.put(None)
 
     # --- leading links -------------------------------------------------------------------
 
