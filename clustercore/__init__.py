@@ -48,16 +48,22 @@ def __getattr__(name: str) -> object:
 
 
 def _import_whole(module: str) -> object:
-    """Import ``module``; on the main thread with Ctrl-C held until the import is over: a
-    ``KeyboardInterrupt`` that lands inside importlib can leave its global lock held, after
-    which every import in every thread (the engine's included) waits forever."""
+    """Import ``module`` with interrupts held until the import is over (Ctrl-C on the main
+    thread, ``interrupt()`` in a served call): a ``KeyboardInterrupt`` that lands inside
+    importlib can leave its global lock held, after which every import in every thread
+    (the engine's included) waits forever."""
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        return importlib.import_module(module)
-    from .sigint import call_holding_sigint
+    if threading.current_thread() is threading.main_thread():
+        from .sigint import call_holding_sigint
 
-    return call_holding_sigint(importlib.import_module, module)
+        return call_holding_sigint(importlib.import_module, module)
+    from .links.connection import THREAD
+
+    if THREAD.user_call is None:
+        return importlib.import_module(module)
+    with THREAD.user_call.interrupts_held():  # a served call, which interrupt() may hit
+        return importlib.import_module(module)
 
 
 def __dir__() -> list[str]:

@@ -18,7 +18,8 @@ from typing import Any
 from .engine.callrunner import internal
 from .engine.cluster import PGRP
 from .engine.refs import REFS, RRID, lookup_ref, next_rrid
-from .engine.remoterefs import AbstractRemoteRef, _check_owner
+from .engine.remoterefs import AbstractRemoteRef, check_owner
+from .engine.requests import call_fetch_async
 from .errors import InvalidStateError
 from .wire.serialize import register_plain_type
 
@@ -133,14 +134,12 @@ class RemoteChannel(AbstractRemoteRef):
     def __init__(self, factory: Callable[[], Any] | int | None = None, pid: int | None = None) -> None:
         if factory is not None and not callable(factory):
             factory, pid = None, factory  # RemoteChannel(pid)
-        where = _check_owner(pid)
+        where = check_owner(pid)
         rrid = next_rrid()
         make = factory or _default_channel
         if where == PGRP.myid:
             _make_channel(rrid, make)
         else:
-            from .engine.requests import call_fetch_async
-
             call_fetch_async(where, _make_channel, (rrid, make), {}).result()
         self._init(where, rrid, counted=True)
 

@@ -139,11 +139,11 @@ def _run_script(argv: list[str]) -> int:
         else:
             parser.error(f"-p takes a positive number or 'auto', not {args.procs!r}")
     elif args.machine_file:
-        try:
-            from clustercore_ssh.machinefile import parse_machine_file  # type: ignore[import-not-found]
-        except ImportError:
+        from .engine.hooks import manager_class
+
+        if manager_class("ssh") is None:
             parser.error("--machine-file needs the SSH plugin: pip install clustercore-ssh")
-        clustercore.addprocs(parse_machine_file(args.machine_file))
+        clustercore.addprocs("ssh", machine_file=args.machine_file)
     try:
         run()
     finally:

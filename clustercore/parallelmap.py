@@ -224,7 +224,7 @@ class _DistributedMap:
         self.args = args
         self.star = star
         self.pool = pool
-        self.generation = _pool_generation(pool)
+        self.generation = -1  # the first look reconciles with the pool: one may join before it
         self.pids = list(pids)
         self.elements = elements
         self.todo: deque[range | list[int]] = deque(
@@ -389,11 +389,6 @@ def _run_through_pool(f: Callable[..., Any], star: bool, pool: AbstractWorkerPoo
         return remotecall_pool("remotecall_fetch", run_batch, pool, (f, items, star), {})  # type: ignore[no-any-return]
 
     return run
-
-
-def _pool_generation(pool: AbstractWorkerPool) -> int:
-    news = _pool_members_since(pool, -1)
-    return -1 if news is None else news[0]
 
 
 def _pool_members_since(pool: AbstractWorkerPool, generation: int) -> tuple[int, set[int]] | None:

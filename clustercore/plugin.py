@@ -27,6 +27,8 @@ that worker raises ``ProcessExitedException`` with the plugin's reason.
 from __future__ import annotations
 
 import functools
+import inspect
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -37,7 +39,6 @@ from .engine.launching import (
     ADDRESS_LINE,
     LINK_DESCRIPTORS,
     WorkerConfig,
-    connect_to_worker,
     default_connect,
     emit_worker_output,
     end_process,
@@ -51,6 +52,7 @@ from .engine.managers import ClusterManager
 from .engine.peers import lose_worker
 from .engine.requests import remote_exit
 from .errors import ProcessExitedException
+from .links import dial
 from .wire.handshake import local_versions
 
 __all__ = [
@@ -106,10 +108,14 @@ def serves(
     def decorate(
         hook: Callable[Concatenate[M, P], R],
     ) -> Callable[Concatenate[ClusterManager, P], R | bool | None]:
+        names = list(inspect.signature(hook).parameters)
+        if "manager" not in names:
+            raise TypeError(f"@serves: {hook.__qualname__} has no 'manager' parameter to dispatch on")
+        at = names.index("manager")  # pluggy passes arguments by position, in the hook's own order
+
         @functools.wraps(hook)
         def dispatch(*args: Any, **kwargs: Any) -> R | bool | None:
-            # pluggy passes the arguments by position; a test may name them all
-            manager = args[0] if args else kwargs.get("manager")
+            manager = args[at] if at < len(args) else kwargs.get("manager")
             if not isinstance(manager, manager_class):
                 return None
             result = hook(*args, **kwargs)
@@ -136,6 +142,13 @@ def report_launched(launched: list[WorkerConfig], launch_ntfy: threading.Conditi
     with launch_ntfy:
         launched.append(config)
         launch_ntfy.notify_all()
+
+
+def connect_to_worker(host: str, port: int, timeout: float | None = None) -> socket.socket:
+    """A TCP connection to a worker, with keepalive (a vanished host is noticed in about a
+    minute); a ``ConnectionError`` naming the address if it fails. ``timeout`` defaults to
+    :func:`worker_timeout`."""
+    return dial.connect_to_worker(host, port, worker_timeout() if timeout is None else timeout)
 
 
 def parse_address_line(line: str) -> tuple[str, int] | None:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from .engine import cluster
+from .engine import cluster, hooks
 from .engine.cluster import PGRP, Worker, WorkerState, worker_timeout
 from .engine.launching import WorkerConfig, forward_worker_output
 from .engine.managers import ClusterManager
@@ -65,6 +65,7 @@ def addprocs(what: Any = None, /, **kwargs: Any) -> list[int]:
 
 def _resolve_manager(what: Any, kwargs: dict[str, Any]) -> tuple[ClusterManager, dict[str, Any]]:
     if isinstance(what, ClusterManager):
+        hooks.PLUGINS.serving(what)  # load the plugins it may need here, not on a join thread
         return what, _check_params(kwargs, extra_ok=True)
     if what is None:
         return _manager_by_name("local", {"np": os.cpu_count() or 1, **kwargs})
@@ -85,8 +86,6 @@ def _resolve_manager(what: Any, kwargs: dict[str, Any]) -> tuple[ClusterManager,
 
 
 def _manager_by_name(name: str, kwargs: dict[str, Any]) -> tuple[ClusterManager, dict[str, Any]]:
-    from .engine import hooks
-
     cls = hooks.manager_class(name)
     if cls is None:
         known = ", ".join(sorted(hooks.manager_types())) or "none"

@@ -115,11 +115,11 @@ def watch_worker_output(watcher: Callable[[str], None]) -> Iterator[None]:
     """Call ``watcher(line)`` for every forwarded worker line (``"From worker N:\\t..."``)
     while the block runs, in the thread that forwards it and before it is printed: a
     watcher that blocks holds that output up as a stuck stdout would."""
-    launching._output_watchers.append(watcher)
+    launching.output_watchers.append(watcher)
     try:
         yield
     finally:
-        launching._output_watchers.remove(watcher)
+        launching.output_watchers.remove(watcher)
 
 
 @contextmanager

@@ -158,7 +158,10 @@ class WorkerPool(AbstractWorkerPool):
         also ``None`` for a pool owned by another process (asking would cost a round trip)."""
         if self._ref.where != PGRP.myid:
             return None
-        state: _PoolState = lookup_ref(self._ref.rrid).store
+        entry = REFS.get(self._ref.rrid)
+        if entry is None:  # freed: nothing to report
+            return None
+        state: _PoolState = entry.store
         with state.lock:
             if state.generation == generation:
                 return None

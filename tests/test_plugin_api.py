@@ -163,6 +163,23 @@ def test_serves_in_a_plugin_manager_leaves_other_managers_to_other_plugins() -> 
     assert calls == [("mine", 2), ("fallback", 3)]
 
 
+def test_serves_finds_the_manager_whatever_its_place_among_the_parameters() -> None:
+    # pluggy calls an implementation with its own parameters, in its own order
+    class Mine:
+        @hookimpl
+        @serves(_Mine)
+        def kill(pid: int, config: WorkerConfig, manager: _Mine) -> str:  # type: ignore[misc]
+            return f"mine {pid}"
+
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(HookSpecs)
+    pm.register(Mine, name="mine")
+    assert pm.hook.kill(manager=_Mine(), pid=2, config=WorkerConfig()) == "mine 2"
+    assert pm.hook.kill(manager=ClusterManager(), pid=3, config=WorkerConfig()) is None
+    with pytest.raises(TypeError, match="no 'manager' parameter"):
+        serves(_Mine)(lambda pid, config: None)
+
+
 def test_a_served_connect_that_returns_nothing_is_an_error_naming_it() -> None:
     @serves(_Mine)
     def connect(manager: _Mine, pid: int, config: WorkerConfig) -> tuple[Any, Any]:

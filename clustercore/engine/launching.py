@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ..links.dial import connect_to_worker
 from .cluster import worker_timeout
 
 ADDRESS_LINE = re.compile(r"clustercore_worker:(\d+)#(\S+)")
@@ -140,12 +140,12 @@ def _limit_text(value: int) -> str:
 
 # --- the worker's output and its address line ---------------------------------------
 
-_output_watchers: list[Callable[[str], None]] = []
+output_watchers: list[Callable[[str], None]] = []  # testing.watch_worker_output adds to it
 
 
 def emit_worker_output(text: str) -> None:
     """Print one forwarded line (``From worker N:\t...``) on stdout; watchers see it too."""
-    for watcher in tuple(_output_watchers):
+    for watcher in tuple(output_watchers):
         watcher(text)
     print(text, flush=True)
 
@@ -232,36 +232,11 @@ def read_worker_host_port(pid: int, config: WorkerConfig, timeout: float | None 
     return forward_worker_output(pid, config.io).wait_address(worker_timeout() if timeout is None else timeout)
 
 
-KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}  # a vanished host is noticed in ~1 min
-
-
-def enable_keepalive(sock: socket.socket) -> None:
-    """TCP keepalive, so a link to a host that vanished (no FIN, no RST) ends too."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in KEEPALIVE.items():
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-    except OSError:
-        pass  # not a TCP socket, or the platform lacks the options: nothing to do
-
-
-def connect_to_worker(host: str, port: int, timeout: float | None = None) -> socket.socket:
-    """A TCP connection to a worker, with keepalive; a clear ``ConnectionError`` if it fails."""
-    try:
-        sock = socket.create_connection((host, port), timeout=worker_timeout() if timeout is None else timeout)
-    except OSError as exc:
-        raise ConnectionError(f"cannot connect to worker at {host}:{port}: {exc}") from exc
-    sock.settimeout(None)
-    enable_keepalive(sock)
-    return sock
-
-
 def default_connect(pid: int, config: WorkerConfig) -> tuple[Any, Any]:
     """Julia's default ``connect``: the address line on ``config.io`` (or host/port), then TCP."""
     if config.connect_at is not None:  # worker-to-worker: the address pid 1 told us
         host, port = config.connect_at
-        sock = connect_to_worker(host, port)
+        sock = connect_to_worker(host, port, worker_timeout())
         return sock, sock
     if config.io is not None:
         bind_addr, port = read_worker_host_port(pid, config)
@@ -273,7 +248,7 @@ def default_connect(pid: int, config: WorkerConfig) -> tuple[Any, Any]:
         raise ValueError(f"worker {pid}: WorkerConfig needs io, or host and port, to connect")
     config.host, config.port = host, port
     host = host.rsplit("@", 1)[-1]
-    sock = connect_to_worker(host, port)
+    sock = connect_to_worker(host, port, worker_timeout())
     # the address other workers use to reach this one
     config.connect_at = (sock.getpeername()[0] if bind_addr in ("0.0.0.0", "::") else bind_addr, port)
     return sock, sock

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import HandshakeError, ProcessExitedException
 from ..links.connection import THREAD, Connection, ConnectionClosed
+from ..links.dial import connect_to_worker
 from ..logs import LazyLogger
 from ..wire.framing import NO_REF
 from ..wire.handshake import connect_handshake
@@ -157,12 +158,15 @@ def open_connection_to_peer(w: Worker) -> Connection:
                 transport.close()
                 transport = None
     if transport is None:
-        from .launching import WorkerConfig, default_connect  # only workers dial peers: not in their start-up
-
-        config = WorkerConfig(connect_at=w.connect_at)
         manager = PGRP.manager  # a custom transport's (init_worker), else TCP
-        instream, outstream = manager.connect(w.id, config) if manager is not None else default_connect(w.id, config)
-        transport = make_transport(instream, outstream)
+        if manager is None:
+            host, port = w.connect_at
+            sock = connect_to_worker(host, port, worker_timeout())
+            transport = make_transport(sock, sock)
+        else:
+            from .launching import WorkerConfig  # loaded already: the manager's class needs it
+
+            transport = make_transport(*manager.connect(w.id, WorkerConfig(connect_at=w.connect_at)))
         connect_handshake(transport, cluster_cookie(), me=PGRP.myid, target=w.id)
     conn = Connection(transport, w.id)
     conn.send_frame(MsgType.IDENTIFY_SOCKET, b"")  # who we are, the handshake has proven

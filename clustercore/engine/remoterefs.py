@@ -28,10 +28,12 @@ import weakref
 from collections.abc import Generator
 from typing import Any
 
+from ..errors import RemoteException
 from . import cluster, peers
 from .callrunner import internal
 from .cluster import PGRP, SERIAL_CTX, Waiter
 from .refs import RRID, add_client, lookup_ref, next_rrid
+from .requests import call_fetch_async
 
 _UNSET: Any = object()
 
@@ -163,9 +165,6 @@ class AbstractRemoteRef:
         """``op(rrid, *args)`` on the owner; its exceptions of the ``passes`` types are raised here as they are."""
         if self.where == PGRP.myid:
             return op(self.rrid, *args)
-        from ..errors import RemoteException
-        from .requests import call_fetch_async
-
         try:
             return call_fetch_async(self.where, op, (self.rrid, *args), {}).result()
         except RemoteException as exc:
@@ -187,7 +186,7 @@ def _rebuild_ref(cls: type[AbstractRemoteRef], where: int, whence: int, rid: int
     return cls._new(where, rrid, counted=True)
 
 
-def _check_owner(pid: int | None) -> int:
+def check_owner(pid: int | None) -> int:
     where = PGRP.myid if pid is None else cluster.check_pid(pid)
     if where != PGRP.myid:
         cluster.worker_from_id(where)
@@ -200,7 +199,7 @@ class Future(AbstractRemoteRef):
     __slots__ = ("_ready", "_value")
 
     def __init__(self, pid: int | None = None) -> None:
-        self._init(_check_owner(pid), next_rrid(), counted=True)
+        self._init(check_owner(pid), next_rrid(), counted=True)
 
     def _init(self, where: int, rrid: RRID, counted: bool, value: Any = _UNSET) -> None:
         self._value = value
@@ -340,7 +339,6 @@ def _put_ref(rrid: RRID, value: Any) -> bool:
 
 
 def _call_on_owner(ref: Future, fn: Any, *args: Any) -> Waiter:
-    from .requests import call_fetch_async
 
     return call_fetch_async(ref.where, fn, args, {})
 

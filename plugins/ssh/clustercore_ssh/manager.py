@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from clustercore.plugin import ClusterManager
 
+from .machinefile import parse_machine_file
 from .remote_command import SHELLS
 from .spec import MachineSpec, parse_machines
 from .sshflags import SSHFlags, parse_sshflags
@@ -35,14 +36,16 @@ class SSHManager(ClusterManager):
     the SSH connection instead of dialling them. ``sshflags``: ``-i``, ``-p``,
     ``-l``, ``-F``, ``-J``, ``-o Key=Value`` as for ``ssh``. ``max_parallel``:
     at most this many sessions being started at once per host. ``shell``:
-    the remote login shell family, ``"posix"`` or ``"csh"``.
+    the remote login shell family, ``"posix"`` or ``"csh"``. ``machine_file``: read
+    ``machines`` from a Julia machine file instead (``clustercore --machine-file``).
     """
 
-    machines: Sequence[Any]
+    machines: Sequence[Any] = ()
     tunnel: bool = False
     sshflags: str | Sequence[str] = ()
     max_parallel: int = DEFAULT_MAX_PARALLEL
     shell: str = "posix"
+    machine_file: str | None = None
     specs: list[MachineSpec] = field(init=False, repr=False)
     flags: SSHFlags = field(init=False, repr=False)
     _connections: dict[tuple[Any, ...], HostConnection] = field(init=False, repr=False, default_factory=dict)
@@ -50,6 +53,10 @@ class SSHManager(ClusterManager):
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        if self.machine_file is not None:
+            if self.machines:
+                raise ValueError("give machines or machine_file, not both")
+            self.machines = parse_machine_file(self.machine_file)
         self.specs = parse_machines(self.machines)
         self.flags = parse_sshflags(self.sshflags)
         if not isinstance(self.tunnel, bool):
