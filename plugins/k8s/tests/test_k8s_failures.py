@@ -44,11 +44,6 @@ def test_an_image_that_cannot_be_pulled(outside: object) -> None:
     assert cc.procs() == [1]
 
 
-@pytest.mark.xfail(
-    reason="core bug (issue 14): remotecall_fetch on a worker whose link the plugin closed reports "
-    "'OSError: [Errno 9] Bad file descriptor' instead of the pod's reason",
-    strict=False,
-)
 def test_oomkilled_through_remotecall_fetch(outside: object, k8s_core: client.CoreV1Api) -> None:
     (pid,) = cc.addprocs("k8s", n=1, image=IMAGE, cpu="500m", memory="200Mi")
     with pytest.raises(cc.ProcessExitedException) as info:
