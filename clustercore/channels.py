@@ -17,7 +17,7 @@ from typing import Any
 
 from .engine.callrunner import internal
 from .engine.cluster import PGRP
-from .engine.refs import REFS, RRID, lookup_ref, next_rrid
+from .engine.refs import RRID, lookup_ref, next_rrid
 from .engine.remoterefs import AbstractRemoteRef, check_owner
 from .engine.requests import call_fetch_async
 from .errors import InvalidStateError
@@ -178,7 +178,7 @@ register_plain_type(RemoteChannel)  # pickles to its class and ids
 
 def channel_from_id(rrid: RRID) -> Any:
     """The channel behind a RemoteChannel; valid only on the process that owns it."""
-    rv = REFS.get(RRID(*rrid))
+    rv = PGRP.refs.get(RRID(*rrid))
     if rv is None:
         raise ValueError(f"no channel {tuple(rrid)} is stored on pid {PGRP.myid} (only its owner has it)")
     return rv.store

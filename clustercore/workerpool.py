@@ -16,7 +16,7 @@ from .channels import Channel
 from .engine import cluster
 from .engine.callrunner import internal
 from .engine.cluster import PGRP
-from .engine.refs import REFS, RRID, lookup_ref, next_rrid
+from .engine.refs import RRID, lookup_ref, next_rrid
 from .engine.remoterefs import AbstractRemoteRef
 from .engine.requests import call_fetch_async, fetch_call
 from .errors import InvalidStateError
@@ -158,7 +158,7 @@ class WorkerPool(AbstractWorkerPool):
         also ``None`` for a pool owned by another process (asking would cost a round trip)."""
         if self._ref.where != PGRP.myid:
             return None
-        entry = REFS.get(self._ref.rrid)
+        entry = PGRP.refs.get(self._ref.rrid)
         if entry is None:  # freed: nothing to report
             return None
         state: _PoolState = entry.store
@@ -176,7 +176,7 @@ def _rebuild_pool(ref: _PoolRef) -> WorkerPool:
 
 @internal
 def _pool_op(rrid: RRID, name: str, *args: Any) -> Any:
-    rv = REFS.get(rrid)
+    rv = PGRP.refs.get(rrid)
     if rv is None:
         raise InvalidStateError("this worker pool no longer exists on its owner")
     state: _PoolState = rv.store
@@ -229,7 +229,7 @@ def _cache_function(rrid: RRID, f: Callable[..., Any]) -> None:
 
 
 def _exec_from_cache(ref: AbstractRemoteRef, *args: Any, **kwargs: Any) -> Any:
-    rv = REFS.get(ref.rrid)
+    rv = PGRP.refs.get(ref.rrid)
     if rv is None:
         raise InvalidStateError("the cached function is gone from this worker (the pool was cleared)")
     return rv.store(*args, **kwargs)
@@ -246,7 +246,7 @@ def default_worker_pool() -> WorkerPool:
         if pool is None:
             if PGRP.myid == 1:
                 pool = WorkerPool(p for p in cluster.workers() if p != 1)
-                REFS[pool._ref.rrid].store.is_default = True
+                PGRP.refs[pool._ref.rrid].store.is_default = True
             else:
                 pool = fetch_call(1, default_worker_pool, (), {})
             _DEFAULT_POOL["pool"] = pool

@@ -9,13 +9,13 @@ import time
 import pytest
 
 import clustercore as cc
-from clustercore.engine import cluster, refs, remoterefs
+from clustercore.engine import cluster, remoterefs
 
 
 def _settled_table_size() -> int:
     gc.collect()
     remoterefs.flush_gc()
-    return len(refs.REFS)
+    return len(cluster.PGRP.refs)
 
 
 def owner_table_size(pid: int) -> int:

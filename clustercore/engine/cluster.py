@@ -145,6 +145,9 @@ class _SerialContext(threading.local):
 SERIAL_CTX = _SerialContext()
 
 
+WorkerListener = Callable[[int], None]
+
+
 class ProcessGroup:
     """The cluster as this process sees it."""
 
@@ -158,6 +161,9 @@ class ProcessGroup:
         self.allowed_peers: set[int] | None = None  # custom topology: who we may reach
         self.manager: ClusterManager | None = None  # how this process reaches other workers
         self.cookie: str | None = None
+        self.refs: dict[Any, Any] = {}  # RRID -> RemoteValue: what this process owns (refs.py)
+        self.joined_listeners: list[WorkerListener] = []  # on pid 1, told of each new worker
+        self.left_listeners: list[WorkerListener] = []  # on pid 1, told of each worker forgotten
         self.hostname = socket.gethostname()
         self.local_address = ""  # this worker's abstract Unix socket, if it listens on one
         self.driver_hostname = self.hostname
@@ -339,30 +345,26 @@ def _host_key() -> str:
 
 # --- what the layers above hear of ----------------------------------------------------
 
-WorkerListener = Callable[[int], None]
-_joined_listeners: list[WorkerListener] = []
-_left_listeners: list[WorkerListener] = []
-
 
 def on_worker_joined(listener: WorkerListener) -> None:
     """Call ``listener(pid)`` on pid 1 after each new worker has joined (in pid order)."""
-    _joined_listeners.append(listener)
+    PGRP.joined_listeners.append(listener)
 
 
 def on_worker_left(listener: WorkerListener) -> None:
     """Call ``listener(pid)`` on pid 1 when a worker has been forgotten, before its manager hears."""
-    _left_listeners.append(listener)
+    PGRP.left_listeners.append(listener)
 
 
 def announce_joined(pids: list[int]) -> None:
     """Pid 1 has finished adding ``pids``: tell the listeners."""
     for pid in sorted(pids):
-        _tell(_joined_listeners, pid)
+        _tell(PGRP.joined_listeners, pid)
 
 
 def tell_worker_left(pid: int) -> None:
     """Pid 1 has forgotten worker ``pid``: tell the listeners."""
-    _tell(_left_listeners, pid)
+    _tell(PGRP.left_listeners, pid)
 
 
 def _tell(listeners: list[WorkerListener], pid: int) -> None:

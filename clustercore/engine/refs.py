@@ -44,36 +44,35 @@ class RemoteValue:
         self.clients: dict[int, int] = {whence: 1}
 
 
-REFS: dict[RRID, RemoteValue] = {}
 _refs_lock = threading.Lock()
 
 
 def lookup_ref(rrid: RRID, make_store: Any = Waiter) -> RemoteValue:
     """The owner's entry for ``rrid``, made on first use (Julia's ``lookup_ref``)."""
-    rv = REFS.get(rrid)
+    rv = PGRP.refs.get(rrid)
     if rv is None:
         with _refs_lock:
-            rv = REFS.get(rrid)
+            rv = PGRP.refs.get(rrid)
             if rv is None:
-                rv = REFS[rrid] = RemoteValue(make_store(), rrid.whence)
+                rv = PGRP.refs[rrid] = RemoteValue(make_store(), rrid.whence)
     return rv
 
 
 def add_client(rrid: RRID, pid: int, delta: int) -> None:
     """Change ``pid``'s count on a reference this process owns; free it at all-zero."""
     with _refs_lock:
-        rv = REFS.get(rrid)
+        rv = PGRP.refs.get(rrid)
         if rv is None:
             if delta > 0 and rrid.whence == pid:
                 return
-            rv = REFS[rrid] = RemoteValue(Waiter(), rrid.whence)
+            rv = PGRP.refs[rrid] = RemoteValue(Waiter(), rrid.whence)
         count = rv.clients.get(pid, 0) + delta
         if count:
             rv.clients[pid] = count
         else:
             rv.clients.pop(pid, None)
         if not rv.clients:
-            del REFS[rrid]
+            del PGRP.refs[rrid]
 
 
 def apply_gc_ops(ops: list[tuple[int, int, int, int]]) -> None:

@@ -2,7 +2,7 @@
 
 A reference is named by an :class:`RRID` ``(whence, id)``: the pid that made
 it and a counter there. Its value lives on the owner (``where``) in
-:data:`REFS`, with a count of references per client pid. Counts move by
+``PGRP.refs``, with a count of references per client pid. Counts move by
 messages that may arrive in any order across links, so they are signed and
 the value is freed only when every count is back to zero:
 
