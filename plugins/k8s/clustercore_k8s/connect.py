@@ -67,5 +67,6 @@ def connect(session: Session, pid: int, config: WorkerConfig) -> tuple[PodSocket
         sock = PodSocket(fileno=forward.socket(port).detach())
         sock.keep = forward
     sock.on_drop = lambda: link_dropped(session, state, pid)
+    state.link = sock
     config.connect_at = (host, port)  # workers reach each other at their pod IPs
     return sock, sock

@@ -39,6 +39,7 @@ class PodState:
     gone: bool = False  # the API server deleted it
     removing: bool = False  # the plugin is removing it: its end is expected
     pid: int | None = None  # its worker's pid, once registered
+    link: Any = None  # the driver's socket to its worker, once connected
     pod: Obj = field(default_factory=dict)
 
     @property

@@ -10,6 +10,7 @@ watch (the pod's status changed) and the link (the connection dropped, see
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,24 @@ def delete_and_wait(session: Session, state: PodState) -> None:
         return
     if present and not session.tracker.wait(state, lambda s: s.gone, GONE_TIMEOUT):
         log.warning("pod %s/%s was not deleted within %g s", session.namespace, state.name, GONE_TIMEOUT)
+        return
+    end_link(state)
+
+
+def end_link(state: PodState) -> None:
+    """The pod is gone: end the link to its worker, which may never see a FIN.
+
+    The node tears down the pod's network namespace as it removes the pod; a FIN still
+    queued behind unsent data there never leaves it, so without this the driver's side of
+    the link stays open until TCP keepalive gives up (minutes). ``shutdown`` (not ``close``)
+    wakes the reader with an EOF and leaves the descriptor to its owner.
+    """
+    link, state.link = state.link, None
+    if link is not None:
+        try:
+            link.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by its owner, or never connected
 
 
 def finalize(session: Session, config: WorkerConfig) -> None:
