@@ -33,6 +33,7 @@ import argparse
 import base64
 import contextlib
 import ctypes
+import faulthandler
 import hashlib
 import http.client
 import json
@@ -374,6 +375,7 @@ class Node:
             restart_policy=obj["spec"].get("restartPolicy", "Always"),
         )
         self.pods[uid] = pod
+        log.info("pod %s/%s: admitted at %s", pod.namespace, pod.name, pod.ip)
         return pod
 
     # -- starting -----------------------------------------------------------------------------
@@ -610,6 +612,7 @@ class Node:
 
     # -- ending -------------------------------------------------------------------------------
     def terminate(self, pod: Pod, grace: int) -> None:
+        log.info("pod %s/%s: stopping (grace %s s, gone %s)", pod.namespace, pod.name, grace, pod.gone)
         with pod.lock:
             running = [c for c in pod.containers if c.proc is not None and c.proc.poll() is None]
             for c in running:
@@ -647,6 +650,7 @@ class Node:
     def delete_object(self, namespace: str, name: str, uid: str) -> None:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
         code, out = self.api.call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body)
+        log.info("pod %s/%s: deleted (%s)", namespace, name, code)
         if code not in (200, 202, 404, 409):
             log.warning("deleting pod %s/%s: %s %s", namespace, name, code, out.get("message"))
 
@@ -1216,6 +1220,7 @@ def main(argv: list[str] | None = None) -> int:
         cleanup(state)
         return 0
     cleanup(state)  # a previous agent's leftovers
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack in the log
     node = Node(args)
     signal.signal(signal.SIGTERM, lambda *_: node.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: node.stopping.set())
