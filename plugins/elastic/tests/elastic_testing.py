@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from clustercore_elastic import ElasticManager, listen
 
 import clustercore as cc
 from clustercore import testing
@@ -53,3 +57,20 @@ class HandStarted:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate(timeout=30)
+
+
+@contextmanager
+def listening(
+    address: tuple[str, int] | str = ("127.0.0.1", 0), hand: HandStarted | None = None, **options: object
+) -> Iterator[ElasticManager]:
+    """An elastic manager on ``address``: no workers before, none left after; with ``hand``,
+    every worker process the test started by hand has exited too."""
+    with testing.clean_cluster():
+        manager = listen(address, **options)  # type: ignore[arg-type]
+        try:
+            yield manager
+        finally:
+            manager.close()
+    if hand is not None:
+        survivors = hand.leftovers()
+        assert survivors == [], f"worker processes survived the test: {survivors}"

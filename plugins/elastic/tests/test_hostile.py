@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clustercore_elastic import ElasticManager, admission, listen
-from elastic_testing import HandStarted
+from clustercore_elastic import ElasticManager, admission
+from elastic_testing import HandStarted, listening
 
 import clustercore as cc
 
@@ -25,16 +25,8 @@ import clustercore as cc
 @pytest.fixture
 def strict(hand: HandStarted) -> Iterator[ElasticManager]:
     """A manager with a short admission deadline and few places."""
-    assert cc.procs() == [1]
-    m = listen(("127.0.0.1", 0), handshake_timeout=2.0, max_pending=16)
-    try:
+    with listening(hand=hand, handshake_timeout=2.0, max_pending=16) as m:
         yield m
-    finally:
-        m.close()
-        left = [p for p in cc.procs() if p != 1]
-        if left:
-            cc.rmprocs(left, waitfor=30)
-        assert hand.leftovers() == []
 
 
 def _dial(m: ElasticManager) -> socket.socket:

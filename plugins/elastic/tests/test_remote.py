@@ -18,27 +18,16 @@ from pathlib import Path
 
 import ccservices
 import pytest
-from clustercore_elastic import ElasticManager, listen
+from clustercore_elastic import ElasticManager
+from elastic_testing import listening
 
 import clustercore as cc
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI is set: a missing service is a failure)", pytrace=False)
-    pytest.skip(what)
+from clustercore.testing import service_missing
 
 
 def _listen_on(address: str) -> Iterator[ElasticManager]:
-    assert cc.procs() == [1], f"workers left over by an earlier test: {cc.procs()}"
-    m = listen((address, 0))
-    try:
+    with listening((address, 0)) as m:
         yield m
-    finally:
-        m.close()
-        left = [p for p in cc.procs() if p != 1]
-        if left:
-            cc.rmprocs(left, waitfor=30)
 
 
 @pytest.fixture
@@ -49,9 +38,9 @@ def hosts() -> tuple[str, list[str], str]:
     names = os.environ.get("CLUSTERCORE_TEST_HOSTNAMES", "").split()
     controller = os.environ.get("CLUSTERCORE_TEST_CONTROLLER_ADDR", "")
     if not (os.path.isfile(config) and len(names) >= 3 and controller):
-        _missing(f"the network-namespace hosts ccnode1..3 are not running: {ccservices.HOW}")
+        service_missing(f"the network-namespace hosts ccnode1..3 are not running: {ccservices.HOW}")
     if not os.access(os.environ.get("CLUSTERCORE_SSH_KEY", ""), os.R_OK):
-        _missing("the hosts' ssh key is not readable here: run the tests as root")
+        service_missing("the hosts' ssh key is not readable here: run the tests as root")
     return config, names[:3], controller
 
 
@@ -95,7 +84,7 @@ def slurm() -> dict[str, str]:
     ccservices.load_env()
     conf = os.environ.get("SLURM_CONF", "")
     if not conf or not Path(conf).is_file() or shutil.which("sbatch") is None:
-        _missing(f"Slurm is not running: {ccservices.HOW}")
+        service_missing(f"Slurm is not running: {ccservices.HOW}")
     return {"SLURM_CONF": conf}
 
 
