@@ -44,7 +44,6 @@ import shutil
 import signal
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import threading
@@ -56,6 +55,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+# The server side of RFC 6455 is the one the fake API server uses (stdlib only): the agent
+# runs under the system Python, from here, so that module's directory goes on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "k8s" / "tests"))
+from k8s_websocket import WebSocket, accept_key
+
 log = logging.getLogger("k8s-node")
 Obj = dict[str, Any]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -64,7 +68,6 @@ CONTROLLERS = ("memory", "cpu", "pids")
 NETNS_PREFIX = "cck8s-"
 CLONE_NEWNET = 0x40000000
 HEARTBEAT_SECONDS = 10
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TERMINAL = ("Succeeded", "Failed")
 
 
@@ -1033,7 +1036,7 @@ class KubeletHandler(BaseHTTPRequestHandler):
         offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         protocol = next((p for p in offered if p in ("v4.channel.k8s.io", "portforward.k8s.io")), "")
         key = self.headers.get("Sec-WebSocket-Key", "")
-        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        accept = accept_key(key)
         self.send_response(101, "Switching Protocols")
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
@@ -1045,64 +1048,6 @@ class KubeletHandler(BaseHTTPRequestHandler):
         ws = WebSocket(self.connection, self.rfile)
         forward(ws, pod, ports)
         self.close_connection = True
-
-
-class WebSocket:
-    """Just enough RFC 6455 for the server side of a Kubernetes streaming connection."""
-
-    def __init__(self, sock: socket.socket, rfile: Any) -> None:
-        self.sock, self.rfile = sock, rfile
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def read(self, n: int) -> bytes:
-        data = self.rfile.read(n)
-        if len(data) != n:
-            raise EOFError
-        return data
-
-    def send(self, opcode: int, payload: bytes) -> None:
-        n = len(payload)
-        if n < 126:
-            header = struct.pack("!BB", 0x80 | opcode, n)
-        elif n < 1 << 16:
-            header = struct.pack("!BBH", 0x80 | opcode, 126, n)
-        else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-        with self.lock:
-            if self.closed:
-                raise BrokenPipeError
-            self.sock.sendall(header + payload)
-            self.closed = opcode == 0x8
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.send(0x8, struct.pack("!H", 1000))
-
-    def recv(self) -> tuple[int, bytes]:
-        parts: list[bytes] = []
-        opcode = 0x2
-        while True:
-            b0, b1 = self.read(2)
-            fin, op, n = b0 & 0x80, b0 & 0x0F, b1 & 0x7F
-            if n == 126:
-                (n,) = struct.unpack("!H", self.read(2))
-            elif n == 127:
-                (n,) = struct.unpack("!Q", self.read(8))
-            mask = self.read(4) if b1 & 0x80 else b""
-            payload = self.read(n) if n else b""
-            if mask:
-                key = (mask * (n // 4 + 1))[:n]
-                payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-            if op == 0x9:
-                self.send(0xA, payload)
-            elif op == 0x8:
-                return 0x8, payload
-            elif op != 0xA:
-                opcode = op or opcode
-                parts.append(payload)
-                if fin:
-                    return opcode, b"".join(parts)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -14,10 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from k8s_websocket import WebSocket, accept_key
+
 from . import portforward, selectors
 from .api import KINDS, kind_of
 from .errors import ApiError, bad_request, method_not_allowed, no_route, unauthorized
-from .websocket import WebSocket, accept_key
 
 if TYPE_CHECKING:
     from .server import FakeApiServer

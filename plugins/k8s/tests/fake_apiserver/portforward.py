@@ -26,8 +26,7 @@ import socket
 import threading
 
 import psutil
-
-from .websocket import OP_BINARY, OP_CLOSE, WebSocket
+from k8s_websocket import OP_BINARY, OP_CLOSE, WebSocket
 
 PROTOCOL = "v4.channel.k8s.io"
 _LOCAL = {"0.0.0.0": "127.0.0.1", "127.0.0.1": "127.0.0.1", "::": "::1", "::1": "::1"}
