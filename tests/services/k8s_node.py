@@ -55,10 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-# The server side of RFC 6455 is the one the fake API server uses (stdlib only): the agent
-# runs under the system Python, from here, so that module's directory goes on the path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "k8s" / "tests"))
-from k8s_websocket import WebSocket, accept_key
+from k8s_websocket import WebSocket, accept_key  # beside this file (the fake API server's too)
 
 log = logging.getLogger("k8s-node")
 Obj = dict[str, Any]
