@@ -43,6 +43,7 @@ from .engine.launching import (
     emit_worker_output,
     end_process,
     forward_worker_output,
+    parse_address_line,
     read_worker_host_port,
     reserve_descriptors,
     worker_command,
@@ -149,12 +150,6 @@ def connect_to_worker(host: str, port: int, timeout: float | None = None) -> soc
     minute); a ``ConnectionError`` naming the address if it fails. ``timeout`` defaults to
     :func:`worker_timeout`."""
     return dial.connect_to_worker(host, port, worker_timeout() if timeout is None else timeout)
-
-
-def parse_address_line(line: str) -> tuple[str, int] | None:
-    """``(host, port)`` if ``line`` is a worker's whole ``clustercore_worker:PORT#HOST`` line."""
-    match = ADDRESS_LINE.fullmatch(line.strip())
-    return None if match is None else (match.group(2), int(match.group(1)))
 
 
 def read_worker_address(pid: int, config: WorkerConfig, timeout: float | None = None) -> tuple[str, int]:

@@ -22,6 +22,13 @@ from .cluster import worker_timeout
 ADDRESS_LINE = re.compile(r"clustercore_worker:(\d+)#(\S+)")
 
 
+def parse_address_line(line: str) -> tuple[str, int] | None:
+    """``(host, port)`` if ``line`` is a worker's whole ``clustercore_worker:PORT#HOST`` line
+    (the whole line: not one that quotes it)."""
+    match = ADDRESS_LINE.fullmatch(line.strip())
+    return None if match is None else (match.group(2), int(match.group(1)))
+
+
 @dataclass(eq=False)
 class WorkerConfig:
     """How to reach and manage one worker (Julia's ``WorkerConfig``); all fields optional."""
@@ -177,9 +184,8 @@ class OutputForwarder:
                 line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
                 line = line.rstrip("\r\n")
                 if self.address is None:
-                    match = ADDRESS_LINE.fullmatch(line.strip())  # the whole line: not one that quotes it
-                    if match:
-                        self.address = (match.group(2), int(match.group(1)))
+                    self.address = parse_address_line(line)
+                    if self.address is not None:
                         self._found.set()
                         continue
                     self.seen.append(line)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from fake_apiserver import InClusterFiles
+from fake_apiserver.clientside import exchange
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -127,17 +128,7 @@ class RealApiServer:
         if token is None:
             ctx.load_cert_chain(self.cert_file, self.key_file)
         conn = http.client.HTTPSConnection(self.host, self.port, context=ctx, timeout=10)
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        headers = {"Content-Type": ctype}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
-        finally:
-            conn.close()
-        return resp.status, json.loads(payload) if payload.startswith(b"{") else payload
+        return exchange(conn, method, path, body, ctype, token)
 
     @property
     def started_pids(self) -> list[int]:

@@ -100,9 +100,18 @@ def raw_request(
     if not hasattr(server, "token"):
         return server.raw_request(method, path, body, ctype)  # type: ignore[no-any-return]
     conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=10)
+    return exchange(conn, method, path, body, ctype, server.token)
+
+
+def exchange(
+    conn: http.client.HTTPConnection, method: str, path: str, body: Any, ctype: str, token: str | None
+) -> tuple[int, Any]:
+    """One request on ``conn``, which it then closes: (status, parsed JSON or bytes)."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    headers = {"Content-Type": ctype}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": ctype}
         conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         payload = resp.read()
