@@ -24,6 +24,7 @@ _HOMES = {
     "engine.cluster": ("cluster_cookie", "myid", "nprocs", "nworkers", "procs", "workers"),
     "errors": ("CapturedException", "ExceptionStandIn", "ProcessExitedException", "RemoteException"),
     "executor": ("Executor",),
+    "links.credentials": ("TLSCredentials",),
     "engine.hooks": ("hookimpl",),
     "macros": ("clear", "distributed_for", "everywhere"),
     "engine.managers": ("ClusterManager", "WorkerConfig"),
@@ -95,6 +96,7 @@ if TYPE_CHECKING:
     from .engine.worker import init_worker, process_messages, start_worker
     from .errors import CapturedException, ExceptionStandIn, ProcessExitedException, RemoteException
     from .executor import Executor
+    from .links.credentials import TLSCredentials
     from .macros import clear, distributed_for, everywhere
     from .parallelmap import pmap
     from .processes import addprocs, interrupt, rmprocs, worker_id_from_socket
@@ -114,6 +116,7 @@ __all__ = [
     "ProcessExitedException",
     "RemoteChannel",
     "RemoteException",
+    "TLSCredentials",
     "WorkerConfig",
     "WorkerPool",
     "addprocs",

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from .engine.cluster import cluster_cookie, worker_timeout
+from .engine.cluster import cluster_cookie, worker_secret, worker_timeout
 from .engine.hooks import HookSpecs, hookimpl
 from .engine.launching import (
     ADDRESS_LINE,
@@ -80,6 +80,7 @@ __all__ = [
     "worker_command",
     "worker_environment",
     "worker_lost",
+    "worker_secret",
     "worker_timeout",
 ]
 

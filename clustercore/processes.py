@@ -26,10 +26,10 @@ from .engine.membership import connect_to_lower, learn_peers
 from .engine.messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
 from .engine.peers import attach_connection, deregister_worker, kill_quietly, send_msg
 from .engine.requests import broadcast_call, call_fetch_async, remote_exit
+from .links import establish
 from .links.connection import Connection
 from .wire import serialize
-from .wire.handshake import connect_handshake
-from .wire.transport import make_transport
+from .wire.transport import make_transport, socket_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ GENERIC_PARAMS: dict[str, Any] = {
     "topology": "all_to_all",
     "lazy": True,
     "enable_threaded_blas": False,
+    "tls": None,
 }
 _addprocs_lock = threading.Lock()
 
@@ -146,6 +147,7 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
     _check_joins_cluster(params)
     PGRP.topology, PGRP.lazy = params["topology"], params["lazy"] if params["topology"] == "all_to_all" else False
     cluster.cluster_cookie()
+    cluster.use_tls(params["tls"])
     launched: list[WorkerConfig] = []
     ntfy = threading.Condition()
     outcome: dict[str, BaseException | bool] = {}
@@ -246,7 +248,7 @@ def create_worker(
         forward_worker_output(pid, config.io)
     transport = make_transport(instream, outstream)
     try:
-        connect_handshake(transport, cluster.cluster_cookie(), deadline=timeout)
+        transport = establish.dial(transport, cluster.cluster_cookie(), PGRP.tls, me=1, deadline=timeout)
         conn = Connection(transport, pid)
         join = JoinPGRP(
             self_pid=pid,
@@ -474,7 +476,7 @@ def worker_id_from_socket(s: Any) -> int:
         links = [w.conn for w in PGRP.workers.values() if w.conn is not None]
     for conn in links:
         transport = conn.transport
-        if getattr(transport, "sock", None) is s or getattr(transport, "instream", None) is s:
+        if socket_of(transport) is s or getattr(transport, "instream", None) is s:
             return conn.peer
     return -1
 

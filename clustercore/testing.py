@@ -58,6 +58,7 @@ from clustercore.engine import cluster, hooks, launching
 from clustercore.engine.hooks import PluginInfo
 from clustercore.plugin import ClusterManager, WorkerConfig
 from clustercore.processes import GENERIC_PARAMS
+from clustercore.wire.transport import socket_of
 
 
 def pid_alive(ospid: int) -> bool:
@@ -179,6 +180,7 @@ class WorkerInfo:
     config: WorkerConfig | None  #: the ``WorkerConfig`` its manager reported (on pid 1 only)
     manager: ClusterManager | None  #: the manager that launched it (on pid 1 only)
     link: socket.socket | None  #: this process's socket to it; ``None`` if not connected or not a socket
+    tls: bool = False  #: whether this process's link to it is encrypted (a cluster that uses TLS)
 
 
 def worker_info(pid: int) -> WorkerInfo:
@@ -186,7 +188,7 @@ def worker_info(pid: int) -> WorkerInfo:
     for an unknown pid, ``ProcessExitedException`` for one that is gone."""
     w = cluster.worker_from_id(pid)
     conn = w.conn
-    sock = getattr(conn.transport, "sock", None) if conn is not None else None
+    sock = socket_of(conn.transport) if conn is not None else None
     return WorkerInfo(
         pid=w.id,
         hostname=w.hostname,
@@ -195,6 +197,7 @@ def worker_info(pid: int) -> WorkerInfo:
         config=w.config,
         manager=w.manager,
         link=sock if isinstance(sock, socket.socket) else None,
+        tls=conn is not None and getattr(conn.transport, "encrypted", False),
     )
 
 

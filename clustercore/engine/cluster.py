@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ProcessExitedException
 from ..links.connection import Connection
+from ..links.credentials import TLSCredentials
 from ..logs import LazyLogger
 from ..wire import serialize
 from .callrunner import CallRunner
@@ -161,6 +162,7 @@ class ProcessGroup:
         self.allowed_peers: set[int] | None = None  # custom topology: who we may reach
         self.manager: ClusterManager | None = None  # how this process reaches other workers
         self.cookie: str | None = None
+        self.tls: TLSCredentials | None = None  # set: every link that is not a Unix socket uses TLS
         self.refs: dict[Any, Any] = {}  # RRID -> RemoteValue: what this process owns (refs.py)
         self.joined_listeners: list[WorkerListener] = []  # on pid 1, told of each new worker
         self.left_listeners: list[WorkerListener] = []  # on pid 1, told of each worker forgotten
@@ -233,6 +235,65 @@ def cluster_cookie(cookie: str | None = None) -> str:
 
         PGRP.cookie = secrets.token_hex(16)
     return PGRP.cookie
+
+
+TLS_ENV = "CLUSTERCORE_TLS"  # "1": clusters use TLS unless addprocs says otherwise
+
+
+def use_tls(setting: bool | TLSCredentials | None) -> None:
+    """Settle, as workers are added (pid 1), whether links between hosts use TLS.
+
+    ``True`` makes a CA and certificate for this cluster (once); :class:`TLSCredentials`
+    are the user's own; ``None`` keeps what the running workers use, or for a
+    cluster's first workers follows ``CLUSTERCORE_TLS``. Workers of one cluster all
+    use TLS or none does: asking otherwise while workers run is a ``ValueError``.
+    """
+    if setting is not None and not isinstance(setting, (bool, TLSCredentials)):
+        raise TypeError(f"tls must be True, False or TLSCredentials, not {type(setting).__name__}")
+    if PGRP.workers:
+        running = PGRP.tls
+        if isinstance(setting, TLSCredentials):
+            conflict = setting != running
+        else:
+            conflict = setting is not None and setting != (running is not None)
+        if conflict:
+            now = "use other TLS credentials" if running and setting else "use TLS" if running else "do not use TLS"
+            raise ValueError(f"this cluster's running workers {now}; cannot add workers with tls={setting!r}")
+        return
+    if setting is None:
+        setting = os.environ.get(TLS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(setting, TLSCredentials):
+        PGRP.tls = setting
+    elif not setting:
+        PGRP.tls = None
+    elif PGRP.tls is None:
+        from ..links.certificates import make_cluster_credentials
+
+        PGRP.tls = make_cluster_credentials(cluster_cookie_digest())
+
+
+def cluster_cookie_digest() -> str:
+    """A short name for this cluster that reveals nothing of its cookie."""
+    import hashlib
+
+    return hashlib.sha256(b"clustercore cluster name\0" + cluster_cookie().encode()).hexdigest()[:16]
+
+
+def worker_secret() -> str:
+    """The line a launched worker reads first on its stdin: the cookie, then the
+    cluster's TLS credentials when it uses TLS (one word each, a space between)."""
+    cookie = cluster_cookie()
+    return cookie if PGRP.tls is None else f"{cookie} {PGRP.tls.encode()}"
+
+
+def take_worker_secret(line: str) -> None:
+    """A worker's side of :func:`worker_secret`: set the cookie and TLS credentials.
+    ``ValueError`` names what is wrong with ``line``."""
+    cookie, _, tls = line.strip().partition(" ")
+    if not cookie:
+        raise ValueError("no cluster cookie on the first line of stdin")
+    cluster_cookie(cookie)
+    PGRP.tls = TLSCredentials.decode(tls) if tls else None
 
 
 def procs(pid: int | None = None) -> list[int]:

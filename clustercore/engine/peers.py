@@ -13,11 +13,11 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import HandshakeError, ProcessExitedException
+from ..links import establish
 from ..links.connection import THREAD, Connection, ConnectionClosed
 from ..links.dial import connect_to_worker
 from ..logs import LazyLogger
 from ..wire.framing import NO_REF
-from ..wire.handshake import connect_handshake
 from ..wire.transport import make_transport
 from . import cluster
 from .cluster import (
@@ -150,24 +150,26 @@ def open_connection_to_peer(w: Worker) -> Connection:
     if w.local_address and PGRP.manager is None and same_host(w.local_address):
         sock = _dial_locally(w.local_address)
         if sock is not None:
-            transport = make_transport(sock, sock)
+            local = make_transport(sock)
             try:
-                connect_handshake(transport, cluster_cookie(), me=PGRP.myid, target=w.id)
+                transport = establish.dial(local, cluster_cookie(), PGRP.tls, me=PGRP.myid, target=w.id)
             except HandshakeError as exc:
                 log.warning("not using worker %d's Unix socket: %s", w.id, exc)
-                transport.close()
-                transport = None
+                local.close()
     if transport is None:
         manager = PGRP.manager  # a custom transport's (init_worker), else TCP
         if manager is None:
             host, port = w.connect_at
-            sock = connect_to_worker(host, port, worker_timeout())
-            transport = make_transport(sock, sock)
+            transport = make_transport(connect_to_worker(host, port, worker_timeout()))
         else:
             from .launching import WorkerConfig  # loaded already: the manager's class needs it
 
             transport = make_transport(*manager.connect(w.id, WorkerConfig(connect_at=w.connect_at)))
-        connect_handshake(transport, cluster_cookie(), me=PGRP.myid, target=w.id)
+        try:
+            transport = establish.dial(transport, cluster_cookie(), PGRP.tls, me=PGRP.myid, target=w.id)
+        except BaseException:
+            transport.close()
+            raise
     conn = Connection(transport, w.id)
     conn.send_frame(MsgType.IDENTIFY_SOCKET, b"")  # who we are, the handshake has proven
     transport.set_timeout(worker_timeout())

@@ -23,10 +23,10 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import HandshakeError
+from ..links import establish
 from ..links.connection import Connection
 from ..logs import LazyLogger
 from ..wire import handshake, serialize
-from ..wire.handshake import accept_handshake, connect_handshake
 from ..wire.transport import make_transport
 from . import cluster, peers
 from .cluster import PGRP, Worker, exit_worker, worker_timeout
@@ -58,6 +58,10 @@ def start_worker(
 ) -> None:
     """Run this process as a worker listening on TCP; returns only by exiting.
 
+    ``cookie``: the line its launcher wrote (:func:`clustercore.plugin.worker_secret`:
+    the cookie, and TLS credentials when the cluster uses TLS); ``None``: read it
+    from the first line of stdin.
+
     ``driver_link``: a connected socket its launcher holds the other end of (the
     Local plugin's Unix socket pair, handed over by its fork server or inherited
     through ``--link-fd``), served like an accepted connection, so pid 1 may
@@ -69,11 +73,11 @@ def start_worker(
     driver imported from next to its script, as Julia's workers share its project.
     """
     use_launcher_path(os.environ.pop("CLUSTERCORE_SYS_PATH", ""))
-    if cookie is None:
-        cookie = sys.stdin.readline().strip()
-        if not cookie:
-            print("clustercore worker: no cluster cookie on the first line of stdin", file=sys.stderr)
-            raise SystemExit(2)
+    try:  # the cookie, and the cluster's TLS credentials if it uses TLS
+        cluster.take_worker_secret(sys.stdin.readline() if cookie is None else cookie)
+    except ValueError as exc:
+        print(f"clustercore worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if lifeline:
         threading.Thread(target=_watch_stdin, name="clustercore-lifeline", daemon=True).start()
     elif close_stdin:
@@ -83,7 +87,7 @@ def start_worker(
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
-    init_worker(cookie)
+    init_worker(cluster.cluster_cookie())
     listener, host = _listen(bind_to)
     port = listener.getsockname()[1]
     threading.Thread(target=_accept_forever, args=(listener,), name="clustercore-accept", daemon=True).start()
@@ -188,6 +192,7 @@ PREAUTH_LIMIT = 128  # connections per listener not yet authenticated: a descrip
 PREAUTH_THREADS = 32  # of those, how many may be authenticating on threads of their own at once
 PREAUTH_DEADLINE = handshake.DEFAULT_DEADLINE  # seconds from accept() to a thread; the handshake has its own
 HELLO_AT_LEAST = len(handshake.MAGIC) + handshake.NONCE_LEN  # a connector's first bytes, sent before it waits
+TLS_HANDSHAKE_RECORD = 0x16  # a TLS record's first byte when it carries a ClientHello (then 3, the major version)
 HELLO_RECHECK = 0.25  # seconds between looks at a hello that comes in pieces
 ACCEPT_BATCH = 16  # accepts in a row before the connections already there get a look
 ACCEPT_BACKOFF = (0.05, 2.0)  # the first and the longest pause after accept() or a thread start failed
@@ -249,6 +254,7 @@ class _Gate:
 
     def __init__(self, listener: socket.socket) -> None:
         self.listener = listener
+        self.tls = PGRP.tls is not None and listener.family != socket.AF_UNIX  # what a peer must start with
         self.fd = listener.fileno()
         self.poller = select.poll()
         self.waiting: dict[int, _Pending] = {}  # peers that have not spoken, by descriptor, oldest first
@@ -370,11 +376,11 @@ class _Gate:
         except OSError as exc:
             self._reject(pending, f"{pending.peer}: {exc}")
             return
-        magic = handshake.MAGIC
         if not head:
             self._reject(pending, f"{pending.peer} closed the connection before its handshake")
-        elif head[: len(magic)] != magic[: len(head)]:
-            self._reject(pending, f"{pending.peer} sent bytes that are not a clustercore handshake")
+        elif not self.hello_ok(head):
+            what = "a TLS handshake (this cluster uses TLS)" if self.tls else "a clustercore handshake"
+            self._reject(pending, f"{pending.peer} sent bytes that are not {what}")
         elif len(head) < HELLO_AT_LEAST:  # it stays readable: look again in a while, not at once
             if pending.next_look is None:
                 self.poller.unregister(pending.fd)
@@ -383,6 +389,12 @@ class _Gate:
             self._forget(pending)
             self.ready.append(pending)
             self._dispatch(now)
+
+    def hello_ok(self, head: bytes) -> bool:
+        """Whether a peer's first bytes can start a handshake on this listener."""
+        if self.tls:
+            return len(head) < 2 or (head[0] == TLS_HANDSHAKE_RECORD and head[1] == 3)
+        return head[: len(handshake.MAGIC)] == handshake.MAGIC[: len(head)]
 
     def _dispatch(self, now: float) -> None:
         """Start a thread for each peer that has spoken, oldest first, while places are free."""
@@ -465,9 +477,9 @@ def process_messages(r_stream: Any, w_stream: Any, incoming: bool = True) -> Non
     transport = make_transport(r_stream, w_stream)
     try:
         if incoming:
-            dialer = accept_handshake(transport, cluster.cluster_cookie(), me=PGRP.myid)
+            transport, dialer = establish.accept(transport, cluster.cluster_cookie(), PGRP.tls, me=PGRP.myid)
         else:
-            connect_handshake(transport, cluster.cluster_cookie(), me=PGRP.myid, target=1)
+            transport = establish.dial(transport, cluster.cluster_cookie(), PGRP.tls, me=PGRP.myid, target=1)
             dialer = 1
         conn = Connection(transport, dialer)
         transport.set_timeout(worker_timeout())

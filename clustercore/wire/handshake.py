@@ -88,7 +88,7 @@ def _read_exact(transport: Transport, size: int) -> bytes:
     return bytes(buf)
 
 
-class _Deadline:
+class Deadline:
     """Closes the transport if the handshake is still running after ``seconds``."""
 
     def __init__(self, transport: Transport, seconds: float) -> None:
@@ -101,7 +101,7 @@ class _Deadline:
         self.expired = True
         self._transport.close()
 
-    def __enter__(self) -> _Deadline:
+    def __enter__(self) -> Deadline:
         self._timer.start()
         return self
 
@@ -111,7 +111,7 @@ class _Deadline:
 
 def _run(transport: Transport, deadline: float, step: object) -> None:
     peer = transport.describe()
-    with _Deadline(transport, deadline) as timer:
+    with Deadline(transport, deadline) as timer:
         try:
             step()  # type: ignore[operator]
         except (HandshakeError, OSError) as exc:

@@ -197,6 +197,16 @@ class StreamTransport:
         return f"stream {type(self.instream).__name__}"
 
 
+def socket_of(transport: Any) -> socket.socket | None:
+    """The socket under ``transport`` (under its encryption too), if it has one."""
+    while transport is not None:
+        sock = getattr(transport, "sock", None)
+        if sock is not None:
+            return sock  # type: ignore[no-any-return]
+        transport = getattr(transport, "inner", None)
+    return None
+
+
 def make_transport(instream: Any, outstream: Any | None = None) -> Transport:
     """Wrap what a ``connect`` hook returned; one socket for both ways is fastest."""
     if outstream is None or outstream is instream:

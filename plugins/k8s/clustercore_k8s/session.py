@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import clustercore
-from clustercore.plugin import cluster_cookie
+from clustercore.plugin import worker_secret
 
 from . import driverpod, podspec
 from .kubeapi import KubeApi, load_connection
@@ -63,7 +63,7 @@ class Session:
             self.tracker.start()
         if not self.secret_created:
             self.api.create_secret(
-                podspec.cookie_secret(self.secret_name, self.cluster_id, cluster_cookie(), self.owner)
+                podspec.cookie_secret(self.secret_name, self.cluster_id, worker_secret(), self.owner)
             )
             self.secret_created = True
 

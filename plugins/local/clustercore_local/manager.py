@@ -17,7 +17,6 @@ from clustercore.plugin import (
     LINK_DESCRIPTORS,
     ClusterManager,
     WorkerConfig,
-    cluster_cookie,
     default_connect,
     end_process,
     read_worker_address,
@@ -26,6 +25,7 @@ from clustercore.plugin import (
     reserve_descriptors,
     worker_command,
     worker_environment,
+    worker_secret,
 )
 
 from .forkserver import ForkedWorker, fork_server
@@ -76,7 +76,7 @@ class LocalManager(ClusterManager):
     ) -> None:
         server = fork_server(env)
         request = {
-            "cookie": cluster_cookie(),
+            "cookie": worker_secret(),
             "bind_to": bind_to,
             "env": env,
             "dir": str(params.get("dir") or os.getcwd()),
@@ -91,7 +91,7 @@ class LocalManager(ClusterManager):
     def _spawn_workers(
         self, params: dict[str, Any], bind_to: str, env: dict[str, str], launched: list[WorkerConfig], ntfy: Condition
     ) -> None:
-        cookie_line = (cluster_cookie() + "\n").encode()
+        cookie_line = (worker_secret() + "\n").encode()
         for _ in range(self.np):
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # the driver's link
             try:

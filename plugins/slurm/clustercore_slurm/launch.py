@@ -17,7 +17,7 @@ import time
 from threading import Condition
 from typing import Any
 
-from clustercore.plugin import WorkerConfig, cluster_cookie, report_launched, worker_command, worker_environment
+from clustercore.plugin import WorkerConfig, report_launched, worker_command, worker_environment, worker_secret
 
 from . import command, slurmctl
 from .errors import SlurmError
@@ -40,7 +40,7 @@ def launch_workers(
     step = SrunStep(
         command.step_argv(srun, flags, worker_argv, params),
         {**os.environ, **worker_environment(params)},
-        cluster_cookie() + "\n",
+        worker_secret() + "\n",
         owns_allocation=not inside,
         jobid=os.environ.get("SLURM_JOB_ID") if inside else None,
     )

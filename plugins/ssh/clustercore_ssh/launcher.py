@@ -20,10 +20,10 @@ from typing import Any
 
 from clustercore.plugin import (
     WorkerConfig,
-    cluster_cookie,
     report_launched,
     worker_command,
     worker_environment,
+    worker_secret,
     worker_timeout,
 )
 
@@ -65,7 +65,7 @@ def launch_workers(manager: SSHManager, params: dict[str, Any], launched: list[W
     """Start every machine's workers; raise the first error once all hosts are done."""
     deadline = Deadline(worker_timeout())
     plans = [_Plan(manager, spec, params) for spec in manager.specs]
-    cookie = cluster_cookie()
+    cookie = worker_secret()  # the cookie, and TLS credentials if the cluster uses TLS
     errors: list[BaseException] = []
     threads = [
         threading.Thread(

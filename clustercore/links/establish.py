@@ -1,0 +1,55 @@
+"""Where a connection becomes a link: the only place links are authenticated.
+
+Every link, dialed or accepted, driver or worker, goes through :func:`dial` or
+:func:`accept`: the peer check on a Unix socket (``SO_PEERCRED``), TLS when the
+cluster uses it (every link that is not a Unix socket), then the cookie
+handshake bound to both ends (:mod:`clustercore.wire.handshake`). Nothing is
+unpickled before these return; what the link carries first (``JoinPGRP``,
+``IdentifySocket``) is the engine's business.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from ..wire.handshake import ANY, DEFAULT_DEADLINE, accept_handshake, connect_handshake
+from ..wire.transport import Transport
+from .credentials import TLSCredentials
+
+
+def dial(
+    transport: Transport,
+    cookie: str,
+    tls: TLSCredentials | None,
+    *,
+    me: int,
+    target: int = ANY,
+    deadline: float = DEFAULT_DEADLINE,
+) -> Transport:
+    """Authenticate a connection this process (pid ``me``) made to pid ``target``; the
+    transport to use from now on. Raises :class:`~clustercore.errors.HandshakeError`."""
+    transport = _secure(transport, tls, server_side=False, deadline=deadline)
+    connect_handshake(transport, cookie, deadline, me=me, target=target)
+    return transport
+
+
+def accept(
+    transport: Transport, cookie: str, tls: TLSCredentials | None, *, me: int, deadline: float = DEFAULT_DEADLINE
+) -> tuple[Transport, int]:
+    """Authenticate a connection made to this process (pid ``me``); the transport to use
+    from now on and the pid the peer proved it is. Raises ``HandshakeError``."""
+    transport = _secure(transport, tls, server_side=True, deadline=deadline)
+    return transport, accept_handshake(transport, cookie, deadline, me=me)
+
+
+def _secure(transport: Transport, tls: TLSCredentials | None, *, server_side: bool, deadline: float) -> Transport:
+    if tls is None or is_unix_socket(transport):  # a Unix socket: SO_PEERCRED guards it (same host)
+        return transport
+    from .tls import secure  # imports ssl: only where a cluster uses TLS
+
+    return secure(transport, tls, server_side=server_side, deadline=deadline)
+
+
+def is_unix_socket(transport: Transport) -> bool:
+    family = getattr(getattr(transport, "sock", None), "family", None)
+    return family is not None and family == getattr(socket, "AF_UNIX", None)

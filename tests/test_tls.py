@@ -1,0 +1,192 @@
+"""TLS on the links between processes: real workers dialed over TCP on loopback.
+
+Local workers reach the driver through a Unix socket pair, which TLS leaves
+alone (``SO_PEERCRED`` guards it), so these tests use a manager whose workers
+the driver dials over TCP, as SSH, Slurm and Kubernetes workers are. Between
+hosts (network namespaces, over SSH and Slurm) see the plugins' tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import clustercore as cc
+from clustercore.engine.cluster import PGRP
+from clustercore.errors import HandshakeError
+from clustercore.links.certificates import make_cluster_credentials
+from clustercore.links.credentials import TLSCredentials
+from clustercore.plugin import (
+    ClusterManager,
+    WorkerConfig,
+    cluster_cookie,
+    report_launched,
+    worker_command,
+    worker_environment,
+    worker_secret,
+)
+from clustercore.wire import handshake
+
+
+class TCPManager(ClusterManager):
+    """``n`` workers on 127.0.0.1 that the driver dials over TCP; ``secret`` is what their
+    launcher writes on their stdin (``worker_secret``, as a launcher must)."""
+
+    def __init__(self, n: int, secret: Any = worker_secret) -> None:
+        self.n = n
+        self.secret = secret
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def launch(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: threading.Condition) -> None:
+        for _ in range(self.n):
+            process = subprocess.Popen(
+                worker_command(params, bind_to="127.0.0.1"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **worker_environment(params)},
+            )
+            self.processes.append(process)
+            assert process.stdin is not None
+            process.stdin.write((self.secret() + "\n").encode())
+            process.stdin.close()
+            report_launched(launched, launch_ntfy, WorkerConfig(io=process.stdout, process=process))
+
+    def manage(self, id: int, config: WorkerConfig, op: str) -> None:
+        pass
+
+
+@pytest.fixture
+def tls_pair(fresh: None) -> Iterator[list[int]]:
+    yield cc.addprocs(TCPManager(2), tls=True)
+
+
+def transport_of(pid: int) -> str:
+    return type(PGRP.workers[pid].conn.transport).__name__  # type: ignore[union-attr]
+
+
+def echo(x: bytes) -> bytes:
+    return x
+
+
+def test_calls_go_over_tls_and_big_payloads_cross_in_both_directions(tls_pair: list[int]) -> None:
+    a, b = tls_pair
+    assert transport_of(a) == transport_of(b) == "TLSTransport"
+    blob = os.urandom(5_000_000)
+    assert cc.remotecall_fetch(echo, a, blob) == blob
+    # several threads sending medium payloads at once: the class of the old deadlock
+    errors: list[BaseException] = []
+
+    def sender(seed: int) -> None:
+        try:
+            for i in range(4):
+                data = os.urandom(1_600_000 + seed * 1000 + i)
+                assert cc.remotecall_fetch(echo, b, data) == data
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    # a worker's own links are authenticated the same way
+    assert cc.remotecall_fetch(lambda q: cc.remotecall_fetch(cc.myid, q), a, b) == b
+
+
+def test_a_plain_handshake_to_a_tls_worker_is_refused_and_nothing_is_read(tls_pair: list[int]) -> None:
+    a, _ = tls_pair
+    host, port = PGRP.workers[a].connect_at
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(handshake.MAGIC + os.urandom(handshake.NONCE_LEN) + handshake.ENDS.pack(1, a))
+        try:
+            answer = sock.recv(100)
+        except ConnectionResetError:  # closed with our bytes unread
+            answer = b""
+        assert answer == b""  # closed unanswered: not even the acceptor's pid
+    assert cc.remotecall_fetch(cc.myid, a) == a
+
+
+def test_a_peer_with_a_certificate_of_another_ca_fails_the_tls_handshake(tls_pair: list[int], tmp_path: Path) -> None:
+    a, _ = tls_pair
+    stranger = make_cluster_credentials("stranger")
+    ctx = stranger.context(server_side=False)
+    host, port = PGRP.workers[a].connect_at
+    with socket.create_connection((host, port), timeout=30) as raw, pytest.raises((ssl.SSLError, OSError)):
+        with ctx.wrap_socket(raw) as tls:
+            tls.sendall(handshake.MAGIC)
+            tls.recv(100)  # TLS 1.3: the server's verdict on our certificate arrives here
+    assert cc.remotecall_fetch(cc.myid, a) == a
+
+
+def test_the_cluster_cannot_switch_tls_while_it_has_workers(tls_pair: list[int]) -> None:
+    with pytest.raises(ValueError, match="running workers use TLS; cannot add workers with tls=False"):
+        cc.addprocs(TCPManager(1), tls=False)
+    with pytest.raises(ValueError, match="other TLS credentials"):
+        cc.addprocs(TCPManager(1), tls=make_cluster_credentials("other"))
+    with pytest.raises(TypeError, match="tls must be True, False or TLSCredentials"):
+        cc.addprocs(TCPManager(1), tls="yes")
+    (c,) = cc.addprocs(TCPManager(1))  # None: as the running workers
+    assert transport_of(c) == "TLSTransport"
+    assert cc.workers() == [*tls_pair, c]
+
+
+def test_clustercore_tls_in_the_environment_turns_tls_on(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTERCORE_TLS", "1")
+    (a,) = cc.addprocs(TCPManager(1))
+    assert transport_of(a) == "TLSTransport"
+    cc.rmprocs([a])
+    monkeypatch.setenv("CLUSTERCORE_TLS", "0")
+    (b,) = cc.addprocs(TCPManager(1))
+    assert transport_of(b) == "SocketTransport"
+
+
+def test_your_own_ca_certificate_and_key_from_files(fresh: None, tmp_path: Path) -> None:
+    mine = make_cluster_credentials("mine")
+    for name in ("ca", "cert", "key"):
+        (tmp_path / f"{name}.pem").write_bytes(getattr(mine, name))
+    creds = TLSCredentials.from_files(tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem")
+    assert creds == mine and "PRIVATE" not in repr(creds)
+    (a,) = cc.addprocs(TCPManager(1), tls=creds)
+    assert transport_of(a) == "TLSTransport" and cc.remotecall_fetch(cc.myid, a) == a
+    with pytest.raises(ValueError, match=r"cannot read TLS file .*missing\.pem"):
+        TLSCredentials.from_files(tmp_path / "missing.pem", tmp_path / "cert.pem", tmp_path / "key.pem")
+    with pytest.raises(ValueError, match="unusable TLS credentials"):
+        TLSCredentials.from_files(tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "ca.pem")
+
+
+def test_a_launcher_that_hands_over_only_the_cookie_fails_with_a_clear_error(fresh: None) -> None:
+    with pytest.raises(HandshakeError, match=r"TLS handshake .* failed: .*worker_secret"):
+        cc.addprocs(TCPManager(1, secret=cluster_cookie), tls=True)
+    assert cc.workers() == [1]
+
+
+def test_a_worker_refuses_malformed_tls_credentials_on_its_stdin() -> None:
+    worker = subprocess.run(
+        [sys.executable, "-m", "clustercore", "worker"],
+        input=f"{'a' * 32} not-base64-json\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 2
+    assert "malformed TLS credentials" in worker.stderr and "Traceback" not in worker.stderr
+
+
+def test_credentials_travel_as_one_word_and_back() -> None:
+    creds = make_cluster_credentials("word")
+    word = creds.encode()
+    assert word.split() == [word] and TLSCredentials.decode(word) == creds
+    for bad in ("", "e30", "!!!"):
+        with pytest.raises(ValueError, match="malformed TLS credentials"):
+            TLSCredentials.decode(bad)
