@@ -99,6 +99,18 @@ def _run_placed(results: dict[str, Any], name: str, args: argparse.Namespace) ->
         placement.add_half(results, name, child)
 
 
+def _run_tls(results: dict[str, Any], sizes: Any, quick: bool) -> None:
+    """TLS against plain TCP links, clustercore alone (see :mod:`bench.tls`)."""
+    from bench import tls
+    from bench.runner import log
+
+    log("tls: plain and TLS links, alternating")
+    try:
+        results["tls"] = tls.run(sizes, quick)
+    except Exception as e:  # noqa: BLE001 - reported, the rest of the run stands
+        results["errors"].append(f"tls: {type(e).__name__}: {e}")
+
+
 def main(argv: list[str] | None = None) -> int:
     _export_repo_root()
     args = _parse(argv)
@@ -134,11 +146,17 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in _placed_halves(args):
         _run_placed(results, name, args)
+    if "tls" in args.only:
+        _run_tls(results, sizes, args.quick)
 
     left = procs.leftover_children() + results.pop("child_leftovers", [])
     results["leftover_processes"] = left
 
     print(report.render(results, tasks=sizes.tasks if "throughput" in args.only else None))
+    if results.get("tls"):
+        from bench import tls
+
+        print("\n" + tls.render(results["tls"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

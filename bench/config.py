@@ -43,4 +43,4 @@ QUICK = Sizes(
     startup_repeats=1,
 )
 
-MEASUREMENTS = ("latency", "throughput", "bandwidth", "startup")
+MEASUREMENTS = ("latency", "throughput", "bandwidth", "startup", "tls")  # tls: clustercore alone, see bench.tls
