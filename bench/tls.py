@@ -115,8 +115,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"## TLS: one worker dialed over loopback TCP, plain and TLS alternating ({result['turns']} turns each)",
         "",
-        "| link | latency median µs | echo GB/s "
-        f"({result['payload_mib']:.0f} MiB) |",
+        f"| link | latency median µs | echo GB/s ({result['payload_mib']:.0f} MiB) |",
         "|---|---|---|",
     ]
     for kind in KINDS:

@@ -40,7 +40,12 @@ def _worker(argv: list[str]) -> int:
     parser.add_argument(
         "--join", metavar="HOST:PORT", help="dial a driver that accepts joining workers (see --join -h)"
     )
-    parser.add_argument("--bind-to", metavar="ADDR[:PORT]", help="address (and port) to listen on")
+    parser.add_argument(
+        "--bind-to",
+        metavar="ADDR[:PORT]",
+        help="address (and port) to listen on; 'ssh': the one the SSH connection that started the worker"
+        " arrived on; 'host': the one the host's name resolves to (default: every interface)",
+    )
     parser.add_argument("--lifeline", action="store_true", help="exit when stdin reaches end of file")
     parser.add_argument(
         "--link-fd",

@@ -148,12 +148,37 @@ def parse_bind_to(bind_to: str) -> tuple[str, int]:
     return host, int(port_text or 0)
 
 
+BIND_SSH = "ssh"  # --bind-to ssh: the address the SSH connection that started us arrived on
+BIND_HOST = "host"  # --bind-to host: the address this host's name resolves to, if it is one of ours
+
+
+def resolve_bind_to(bind_to: str | None) -> str | None:
+    """``--bind-to``'s value, with ``ssh`` and ``host`` turned into an address; ``None``:
+    every interface (neither knows one: no ``SSH_CONNECTION``, a name that resolves to
+    a loopback address)."""
+    if bind_to == BIND_SSH:
+        fields = os.environ.get("SSH_CONNECTION", "").split()  # client, its port, server, its port
+        return fields[2] if len(fields) == 4 else None
+    if bind_to == BIND_HOST:
+        address = _public_address()
+        return None if address.startswith("127.") else address
+    return bind_to
+
+
 def _listen(bind_to: str | None) -> tuple[socket.socket, str]:
-    host, port = parse_bind_to(bind_to) if bind_to else ("0.0.0.0", 0)
+    wanted = resolve_bind_to(bind_to)
+    host, port = parse_bind_to(wanted) if wanted else ("0.0.0.0", 0)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        if wanted == bind_to:  # the user's own address: theirs to fix
+            raise
+        print(f"clustercore worker: cannot listen on {host} ({exc}); listening on every interface", file=sys.stderr)
+        listener.close()
+        return _listen(None)
     listener.listen(128)
     shown = host if host not in ("0.0.0.0", "::") else _public_address()
     return listener, f"[{shown}]" if ":" in shown else shown

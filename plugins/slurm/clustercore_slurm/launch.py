@@ -36,7 +36,7 @@ def launch_workers(
     flags = manager.resource_flags()
     if not inside:
         slurmctl.dry_run(command.dry_run_argv(srun, flags))
-    worker_argv = worker_command(params, bind_to="0.0.0.0", lifeline=True)
+    worker_argv = worker_command(params, bind_to="host", lifeline=True)  # the node's own address only
     step = SrunStep(
         command.step_argv(srun, flags, worker_argv, params),
         {**os.environ, **worker_environment(params)},

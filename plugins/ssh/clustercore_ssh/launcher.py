@@ -55,6 +55,8 @@ class _Plan:
         bind_to = spec.bind_to
         if bind_to is None and manager.tunnel and params.get("topology") == "master_worker":
             bind_to = "127.0.0.1"  # nobody but the driver, through the tunnel, dials it
+        elif bind_to is None:
+            bind_to = "ssh"  # the address the driver reached the host on, not every interface
         argv = worker_command({**params, "exename": self.exename}, bind_to=bind_to, lifeline=True)
         run: dict[str, Any] = {"env": env, "dir": dir, "dir_if_exists": soft, "shell": manager.shell}
         self.worker_line = shell_command(argv, report_pid=True, **run)

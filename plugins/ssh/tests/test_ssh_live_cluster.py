@@ -182,5 +182,5 @@ def test_cookie_is_not_on_the_remote_command_line_or_environment(cluster: Launch
     worker = cluster.record([pid])[pid]
     seen = ssh_run(ssh_infra, ssh_infra.alias, f"cat /proc/{worker.ospid}/cmdline /proc/{worker.ospid}/environ")
     text = seen.stdout.replace("\0", " ")
-    assert "-m clustercore worker --lifeline" in text
+    assert "-m clustercore worker --bind-to ssh --lifeline" in text
     assert cc.cluster_cookie() not in text

@@ -1,4 +1,5 @@
-"""TLS between network-namespace hosts: SSH-launched workers, the driver's links and their own."""
+"""What SSH-launched workers on network-namespace hosts expose: the address they listen on,
+and TLS on the driver's links and their own."""
 
 from __future__ import annotations
 
@@ -49,3 +50,22 @@ def test_tls_links_between_hosts_carry_calls_and_refuse_plain_handshakes(
         except ConnectionResetError:
             pass
     assert cc.remotecall_fetch(via, b, a, b"still") == (where[a].hostname, 5, "TLS")
+
+
+def listening() -> list[str]:
+    """Run on a worker: the addresses its TCP sockets listen on."""
+    import psutil
+
+    return sorted({c.laddr.ip for c in psutil.Process().net_connections("tcp") if c.status == "LISTEN"})
+
+
+def test_a_worker_listens_only_on_the_address_the_driver_reached_its_host_on(
+    cluster: Launched, ssh_infra: SSHInfra, test_hosts: TestHosts
+) -> None:
+    pids = cc.addprocs(list(test_hosts.aliases[:2]), sshflags=ssh_infra.flags)
+    where = cluster.record(pids)
+    address_of = dict(zip(test_hosts.aliases, test_hosts.addresses, strict=True))
+    for p in pids:
+        assert cc.remotecall_fetch(listening, p) == [address_of[where[p].hostname]]
+    a, b = pids
+    assert cc.remotecall_fetch(lambda q: cc.remotecall_fetch(cc.myid, q), a, b) == b
