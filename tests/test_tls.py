@@ -8,6 +8,7 @@ hosts (network namespaces, over SSH and Slurm) see the plugins' tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -29,6 +30,7 @@ from clustercore.plugin import (
     ClusterManager,
     WorkerConfig,
     cluster_cookie,
+    read_worker_address,
     report_launched,
     worker_command,
     worker_environment,
@@ -63,6 +65,69 @@ class TCPManager(ClusterManager):
 
     def manage(self, id: int, config: WorkerConfig, op: str) -> None:
         pass
+
+
+class TamperedTCPManager(TCPManager):
+    """The driver's link to each worker passes a man in the middle who, once ``tamper`` is
+    set, alters the next bytes that go to the worker: ``b"/ran"`` becomes ``b"/rAn"``
+    where it can read that (a plain link), else one bit of the chunk flips."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.tamper = threading.Event()
+
+    def connect(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
+        host, port = read_worker_address(pid, config)
+        listener = socket.create_server(("127.0.0.1", 0))
+        driver_side = socket.create_connection(listener.getsockname(), timeout=30)
+        middle, _ = listener.accept()
+        listener.close()
+        worker_side = socket.create_connection((host, port), timeout=30)
+        for src, dst, flip in ((middle, worker_side, True), (worker_side, middle, False)):
+            threading.Thread(target=self._pump, args=(src, dst, flip), daemon=True).start()
+        config.connect_at = (host, port)
+        driver_side.settimeout(None)
+        return driver_side, driver_side
+
+    def _pump(self, src: socket.socket, dst: socket.socket, flip: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if flip and self.tamper.is_set():
+                    self.tamper.clear()
+                    if b"/ran" in data:
+                        data = data.replace(b"/ran", b"/rAn")
+                    else:
+                        middle = len(data) // 2
+                        data = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def mark(path: str) -> None:
+    Path(path).write_text("ran")
+
+
+def test_a_machine_on_the_path_alters_a_plain_link_but_not_a_tls_one(fresh: None, tmp_path: Path) -> None:
+    plain = TamperedTCPManager(1)
+    (a,) = cc.addprocs(plain, tls=False)
+    plain.tamper.set()
+    cc.remotecall_fetch(mark, a, str(tmp_path / "ran"))
+    assert (tmp_path / "rAn").exists() and not (tmp_path / "ran").exists()  # it ran what the middle wrote
+    cc.rmprocs([a])
+
+    manager = TamperedTCPManager(1)
+    (b,) = cc.addprocs(manager, tls=True)
+    assert cc.remotecall_fetch(cc.myid, b) == b  # the relay passes what it does not touch
+    manager.tamper.set()
+    with pytest.raises(cc.ProcessExitedException):
+        cc.remotecall_fetch(mark, b, str(tmp_path / "ran"))
+    assert not (tmp_path / "ran").exists()  # the worker refused the altered record instead of running it
+    assert cc.workers() == [1]
 
 
 @pytest.fixture
