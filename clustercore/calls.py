@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import syncblock as _sync
-from .engine import cluster, peers
+from .engine import cluster
 from .engine.cluster import PGRP, Waiter
 from .engine.messages import MsgType
 from .engine.refs import lookup_ref
 from .engine.remoterefs import AbstractRemoteRef, Future
-from .engine.requests import fetch_call
+from .engine.requests import fetch_call, send_call, send_call_with_waiter
 
 if TYPE_CHECKING:
     from .workerpool import AbstractWorkerPool
@@ -58,7 +58,7 @@ def remotecall(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) ->
         runner = PGRP.runner
         runner.spawn(lambda: rv.store.set(*runner.run_work_thunk(f, args, kwargs)))
     else:
-        peers.send_msg(pid, MsgType.CALL, (f, args, kwargs), response=fut.rrid)
+        send_call(pid, MsgType.CALL, (f, args, kwargs), response=fut.rrid)
     _sync.record(fut)
     return fut
 
@@ -79,7 +79,7 @@ def remotecall_notifying(f: Callable[..., Any], pid: int, /, *args: Any, **kwarg
         return fut, waiter
     cluster.worker_from_id(pid)
     fut = Future._made_for_call(pid)
-    waiter = peers.send_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), notify_waiter=True, response=fut.rrid)
+    waiter = send_call_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), response=fut.rrid)
     _sync.record(fut)
     return fut, waiter
 
@@ -105,7 +105,7 @@ def remotecall_wait(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: An
         return fut
     cluster.worker_from_id(pid)
     fut = Future._made_for_call(pid)
-    waiter = peers.send_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), notify_waiter=True, response=fut.rrid)
+    waiter = send_call_with_waiter(pid, MsgType.CALL_WAIT, (f, args, kwargs), response=fut.rrid)
     _sync.record(fut)
     waiter.result()
     return fut
@@ -128,7 +128,7 @@ def remote_do(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> 
 
         runner.spawn(job)
         return
-    peers.send_msg(pid, MsgType.REMOTE_DO, (f, args, kwargs))
+    send_call(pid, MsgType.REMOTE_DO, (f, args, kwargs))
 
 
 def _next_any() -> int:

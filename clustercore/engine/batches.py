@@ -8,6 +8,7 @@ write carries them: an idle worker's first batch goes out at once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -43,16 +44,13 @@ class BatchSender:
             conn.cork()
             self._corked.append(conn)
         if pid not in self._defined:  # the function goes once per link, pickled for that pid
-            payload, buffers = cluster.dumps_for(pid, (self.fid, self.f))
-            conn.send_frame(MsgType.DEFINE_FUNCTION, payload, buffers)
+            cluster.send_obj(conn, (self.fid, self.f), functools.partial(conn.send_frame, MsgType.DEFINE_FUNCTION))
             self._defined.add(pid)
-        payload, buffers = cluster.dumps_for(pid, items)
         wid = PGRP.next_waiter_id()
         conn.waiters[wid] = waiter
+        send = functools.partial(_send_batch, conn, response=(PGRP.myid, wid), notify=(int(self.star), self.fid))
         try:
-            conn.send_frame(
-                MsgType.CALL_BATCH, payload, buffers, response=(PGRP.myid, wid), notify=(int(self.star), self.fid)
-            )
+            cluster.send_obj(conn, items, send)
         except ConnectionClosed:
             if conn.waiters.pop(wid, None) is not None:
                 raise  # not sent, and nobody will settle it
@@ -68,3 +66,7 @@ class BatchSender:
                 conn.uncork()
             except ConnectionClosed as exc:
                 peers.link_lost(conn, str(exc))
+
+
+def _send_batch(conn: Connection, payload: bytes, buffers: list[Any], response: Any, notify: Any) -> None:
+    conn.send_frame(MsgType.CALL_BATCH, payload, buffers, response=response, notify=notify)

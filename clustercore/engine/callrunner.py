@@ -246,6 +246,7 @@ class CallRunner:
             self._unread.discard(link)
         link.conn.close()
         link.conn.close_poller()
+        link.conn.code_tables = None  # what either end held for the other goes with the link
         link.on_close(link.conn)
 
     @staticmethod

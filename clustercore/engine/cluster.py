@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ProcessExitedException
 from ..links.connection import Connection
@@ -366,6 +366,56 @@ def dumps_for(dest: int, obj: Any, dumps: Any = serialize.dumps) -> tuple[bytes,
         return dumps(obj)
     finally:
         SERIAL_CTX.dest = previous
+
+
+def code_tables(conn: Connection) -> serialize.CodeTables:
+    """The code ``conn``'s two ends hold for each other (made on first use, dropped with the link)."""
+    tables = conn.code_tables
+    if tables is None:
+        with _tables_lock:
+            tables = conn.code_tables
+            if tables is None:
+                tables = conn.code_tables = serialize.CodeTables()
+    return tables  # type: ignore[no-any-return]
+
+
+_tables_lock = threading.Lock()
+R = TypeVar("R")
+
+
+def send_obj(
+    conn: Connection,
+    obj: Any,
+    send: Callable[[bytes, list[memoryview]], R],
+    dumps: Callable[[Any, serialize.CodeSent], serialize.Pickled] = serialize.dumps_for_link,
+) -> R:
+    """Pickle ``obj`` for ``conn``'s peer and hand it to ``send(payload, buffers)``, which
+    puts it on ``conn``; returns what ``send`` returns.
+
+    Functions and classes that travel by value go once per link (``docs/protocol.md``,
+    "Code once per link"): one thread at a time pickles for a link and hands its frame
+    over, and the code a frame defines is recorded as held there once it is handed over.
+    Remote references sent along are counted for the peer.
+    """
+    tables = conn.code_tables or code_tables(conn)
+    sent = tables.sent
+    ctx = SERIAL_CTX
+    with sent.lock:
+        previous = ctx.dest
+        ctx.dest = conn.peer
+        try:
+            payload, buffers, delta = dumps(obj, sent)
+        finally:
+            ctx.dest = previous
+        if delta is None:
+            return send(payload, buffers)
+        try:
+            out = send(payload, buffers)
+        except BaseException:
+            sent.abandon(delta)
+            raise
+        sent.commit(delta)
+        return out
 
 
 def add_peers(peers: list[PeerInfo]) -> None:

@@ -26,6 +26,7 @@ import threading
 from typing import Any, NoReturn
 
 from ..links.connection import THREAD, Connection, ConnectionClosed
+from .cluster import send_obj
 from .message_handlers import decode_result, handle_msg
 from .messages import MsgType
 from .peers import link_lost
@@ -36,9 +37,10 @@ _peek_buffer = bytearray(1)
 
 
 def request(
-    conn: Connection, msg_type: int, payload: bytes, buffers: list[Any], ref: tuple[int, int], runner: Any
+    conn: Connection, msg_type: int, obj: Any, ref: tuple[int, int], runner: Any, dumps: Any
 ) -> tuple[Any, bool] | None:
-    """Send a request answered by RESULT ``ref`` on ``conn``; its ``(value, failed)``.
+    """Send ``obj`` (pickled by ``dumps``, see :func:`~clustercore.engine.cluster.send_obj`)
+    as a request answered by RESULT ``ref`` on ``conn``; its ``(value, failed)``.
 
     Returns ``None``, having sent nothing, when this thread cannot read the
     link now: the caller then waits for a reader to hand it the reply.
@@ -61,7 +63,9 @@ def request(
             conn.read_epoch += 1
             conn.disarm()
             try:
-                conn.send_frame(msg_type, payload, buffers, response=ref)
+                send_obj(
+                    conn, obj, lambda payload, buffers: conn.send_frame(msg_type, payload, buffers, response=ref), dumps
+                )
             except ConnectionClosed as exc:
                 raise link_lost(conn, str(exc)) from None
             return _read_reply(conn, ref[1], runner, holding_sigint)

@@ -19,7 +19,7 @@ from ..errors import CapturedException, RemoteException
 from ..links.connection import Connection, ConnectionClosed
 from ..logs import LazyLogger
 from ..wire import serialize
-from ..wire.framing import FLAG_ERROR, Frame
+from ..wire.framing import FLAG_ERROR, NO_REF, Frame
 from . import cluster
 from .cluster import PGRP
 from .messages import MsgType
@@ -62,16 +62,22 @@ def _handle_result(conn: Connection, frame: Frame) -> None:
 def decode_result(conn: Connection, frame: Frame) -> tuple[Any, bool]:
     """A RESULT frame's ``(value, failed)``; one that cannot be unpickled is that call's error."""
     try:
-        return serialize.loads(frame.payload, frame.buffers), bool(frame.flags & FLAG_ERROR)
+        return serialize.loads(frame.payload, frame.buffers, _held(conn)), bool(frame.flags & FLAG_ERROR)
     except BaseException as exc:  # noqa: BLE001
         return _capture(exc, f"the result from pid {conn.peer} could not be unpickled here", conn.peer), True
+
+
+def _held(conn: Connection) -> serialize.CodeHeld:
+    """The code ``conn``'s peer has given this process to hold (docs/protocol.md)."""
+    tables = conn.code_tables
+    return (tables or cluster.code_tables(conn)).held  # type: ignore[no-any-return]
 
 
 def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     kind = frame.msg_type
     rv = lookup_ref(RRID(*frame.response)) if kind in _FILLS_FUTURE else None
     try:
-        f, args, kwargs = serialize.loads(frame.payload, frame.buffers)
+        f, args, kwargs = serialize.loads(frame.payload, frame.buffers, _held(conn))
     except BaseException as exc:  # noqa: BLE001 - answer this call, keep the link
         error = _capture(exc, "the call could not be unpickled on this worker", PGRP.myid)
         _finish(conn, kind, frame.response, frame.notify, rv, error, True)
@@ -101,7 +107,7 @@ def _define_function(conn: Connection, frame: Frame) -> None:
     """Keep a function for later CALL_BATCH messages on this link (the newest 64)."""
     functions = conn.functions
     try:
-        fid, f = serialize.loads(frame.payload, frame.buffers)
+        fid, f = serialize.loads(frame.payload, frame.buffers, _held(conn))
     except BaseException as exc:  # noqa: BLE001 - every call that uses it will report this
         fid, f = frame.notify[1], _capture(exc, "the function could not be unpickled on this worker", PGRP.myid)
     functions[fid] = f
@@ -132,7 +138,7 @@ def _handle_batch(conn: Connection, frame: Frame) -> Callable[[], None] | None:
             raise LookupError(f"function {fid} was not defined on this link (or was evicted)")
         if isinstance(f, RemoteException):
             raise f
-        batch = serialize.loads(frame.payload, frame.buffers)
+        batch = serialize.loads(frame.payload, frame.buffers, _held(conn))
     except BaseException as exc:  # noqa: BLE001
         error = exc if isinstance(exc, RemoteException) else _capture(exc, "the batch could not be run", PGRP.myid)
         send_result(conn, response, error, True)
@@ -171,25 +177,35 @@ _ATOMS = frozenset({type(None), bool, int, float})
 
 def send_result(conn: Connection, response: tuple[int, int], value: Any, failed: bool) -> None:
     """Reply to a waiter; a value that cannot be pickled becomes a RemoteException."""
-    buffers: list[Any] = []
     try:
         if type(value) in _ATOMS:
-            payload = pickle.dumps(value, protocol=5)
-        else:
-            payload, buffers = cluster.dumps_for(conn.peer, value)
-    except BaseException as exc:  # noqa: BLE001
-        what = "exception" if failed else "result"
-        value = _capture(exc, f"the {what} of type {type(value).__name__} could not be pickled", PGRP.myid)
-        failed = True
+            conn.send_frame(_RESULT, pickle.dumps(value, protocol=5), [], response, NO_REF, FLAG_ERROR if failed else 0)
+            return
         try:
-            payload, buffers = cluster.dumps_for(conn.peer, value)
-        except BaseException:  # noqa: BLE001 - the original exception itself will not pickle
-            value = RemoteException(PGRP.myid, CapturedException(RuntimeError(str(exc)), value.captured.traceback))
-            payload, buffers = cluster.dumps_for(conn.peer, value)
-    try:
-        conn.send_frame(MsgType.RESULT, payload, buffers, response=response, flags=FLAG_ERROR if failed else 0)
+            _send_value(conn, response, value, failed)
+        except ConnectionClosed:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - it would not pickle
+            what = "exception" if failed else "result"
+            value = _capture(exc, f"the {what} of type {type(value).__name__} could not be pickled", PGRP.myid)
+            try:
+                _send_value(conn, response, value, True)
+            except ConnectionClosed:
+                raise
+            except BaseException:  # noqa: BLE001 - the original exception itself will not pickle
+                value = RemoteException(PGRP.myid, CapturedException(RuntimeError(str(exc)), value.captured.traceback))
+                _send_value(conn, response, value, True)
     except ConnectionClosed:
         log.debug("pid %s left before its result was sent", conn.peer)
+
+
+def _send_value(conn: Connection, response: tuple[int, int], value: Any, failed: bool) -> None:
+    flags = FLAG_ERROR if failed else 0
+
+    def send(payload: bytes, buffers: list[Any]) -> None:
+        conn.send_frame(_RESULT, payload, buffers, response, NO_REF, flags)
+
+    cluster.send_obj(conn, value, send)
 
 
 def _capture(exc: BaseException, context: str, pid: int) -> RemoteException:

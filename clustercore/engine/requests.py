@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ProcessExitedException
+from ..links.connection import Connection, ConnectionClosed
+from ..wire.framing import NO_REF
 from ..wire.serialize import dumps_call
 from . import cluster, directreply, peers
 from .callrunner import internal
@@ -23,14 +25,47 @@ def fetch_call(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: d
     if pid == PGRP.myid:
         return call_fetch_async(pid, f, args, kwargs).result()
     conn = peers.connection_to(pid)
-    payload, buffers = cluster.dumps_for(pid, (f, args, kwargs), dumps_call)
+    call = (f, args, kwargs)
     wid = PGRP.next_waiter_id()
-    outcome = directreply.request(conn, MsgType.CALL_FETCH, payload, buffers, (PGRP.myid, wid), PGRP.runner)
+    outcome = directreply.request(conn, _CALL_FETCH, call, (PGRP.myid, wid), PGRP.runner, dumps_call)
     if outcome is None:
-        return peers.send_pickled_with_waiter(conn, MsgType.CALL_FETCH, payload, buffers, wid).result()
+        return _send_with_waiter(conn, _CALL_FETCH, call, wid, None).result()
     if outcome[1]:
         raise outcome[0]
     return outcome[0]
+
+
+_CALL_FETCH = int(MsgType.CALL_FETCH)
+
+
+def send_call(
+    pid: int, msg_type: int, call: tuple[Any, tuple[Any, ...], dict[str, Any]], response: Any = NO_REF
+) -> None:
+    """Send a call (CALL, REMOTE_DO) whose outcome stays on ``pid``."""
+    conn = peers.connection_to(pid)
+
+    def send(payload: bytes, buffers: list[Any]) -> None:
+        try:
+            conn.send_frame(msg_type, payload, buffers, response)
+        except ConnectionClosed as exc:
+            raise peers.link_lost(conn, str(exc)) from None
+
+    cluster.send_obj(conn, call, send, dumps_call)
+
+
+def send_call_with_waiter(
+    pid: int, msg_type: int, call: tuple[Any, tuple[Any, ...], dict[str, Any]], response: Any = None
+) -> Waiter:
+    """Send a call (CALL_FETCH; CALL_WAIT filling the Future ``response``) whose RESULT
+    lands in the returned waiter."""
+    return _send_with_waiter(peers.connection_to(pid), msg_type, call, PGRP.next_waiter_id(), response)
+
+
+def _send_with_waiter(conn: Connection, msg_type: int, call: Any, wid: int, response: Any) -> Waiter:
+    def send(payload: bytes, buffers: list[Any]) -> Waiter:
+        return peers.send_pickled_with_waiter(conn, msg_type, payload, buffers, wid, response)
+
+    return cluster.send_obj(conn, call, send, dumps_call)
 
 
 def call_fetch_async(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Waiter:
@@ -40,7 +75,7 @@ def call_fetch_async(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwa
         value, failed = PGRP.runner.run_work_thunk(f, args, kwargs, not getattr(f, "_clustercore_internal", False))
         waiter.set(value, failed)
         return waiter
-    return peers.send_with_waiter(pid, MsgType.CALL_FETCH, (f, args, kwargs))
+    return send_call_with_waiter(pid, _CALL_FETCH, (f, args, kwargs))
 
 
 @internal
@@ -51,7 +86,7 @@ def _exit_worker() -> None:
 def remote_exit(pid: int) -> None:
     """Ask worker ``pid`` to exit (the first rung of every ``kill``)."""
     try:
-        peers.send_msg(pid, MsgType.REMOTE_DO, (_exit_worker, (), {}))
+        send_call(pid, MsgType.REMOTE_DO, (_exit_worker, (), {}))
     except (ProcessExitedException, ValueError, OSError):
         pass
 
@@ -71,6 +106,6 @@ def broadcast_remote_do(f: Callable[..., Any], pids: Iterable[int], *args: Any) 
         if pid in leaving:
             continue
         try:
-            peers.send_msg(pid, MsgType.REMOTE_DO, (f, args, {}))
+            send_call(pid, MsgType.REMOTE_DO, (f, args, {}))
         except (ProcessExitedException, ValueError):
             pass

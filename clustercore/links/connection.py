@@ -55,6 +55,7 @@ class Connection:
         self._pending: list[Any] = []
         self.waiters: dict[int, Any] = {}  # RESULT targets by waiter id: objects with .set(value, failed)
         self.functions: dict[int, Any] = {}  # CALL_BATCH functions by id, newest last
+        self.code_tables: Any = None  # the code each end holds for the other (wire.serialize.CodeTables)
         self.read_lock = threading.Lock()  # the right to read frames
         self.read_epoch = 0  # times a caller has held that right (the reader's wake may be stale)
         self.poller: select.epoll | None = None
