@@ -29,7 +29,7 @@ _HOMES = {
     "macros": ("clear", "distributed_for", "everywhere"),
     "engine.managers": ("ClusterManager", "WorkerConfig"),
     "parallelmap": ("pmap",),
-    "processes": ("addprocs", "interrupt", "rmprocs", "worker_id_from_socket"),
+    "processes": ("WorkerDetails", "addprocs", "interrupt", "rmprocs", "worker_id_from_socket", "worker_info"),
     "engine.refs": ("RRID",),
     "engine.remoterefs": ("Future", "remoteref_id"),
     "syncblock": ("sync",),
@@ -99,7 +99,7 @@ if TYPE_CHECKING:
     from .links.credentials import TLSCredentials
     from .macros import clear, distributed_for, everywhere
     from .parallelmap import pmap
-    from .processes import addprocs, interrupt, rmprocs, worker_id_from_socket
+    from .processes import WorkerDetails, addprocs, interrupt, rmprocs, worker_id_from_socket, worker_info
     from .syncblock import sync
     from .workerpool import AbstractWorkerPool, CachingPool, WorkerPool, default_worker_pool
 
@@ -118,6 +118,7 @@ __all__ = [
     "RemoteException",
     "TLSCredentials",
     "WorkerConfig",
+    "WorkerDetails",
     "WorkerPool",
     "addprocs",
     "channel_from_id",
@@ -151,5 +152,6 @@ __all__ = [
     "take",
     "wait",
     "worker_id_from_socket",
+    "worker_info",
     "workers",
 ]

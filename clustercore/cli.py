@@ -3,8 +3,9 @@
 * ``clustercore worker [--bind-to ADDR[:PORT]] [--lifeline] [--link-fd FD]``: run a worker (Julia's ``--worker``);
 * ``clustercore worker --join HOST:PORT [...]``: dial a running driver and join its cluster; the installed
   plugin that registers the ``join`` command (clustercore-elastic) does it, with the arguments as given;
-* ``clustercore -p N script.py [args]`` / ``--machine-file FILE``: run a script with workers added
-  (also ``-c CODE`` and ``-m MODULE``; the program runs as it would under ``python``);
+* ``clustercore -p N script.py [args]`` / ``--machine-file FILE [--sshflags FLAGS] [--tunnel]``: run a
+  script with workers added (also ``-c CODE`` and ``-m MODULE``; ``--exename PYTHON`` for the workers;
+  the program runs as it would under ``python``); a launch that fails is one line on stderr, exit 1;
 * ``clustercore managers``: list the installed manager plugins;
 * other subcommands come from plugins (``cli_commands`` hook).
 """
@@ -101,7 +102,7 @@ def _managers() -> int:
     return 0
 
 
-_TAKES_VALUE = ("-p", "--procs", "--machine-file")
+_TAKES_VALUE = ("-p", "--procs", "--machine-file", "--sshflags", "--exename")
 
 
 def _split_program(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -121,7 +122,8 @@ def _split_program(argv: list[str]) -> tuple[list[str], list[str]]:
 def _run_script(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="clustercore",
-        usage="clustercore [-p N | --machine-file FILE] (script.py | -c CODE | -m MODULE) [args ...]",
+        usage="clustercore [-p N | --machine-file FILE [--sshflags FLAGS] [--tunnel]] [--exename PYTHON] "
+        "(script.py | -c CODE | -m MODULE) [args ...]",
         description="Run a Python program with clustercore workers already added (Julia's julia -p N); "
         "the program runs as `python script.py`, `python -c CODE` or `python -m MODULE` would.",
         epilog="subcommands: worker, managers (and those of installed plugins)",
@@ -129,26 +131,40 @@ def _run_script(argv: list[str]) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-p", "--procs", metavar="N", help="number of local workers, or 'auto'")
     group.add_argument("--machine-file", metavar="FILE", help="SSH machines, one spec per line")
+    ssh = parser.add_argument_group("with --machine-file (the SSH plugin's keywords)")
+    ssh.add_argument("--sshflags", metavar="FLAGS", help="ssh options, one string: --sshflags '-i KEY -o ...'")
+    ssh.add_argument("--tunnel", action="store_true", help="reach the workers through the SSH connections")
+    parser.add_argument("--exename", metavar="PYTHON", help="the workers' Python (default: this one's path)")
     options, program = _split_program(argv)
     args = parser.parse_args(options)
+    if (args.sshflags is not None or args.tunnel) and not args.machine_file:
+        parser.error("--sshflags and --tunnel go with --machine-file")
     if not program:
         parser.error("nothing to run: give a script, -c CODE or -m MODULE")
     run = _program(parser, program)  # before any worker starts: a missing script is an error now
     import clustercore
 
-    if args.procs is not None:
-        if args.procs == "auto":
-            clustercore.addprocs()
-        elif args.procs.isdigit() and int(args.procs) > 0:
-            clustercore.addprocs(int(args.procs))
-        else:
-            parser.error(f"-p takes a positive number or 'auto', not {args.procs!r}")
-    elif args.machine_file:
-        from .engine.hooks import manager_class
+    generic = {} if args.exename is None else {"exename": args.exename}
+    try:
+        if args.procs is not None:
+            if args.procs == "auto":
+                clustercore.addprocs(**generic)
+            elif args.procs.isdigit() and int(args.procs) > 0:
+                clustercore.addprocs(int(args.procs), **generic)
+            else:
+                parser.error(f"-p takes a positive number or 'auto', not {args.procs!r}")
+        elif args.machine_file:
+            from .engine.hooks import manager_class
 
-        if manager_class("ssh") is None:
-            parser.error("--machine-file needs the SSH plugin: pip install clustercore-ssh")
-        clustercore.addprocs("ssh", machine_file=args.machine_file)
+            if manager_class("ssh") is None:
+                parser.error("--machine-file needs the SSH plugin: pip install clustercore-ssh")
+            ssh_options = {"sshflags": args.sshflags or (), "tunnel": args.tunnel}
+            clustercore.addprocs("ssh", machine_file=args.machine_file, **ssh_options, **generic)
+        elif args.exename is not None:
+            parser.error("--exename goes with -p or --machine-file")
+    except (ValueError, TypeError, OSError) as exc:  # a bad file or flag, a host that failed: said in words
+        print(f"clustercore: cannot add the workers: {exc}", file=sys.stderr)
+        return 1
     try:
         run()
     finally:

@@ -6,6 +6,7 @@ Exception tree::
      +-- RemoteException            a call failed on another process (``.pid``, ``.captured``)
      +-- ProcessExitedException     the worker died or was removed
      +-- ExceptionStandIn           ``captured.ex`` of a remote exception that cannot be rebuilt here
+     +-- LaunchCancelled            in a manager's ``launch``: ``addprocs`` gave up on it (a plugin sees it)
      +-- RuntimeError (builtin)
           +-- InvalidStateError     e.g. a put on, or a take from an empty, closed channel
      +-- ConnectionError (builtin)
@@ -115,6 +116,12 @@ class ProcessExitedException(Exception):
     def __str__(self) -> str:
         text = f"worker {self.worker_id} has exited or was removed"
         return f"{text}: {self.reason}" if self.reason else text
+
+
+class LaunchCancelled(Exception):
+    """Raised in a manager's ``launch`` (by ``report_launched``) once ``addprocs`` has given up
+    on that launch: it failed elsewhere, timed out, or the caller was interrupted. The launch
+    should end what it started and return; the caller of ``addprocs`` never sees this."""
 
 
 class InvalidStateError(RuntimeError):

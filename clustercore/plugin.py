@@ -35,6 +35,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from .engine.cluster import cluster_cookie, worker_secret, worker_timeout
 from .engine.hooks import HookSpecs, hookimpl
+from .engine.launches import LaunchNotify, cancelled_event, on_cancel
 from .engine.launching import (
     ADDRESS_LINE,
     LINK_DESCRIPTORS,
@@ -52,7 +53,7 @@ from .engine.launching import (
 from .engine.managers import ClusterManager
 from .engine.peers import lose_worker
 from .engine.requests import remote_exit
-from .errors import ProcessExitedException
+from .errors import LaunchCancelled, ProcessExitedException
 from .links import dial
 from .wire.handshake import local_versions
 
@@ -61,6 +62,7 @@ __all__ = [
     "LINK_DESCRIPTORS",
     "ClusterManager",
     "HookSpecs",
+    "LaunchCancelled",
     "ProcessExitedException",
     "WorkerConfig",
     "cluster_cookie",
@@ -70,6 +72,8 @@ __all__ = [
     "end_process",
     "forward_worker_output",
     "hookimpl",
+    "launch_cancelled",
+    "on_launch_cancelled",
     "parse_address_line",
     "read_worker_address",
     "report_launched",
@@ -139,11 +143,32 @@ def report_launched(launched: list[WorkerConfig], launch_ntfy: threading.Conditi
     """Hand one started worker to the core (from ``launch``; any thread).
 
     The core starts connecting to it at once, while ``launch`` goes on starting
-    others: Julia's ``push!(launched, wconfig); notify(launch_ntfy)``.
+    others: Julia's ``push!(launched, wconfig); notify(launch_ntfy)``. Once the
+    launch is cancelled (:func:`launch_cancelled`), the core ends ``config``'s worker
+    instead and this raises :class:`LaunchCancelled`: stop, end what you started and
+    have not reported, and return.
     """
+    if isinstance(launch_ntfy, LaunchNotify):
+        launch_ntfy.report(launched, config)
+        return
     with launch_ntfy:
         launched.append(config)
         launch_ntfy.notify_all()
+
+
+def launch_cancelled(launch_ntfy: threading.Condition) -> threading.Event:
+    """The event ``addprocs`` sets when it gives up on this launch (another part failed, a
+    timeout, the caller's Ctrl-C): wait on it where ``launch`` would sleep, check it between
+    steps, and when it is set end what you started and return. Never set for a plain
+    ``Condition`` (a test calling ``launch`` itself)."""
+    return cancelled_event(launch_ntfy)
+
+
+def on_launch_cancelled(launch_ntfy: threading.Condition, callback: Callable[[], Any]) -> None:
+    """Call ``callback()`` once when the launch is cancelled (at once if it already is), on
+    the thread that cancels it: to wake a wait on your own condition or to close a
+    connection a thread is blocked on. It must not block."""
+    on_cancel(launch_ntfy, callback)
 
 
 def connect_to_worker(host: str, port: int, timeout: float | None = None) -> socket.socket:

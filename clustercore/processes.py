@@ -11,23 +11,28 @@ arrive) and, for ``lazy=False``, every pair is connected.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import pickle
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .engine import cluster, hooks
 from .engine.cluster import PGRP, Worker, WorkerState, worker_timeout
+from .engine.launches import LaunchNotify
 from .engine.launching import WorkerConfig, forward_worker_output
 from .engine.managers import ClusterManager
 from .engine.membership import connect_to_lower, learn_peers
 from .engine.messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
 from .engine.peers import attach_connection, deregister_worker, kill_quietly, send_msg
 from .engine.requests import broadcast_call, call_fetch_async, remote_exit
+from .errors import LaunchCancelled
 from .links import establish
 from .links.connection import Connection
+from .sigint import call_holding_sigint
 from .wire import serialize
 from .wire.transport import make_transport, socket_of
 
@@ -145,55 +150,131 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
         atexit.register(terminate_all_workers)
         _exit_hook_registered = True
     _check_joins_cluster(params)
-    PGRP.topology, PGRP.lazy = params["topology"], params["lazy"] if params["topology"] == "all_to_all" else False
     cluster.cluster_cookie()
     cluster.use_tls(params["tls"])
-    launched: list[WorkerConfig] = []
-    ntfy = threading.Condition()
-    outcome: dict[str, BaseException | bool] = {}
+    launch = _Launch(manager, params)
+    try:
+        new = launch.run()
+        _introduce(new, params)
+        pids = sorted(w.id for w in new)
+        cluster.announce_joined(pids)
+        return pids
+    except BaseException as exc:
+        call_holding_sigint(launch.roll_back, exc)  # a second Ctrl-C waits until this is done
+        raise
 
-    def run_launch() -> None:
+
+class _Launch:
+    """One ``addprocs`` call, all or nothing (the transaction of ``engine/launches.py``).
+
+    :meth:`run` runs the manager's ``launch`` on a thread of its own and joins each
+    worker it reports as it comes. If anything goes wrong, or the caller is
+    interrupted at any moment, :meth:`roll_back` cancels the launch and ends every
+    worker it started (joined or not), so the cluster is as it was.
+    """
+
+    def __init__(self, manager: ClusterManager, params: dict[str, Any]) -> None:
+        self.manager, self.params = manager, params
+        self.launched: list[WorkerConfig] = []
+        self.ntfy = LaunchNotify()
+        self.error: BaseException | None = None
+        self.done = False
+        self.thread: threading.Thread | None = None
+        self.taken = 0  # configs of ``launched`` handed to ``joining`` (or ended)
+        self.joining = _Joining(manager, params)
+        self.saved = (PGRP.topology, PGRP.lazy)
+        PGRP.topology, PGRP.lazy = params["topology"], params["lazy"] if params["topology"] == "all_to_all" else False
+
+    def _run_launch(self) -> None:
         try:
-            manager.launch(params, launched, ntfy)
-        except BaseException as exc:  # noqa: BLE001
-            outcome["error"] = exc
+            self.manager.launch(self.params, self.launched, self.ntfy)
+        except LaunchCancelled:
+            pass  # addprocs gave up already: its own reason is what the caller sees
+        except BaseException as exc:  # noqa: BLE001 - raised by addprocs
+            self.error = exc
         finally:
-            with ntfy:
-                outcome["done"] = True
-                ntfy.notify_all()
+            with self.ntfy:
+                self.done = True
+                self.ntfy.notify_all()
+            if self.ntfy.cancelled.is_set():
+                self._end_untaken()  # a manager that appended without report_launched
 
-    threading.Thread(target=run_launch, name="clustercore-launch", daemon=True).start()
-    joining = _Joining(manager, params)
-    taken = 0
-    while True:
-        with ntfy:
-            while taken == len(launched) and "done" not in outcome:
-                ntfy.wait()
-            batch = launched[taken:]
-            taken = len(launched)
-            finished = "done" in outcome and taken == len(launched)
-        for config in batch:
-            joining.start(config)
-        if finished:
-            break
-    new, errors = joining.wait()
-    if "error" in outcome:
-        errors.insert(0, outcome["error"])  # type: ignore[arg-type]
-    if errors:
-        if new:
-            rmprocs([w.id for w in new], waitfor=worker_timeout())
-        first = errors[0]
-        for extra in errors[1:]:
-            first.add_note(f"also: {extra}")
-        raise first
-    _introduce(new, params)
-    cluster.announce_joined([w.id for w in new])
-    return sorted(w.id for w in new)
+    def run(self) -> list[Worker]:
+        self.thread = threading.Thread(target=self._run_launch, name="clustercore-launch", daemon=True)
+        self.thread.start()
+        while True:
+            with self.ntfy:
+                while self.taken == len(self.launched) and not self.done:
+                    self.ntfy.wait()
+                finished = self.done and self.taken == len(self.launched)
+            while True:  # each config is taken and handed over with Ctrl-C held: none is lost between
+                self.joining.wait_for_room()  # (a Ctrl-C may come while waiting)
+                if not call_holding_sigint(self._take_one):
+                    break
+            if finished:
+                break
+        new, errors = self.joining.wait()
+        if self.error is not None:
+            errors.insert(0, self.error)
+        if errors:
+            first = errors[0]
+            for extra in errors[1:]:
+                first.add_note(f"also: {extra}")
+            raise first
+        return new
+
+    def _take_one(self) -> bool:
+        with self.ntfy:
+            if self.taken == len(self.launched):
+                return False
+            config = self.launched[self.taken]
+            self.taken += 1
+        self.joining.start(config)
+        return True
+
+    def _end_untaken(self) -> None:
+        with self.ntfy:
+            left, self.taken = self.launched[self.taken :], len(self.launched)
+        for config in left:
+            self.joining.end_unjoined(PGRP.next_pid(), config)
+
+    def roll_back(self, exc: BaseException) -> None:
+        """Cancel the launch and end everything it started; bounded by ``worker_timeout()``
+        (what is still ending then ends in the background, and ``exc`` says so)."""
+        deadline = time.monotonic() + max(worker_timeout(), ROLLBACK_MIN_SECONDS)
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        self.ntfy.cancel(reason, lambda config: self.joining.end_unjoined(PGRP.next_pid(), config))
+        joined = self.joining.cancel()
+        removal = rmprocs([w.id for w in joined], waitfor=0) if joined else None
+        left: list[str] = []
+        if self.thread is not None:
+            self.thread.join(max(0.0, deadline - time.monotonic()))
+            if self.thread.is_alive():
+                left.append(f"{type(self.manager).__name__}'s launch is still running")
+        self._end_untaken()
+        if not self.joining.wait_all(max(0.0, deadline - time.monotonic())):
+            left.append("some workers are still being ended")
+        if removal is not None:
+            try:
+                removal.wait(max(0.0, deadline - time.monotonic()))
+            except TimeoutError as why:
+                left.append(str(why))
+        with PGRP.lock:
+            if not any(w.state is not WorkerState.TERMINATED for w in PGRP.workers.values()):
+                PGRP.topology, PGRP.lazy = self.saved
+        if left:
+            log.warning("addprocs was rolled back, but not all of it in time: %s", "; ".join(left))
+            exc.add_note("addprocs was rolled back, but not all of it in time: " + "; ".join(left))
+
+
+ROLLBACK_MIN_SECONDS = 30.0  # at least this long to end what a failed addprocs started
 
 
 class _Joining:
     """Workers being connected and joined, each on a thread of its own (as Julia's
-    ``addprocs`` does with a task per worker): their hand-shakes overlap."""
+    ``addprocs`` does with a task per worker): their hand-shakes overlap. Once
+    cancelled, a worker that still joins is removed again, and those in flight are
+    ended so that their joins fail at once."""
 
     _AT_ONCE = 64  # joins in flight at most
 
@@ -203,46 +284,104 @@ class _Joining:
         self.peers = _batch_peers()
         self.joined: list[Worker] = []
         self.errors: list[BaseException] = []
+        self.cancelled = False
         self._threads: list[threading.Thread] = []
-        self._slots = threading.BoundedSemaphore(self._AT_ONCE)
+        self._in_flight: dict[int, WorkerConfig] = {}
+        self._ended: set[int] = set()  # id() of the configs ended here
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # notified as joins end, and on cancel
+
+    def wait_for_room(self) -> None:
+        with self._room:
+            self._room.wait_for(lambda: len(self._in_flight) < self._AT_ONCE or self.cancelled)
 
     def start(self, config: WorkerConfig) -> None:
         pid = PGRP.next_pid()  # in launch order, whatever order the joins finish in
-        self._slots.acquire()
+        with self._room:
+            self._room.wait_for(lambda: len(self._in_flight) < self._AT_ONCE or self.cancelled)
+            late = self.cancelled
+            if not late:
+                self._in_flight[pid] = config
+        if late:
+            self.end_unjoined(pid, config)
+            return
         thread = threading.Thread(target=self._join, args=(config, pid), name=f"clustercore-join-{pid}", daemon=True)
-        thread.start()
         self._threads.append(thread)
+        thread.start()
 
     def _join(self, config: WorkerConfig, pid: int) -> None:
         try:
-            w = create_worker(self.manager, config, self.params, pid, peers=self.peers)
+            w = create_worker(self.manager, config, self.params, pid, peers=self.peers, end=self.end_unjoined)
             with self._lock:
-                self.joined.append(w)
+                late = self.cancelled
+                if not late:
+                    self.joined.append(w)
+            if late:  # addprocs gave up while this one joined: it goes again
+                rmprocs([w.id], waitfor=max(worker_timeout(), ROLLBACK_MIN_SECONDS))
         except BaseException as exc:  # noqa: BLE001 - keep going, report all at the end
             with self._lock:
                 self.errors.append(exc)
         finally:
-            self._slots.release()
+            with self._room:
+                self._in_flight.pop(pid, None)
+                self._room.notify_all()
+
+    def end_unjoined(self, pid: int, config: WorkerConfig) -> None:
+        """End a launched worker that has not joined (once, whoever asks first)."""
+        with self._lock:
+            if id(config) in self._ended:
+                return
+            self._ended.add(id(config))
+        _kill_unjoined(self.manager, pid, config)
+
+    def cancel(self) -> list[Worker]:
+        """No more joins: end those in flight (their joins then fail); returns the joined."""
+        with self._room:
+            self.cancelled = True
+            self._room.notify_all()
+            joined, in_flight = list(self.joined), list(self._in_flight.items())
+        for pid, config in in_flight:
+            ender = threading.Thread(
+                target=self.end_unjoined, args=(pid, config), name=f"clustercore-end-{pid}", daemon=True
+            )
+            ender.start()
+            self._threads.append(ender)
+        return joined
 
     def wait(self) -> tuple[list[Worker], list[BaseException]]:
         for thread in self._threads:
             thread.join()
         return self.joined, self.errors
 
+    def wait_all(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
 
 def create_worker(
-    manager: ClusterManager, config: WorkerConfig, params: dict[str, Any], pid: int | None = None, *, peers: Any = None
+    manager: ClusterManager,
+    config: WorkerConfig,
+    params: dict[str, Any],
+    pid: int | None = None,
+    *,
+    peers: Any = None,
+    end: Callable[[int, WorkerConfig], None] | None = None,
 ) -> Worker:
     """Connect to one launched worker and make it join (Julia's ``create_worker``);
-    ``peers``, if given, are the workers it is told of (else those it may reach now)."""
+    ``peers``, if given, are the workers it is told of (else those it may reach now).
+    A worker that fails to join is ended (by ``end``, default: through its manager)
+    before the error is raised."""
     if pid is None:
         pid = PGRP.next_pid()
+    if end is None:
+        end = functools.partial(_kill_unjoined, manager)
     timeout = worker_timeout()
     try:
         instream, outstream = manager.connect(pid, config)
     except BaseException:
-        _kill_unjoined(manager, pid, config)
+        end(pid, config)
         raise
     if config.io is not None:
         forward_worker_output(pid, config.io)
@@ -271,7 +410,7 @@ def create_worker(
             raise done
     except BaseException:
         transport.close()
-        _kill_unjoined(manager, pid, config)
+        end(pid, config)
         raise
     w = Worker(pid, config.connect_at, done.hostname, config, manager)
     w.ospid, w.cpu_threads, w.local_address = done.ospid, done.cpu_threads, done.local_address
@@ -284,15 +423,16 @@ def create_worker(
 
 
 def _kill_unjoined(manager: ClusterManager, pid: int, config: WorkerConfig) -> None:
-    """A launched process that never joined: kill it now if we hold it, else through its manager."""
+    """A launched process that never joined: end it through the handle in ``config.process``
+    if there is one, else through its manager; returns once that is done."""
     process = config.process
     if process is not None and hasattr(process, "kill"):
         try:
             process.kill()
-        except OSError:
-            pass
+        except Exception:
+            log.debug("ending unjoined worker %d failed", pid, exc_info=True)
         return
-    threading.Thread(target=kill_quietly, args=(manager, pid, config), daemon=True).start()
+    kill_quietly(manager, pid, config)
 
 
 def _batch_peers() -> _PickledOnce | None:
@@ -468,6 +608,36 @@ def interrupt(*pids: Any) -> None:
         send_msg(pid, MsgType.INTERRUPT, None)
         if w.manager is not None and w.config is not None:
             w.manager.manage(pid, w.config, "interrupt")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerDetails:
+    """What :func:`worker_info` tells of one worker."""
+
+    pid: int
+    host: str  #: the host it runs on, as ``socket.gethostname()`` says there
+    ospid: int  #: its process id on that host (0 if not known)
+    manager: str  #: the name of the manager that started it (``"local"``, ``"ssh"``, ``"slurm"``, ``"k8s"``, ...)
+    userdata: Any  #: ``WorkerConfig.userdata`` its manager recorded (each plugin's README says what it holds)
+
+
+def worker_info(pid: int) -> WorkerDetails:
+    """Where worker ``pid`` runs and what its manager recorded about it: ``host``, ``ospid``,
+    ``manager`` (its registered name, else its class name) and ``userdata`` (e.g. Slurm's
+    ``{"procid", "node", "jobid", "stepid"}``). The manager and userdata are known on pid 1
+    (elsewhere ``""`` and ``None``). ``ValueError`` for an unknown pid,
+    ``ProcessExitedException`` for one that is gone."""
+    if pid == PGRP.myid:
+        return WorkerDetails(pid, PGRP.hostname, os.getpid(), "", None)
+    w = cluster.worker_from_id(cluster.check_pid(pid))
+    manager = w.manager
+    name = ""
+    if manager is not None:
+        types = hooks.PLUGINS.manager_types(everything=False)
+        name = next((n for n, cls in types.items() if type(manager) is cls), "")
+        name = name or next((n for n, cls in types.items() if isinstance(manager, cls)), type(manager).__name__)
+    userdata = w.config.userdata if w.config is not None else None
+    return WorkerDetails(w.id, w.hostname, w.ospid, name, userdata)
 
 
 def worker_id_from_socket(s: Any) -> int:

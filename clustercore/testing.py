@@ -37,6 +37,7 @@ Around it (``docs/plugins.md`` shows a whole ``conftest.py``):
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -47,13 +48,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any, NoReturn
 
 import cloudpickle
 import pytest
 
 import clustercore as cc
+from clustercore import processes
 from clustercore.engine import cluster, hooks, launching
 from clustercore.engine.hooks import PluginInfo
 from clustercore.plugin import ClusterManager, WorkerConfig
@@ -68,6 +70,26 @@ def pid_alive(ospid: int) -> bool:
             return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def tagged_processes(tag: str) -> list[int]:
+    """The live processes of this machine whose environment or command line holds ``tag``
+    (give workers a tag with ``addprocs(..., env={"SOME_NAME": tag})``; a shell that has
+    not yet exported it shows it on its command line). This process is never among them."""
+    needle = tag.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        for part in ("environ", "cmdline"):
+            try:
+                with open(f"/proc/{entry}/{part}", "rb") as f:
+                    if needle in f.read():
+                        found.append(int(entry))
+                        break
+            except OSError:
+                break  # gone meanwhile, or not ours to read
+    return [p for p in found if pid_alive(p)]
 
 
 def wait_until_gone(ospids: list[int], timeout: float = 10.0) -> list[int]:
@@ -328,8 +350,48 @@ def running_driver(setup: str, timeout: float = 60.0) -> Iterator[tuple[subproce
         driver.wait()
 
 
+LEAK_TAG_VARIABLE = "CLUSTERCORE_TEST_LAUNCH_TAG"
+
+
+class _Interrupter:
+    """Ctrl-C for ``addprocs``, as a user at a terminal gives it: SIGINT to the main thread
+    after a delay. It raises ``KeyboardInterrupt`` only while ``addprocs`` runs (a SIGINT that
+    comes after it returned is counted as late and dropped), so the test knows for sure
+    whether the caller got pids."""
+
+    def __init__(self) -> None:
+        self.late = 0
+        self.sent_at = 0.0
+        self._main = threading.main_thread().ident
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        inside = frame is None  # None: re-delivered by clustercore after a section that held it
+        while frame is not None and not inside:
+            inside = frame.f_code is _ADDPROCS_CODE
+            frame = frame.f_back
+        if inside:
+            raise KeyboardInterrupt
+        self.late += 1
+
+    def send(self) -> None:
+        self.sent_at = time.monotonic()
+        assert self._main is not None
+        signal.pthread_kill(self._main, signal.SIGINT)
+
+
+_ADDPROCS_CODE = processes.addprocs.__code__
+
+
 def _whereabouts() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
+
+
+def _cmdline(ospid: int) -> str:
+    try:
+        with open(f"/proc/{ospid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
+    except OSError:
+        return "?"
 
 
 def _spin_forever() -> None:
@@ -351,6 +413,22 @@ class ManagerConformance:
     def bad_manager_arguments(self) -> list[Callable[[], Any]]:
         """Calls that must raise ``ValueError``/``TypeError`` before launching anything."""
         return []
+
+    interrupt_rounds = 8  #: interrupted launches per run (``CLUSTERCORE_INTERRUPT_ROUNDS`` overrides)
+
+    def leftovers(self, tag: str) -> list[str]:
+        """What launches whose workers got ``tag`` in their environment left running, described
+        (empty: nothing). The default sees the processes of this machine; override it (and
+        call it) to add what your manager may leave elsewhere: jobs, pods, connections."""
+        return [f"process {p} ({_cmdline(p)})" for p in tagged_processes(tag)]
+
+    def wait_no_leftovers(self, tag: str, timeout: float | None = None) -> list[str]:
+        deadline = time.monotonic() + (timeout or self.exit_timeout)
+        left = self.leftovers(tag)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)  # processes of others and remote state: no event to wait on
+            left = self.leftovers(tag)
+        return left
 
     def process_alive(self, hostname: str, ospid: int) -> bool:
         """Whether a worker process still runs; the default sees only this host."""
@@ -428,6 +506,60 @@ class ManagerConformance:
         assert cc.remotecall_fetch(lambda other: cc.remotecall_fetch(cc.myid, other), a, b) == b
         assert cc.remotecall_fetch(lambda other: cc.remotecall_fetch(cc.myid, other), b, a) == a
 
+    def test_interrupted_launch_leaves_nothing(self, make_manager: Callable[[int], cc.ClusterManager]) -> None:
+        """Ctrl-C at random moments of ``addprocs`` (seeded: ``CLUSTERCORE_INTERRUPT_SEED``): each
+        time the caller gets ``KeyboardInterrupt``, ``workers()`` is as before, and nothing the
+        launch started is left (:meth:`leftovers`), or it returned pids."""
+        if threading.current_thread() is not threading.main_thread():
+            pytest.skip("Ctrl-C arrives only on the main thread")
+        seed = int(os.environ.get("CLUSTERCORE_INTERRUPT_SEED") or random.SystemRandom().randrange(1 << 32))
+        rounds = int(os.environ.get("CLUSTERCORE_INTERRUPT_ROUNDS") or self.interrupt_rounds)
+        print(f"interrupted-launch seed {seed} (CLUSTERCORE_INTERRUPT_SEED={seed} repeats it)")
+        rng = random.Random(seed)
+        tag = f"cc-launch-{seed:x}-{os.getpid()}"
+        kwargs = dict(self.addprocs_kwargs)
+        kwargs["env"] = {**(kwargs.get("env") or {}), LEAK_TAG_VARIABLE: tag}
+        interrupter = _Interrupter()
+        previous = signal.signal(signal.SIGINT, interrupter.handler)
+        try:
+            with clean_cluster(self.exit_timeout, check_processes=False):
+                took = float("inf")
+                for _ in range(2):  # how long one launch takes (the first may warm things up)
+                    started = time.monotonic()
+                    pids = cc.addprocs(make_manager(self.nworkers), **kwargs)
+                    took = min(took, time.monotonic() - started)
+                    cc.rmprocs(pids, waitfor=self.exit_timeout)
+                assert self.wait_no_leftovers(tag) == [], "a removed worker left something behind"
+                interrupted, rollbacks = [], []
+                for n in range(rounds):
+                    delay = rng.uniform(0.0, took * 1.2)
+                    timer = threading.Timer(delay, interrupter.send)
+                    got: list[int] | None = None
+                    timer.start()
+                    try:
+                        got = cc.addprocs(make_manager(self.nworkers), **kwargs)
+                    except KeyboardInterrupt:
+                        rollbacks.append(time.monotonic() - interrupter.sent_at)
+                        interrupted.append(round(delay, 3))
+                    finally:
+                        timer.cancel()
+                        timer.join()
+                    if got is not None:
+                        assert cc.workers() == got
+                        cc.rmprocs(got, waitfor=self.exit_timeout)
+                    assert cc.procs() == [1], f"round {n} (Ctrl-C after {delay:.3f} s): workers left: {cc.workers()}"
+                    left = self.wait_no_leftovers(tag)
+                    assert left == [], f"round {n} (Ctrl-C after {delay:.3f} s, seed {seed}) left: {left}"
+                    assert not [t for t in threading.enumerate() if t.name == "clustercore-launch"]
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        print(
+            f"one launch took {took:.3f} s; {len(interrupted)} of {rounds} launches interrupted (at {interrupted} s), "
+            f"{rounds - len(interrupted)} done first; rollback after Ctrl-C took at most "
+            f"{max(rollbacks, default=0.0):.3f} s"
+        )
+        assert interrupted, "no launch was interrupted: they all finished before the Ctrl-C"
+
     def test_bad_arguments_are_rejected_before_launch(self) -> None:
         for bad in self.bad_manager_arguments():
             with pytest.raises((ValueError, TypeError)):
@@ -452,6 +584,7 @@ __all__ = [
     "ship_by_value",
     "ship_test_modules_by_value",
     "skip_unless_service",
+    "tagged_processes",
     "wait_removed",
     "wait_until_gone",
     "watch_worker_output",

@@ -39,6 +39,6 @@ def test_every_api_function_exists() -> None:
         "ProcessExitedException", "AbstractWorkerPool", "WorkerPool", "CachingPool", "default_worker_pool",
         "clear", "Executor", "pmap", "ClusterManager", "WorkerConfig", "init_worker", "start_worker",
         "process_messages", "worker_id_from_socket", "cluster_cookie", "RRID", "CapturedException",
-        "ExceptionStandIn", "TLSCredentials",
+        "ExceptionStandIn", "TLSCredentials", "worker_info", "WorkerDetails",
     }  # fmt: skip
     assert expected == set(cc.__all__)

@@ -31,6 +31,7 @@ from clustercore.plugin import (
 from .forkserver import ForkedWorker, fork_server
 
 START_METHODS = ("forkserver", "spawn")
+UNJOINED_TERM_TIMEOUT = 5.0  # a worker that never joined: SIGTERM, and this long before SIGKILL
 
 
 @dataclass
@@ -83,7 +84,10 @@ class LocalManager(ClusterManager):
         }
 
         def started(forked: ForkedWorker) -> None:
-            config = WorkerConfig(io=forked.output, ospid=forked.ospid, userdata={"forked": True, "link": forked.link})
+            userdata = {"forked": True, "link": forked.link}
+            config = WorkerConfig(
+                io=forked.output, ospid=forked.ospid, userdata=userdata, process=Unjoined(userdata, ospid=forked.ospid)
+            )
             _announce(config, params, launched, ntfy)
 
         server.fork_workers(request, self.np, started)
@@ -113,7 +117,10 @@ class LocalManager(ClusterManager):
             assert process.stdin is not None
             process.stdin.write(cookie_line)
             process.stdin.close()
-            config = WorkerConfig(io=process.stdout, process=process, ospid=process.pid, userdata={"link": mine})
+            userdata = {"link": mine}
+            config = WorkerConfig(
+                io=process.stdout, ospid=process.pid, userdata=userdata, process=Unjoined(userdata, process)
+            )
             _announce(config, params, launched, ntfy)
 
     def connect_worker(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
@@ -133,10 +140,35 @@ class LocalManager(ClusterManager):
 
     def end_worker(self, pid: int, config: WorkerConfig) -> None:
         request_exit(pid)
-        if config.process is not None:
-            end_process(config.process, self.exit_timeout, self.term_timeout)
+        spawned = config.process.spawned if isinstance(config.process, Unjoined) else None
+        if spawned is not None:
+            end_process(spawned, self.exit_timeout, self.term_timeout)
         elif config.ospid:
             end_forked_process(config.ospid, self.exit_timeout, self.term_timeout)
+
+
+class Unjoined:
+    """``WorkerConfig.process`` of a local worker: what the core calls ``kill()`` on when the
+    worker never joined (its join failed, or ``addprocs`` was cancelled): the driver's end of
+    its link is closed and the process killed at once. ``spawned``: its ``Popen`` if it was
+    spawned (a forked worker is the fork server's child)."""
+
+    def __init__(
+        self, userdata: dict[str, Any], spawned: subprocess.Popen[bytes] | None = None, ospid: int = 0
+    ) -> None:
+        self.userdata = userdata
+        self.spawned = spawned
+        self.ospid = ospid
+
+    def kill(self) -> None:
+        link = self.userdata.pop("link", None)
+        if link is not None:
+            link.close()
+        if self.spawned is not None:
+            self.spawned.kill()
+            self.spawned.wait()  # at once after SIGKILL: our child, reaped here
+        elif self.ospid:
+            end_forked_process(self.ospid, 0.0, UNJOINED_TERM_TIMEOUT)  # SIGTERM at once, then SIGKILL
 
 
 def _announce(config: WorkerConfig, params: dict[str, Any], launched: list[WorkerConfig], ntfy: Condition) -> None:

@@ -10,10 +10,10 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from clustercore_local import LocalManager
+from clustercore_local import LocalManager, forkserver
 
 import clustercore as cc
-from clustercore.testing import ManagerConformance, running_driver, wait_until_gone, worker_info
+from clustercore.testing import ManagerConformance, pid_alive, running_driver, wait_until_gone, worker_info
 
 
 class TestLocalConformance(ManagerConformance):
@@ -23,6 +23,27 @@ class TestLocalConformance(ManagerConformance):
 
     def bad_manager_arguments(self) -> list[Callable[[], object]]:
         return [lambda: LocalManager(np=0), lambda: LocalManager(np="2"), lambda: LocalManager(restrict="yes")]
+
+    def leftovers(self, tag: str) -> list[str]:
+        """A forked worker has its fork server's environment, not the launch's: every child
+        of a fork server is a worker (none may be left), and a server is no leftover."""
+        servers = {server.process.pid for server in forkserver._servers.values() if server.alive()}
+        found = [what for what in super().leftovers(tag) if int(what.split()[1]) not in servers]
+        return found + [f"forked worker {p}" for server in servers for p in _children(server)]
+
+
+class TestLocalSpawnConformance(TestLocalConformance):
+    @pytest.fixture
+    def make_manager(self) -> Callable[[int], cc.ClusterManager]:
+        return lambda n: LocalManager(np=n, start_method="spawn")
+
+
+def _children(ospid: int) -> list[int]:
+    try:
+        with open(f"/proc/{ospid}/task/{ospid}/children") as f:
+            return [int(p) for p in f.read().split() if pid_alive(int(p))]
+    except OSError:
+        return []
 
 
 def test_restrict_binds_loopback_only() -> None:

@@ -21,6 +21,10 @@ from .hostconfig import HostSettings
 from .hostkeys import load_known_hosts, preferred_key_types, verify_host_key
 
 log = logging.getLogger(__name__)
+# paramiko logs what its transport threads meet (e.g. "Error reading SSH protocol banner") at
+# ERROR; with no handler anywhere Python's last resort would print it on the user's terminal.
+# Our SSHLaunchError says what happened; an application that configures logging still gets them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: sessions per connection before we open another
 
 
@@ -52,9 +56,12 @@ class HostConnection:
         self.label = settings.label
         self.peer_ip: str | None = None
         self._links: list[_Link] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while a transport opens: abort() does without it
         self._users = 0
         self._closed = False
+        self._aborted = False
+        self._opening: list[Any] = []  # sockets and transports being opened, for abort()
+        self._opening_lock = threading.Lock()
 
     # --- opening ---------------------------------------------------------------------
 
@@ -70,29 +77,86 @@ class HostConnection:
         s = self.settings
         sock, via = self._open_socket(deadline)
         transport = paramiko.Transport(sock)
+        self._track(transport)
         try:
             transport.use_compression(s.compress)
             known = load_known_hosts(s)
             options = transport.get_security_options()
             options.key_types = preferred_key_types(s, known, options.key_types)
-            transport.banner_timeout = transport.handshake_timeout = deadline.left()
+            # ConnectTimeout bounds the banner as it bounds the TCP connect (as in OpenSSH), and
+            # the key exchange and authentication too; without it, the launch's deadline does
+            bound = self._bound(deadline)
+            transport.banner_timeout = transport.handshake_timeout = bound.left()
             try:
-                transport.start_client(timeout=deadline.left())
+                transport.start_client(timeout=bound.left())
             except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise SSHLaunchError(self.label, "ssh", f"SSH handshake failed: {exc or type(exc).__name__}") from exc
+                raise SSHLaunchError(self.label, "ssh", self._handshake_failure(transport, exc, bound)) from exc
             if not (transport.is_active() and transport.initial_kex_done):  # start_client's timeout passed
-                raise SSHLaunchError(self.label, "ssh", f"no SSH handshake within {deadline.seconds:g} s")
+                raise SSHLaunchError(self.label, "ssh", self._handshake_failure(transport, None, bound))
             verify_host_key(s, known, transport.get_remote_server_key())
-            transport.auth_timeout = deadline.left()
-            authenticate(transport, s)
+            authenticate(transport, s, self._bound(deadline))
             transport.set_keepalive(s.keepalive)
+            self._check_aborted("ssh")
         except BaseException:
             transport.close()
             if via is not None:
                 via.release()
             raise
+        finally:
+            self._untrack(transport)
         log.debug("connected to %s", self.label)
         return _Link(transport, via)
+
+    def _bound(self, deadline: Deadline) -> Deadline:
+        """The deadline of one step of the login: ``ConnectTimeout`` if set, within the launch's."""
+        s = self.settings
+        if s.connect_timeout is None or s.connect_timeout >= deadline.left():
+            return deadline
+        return Deadline(s.connect_timeout)
+
+    def _handshake_failure(self, transport: Any, exc: BaseException | None, bound: Deadline) -> str:
+        self._check_aborted("ssh")
+        by_option = bound.seconds == self.settings.connect_timeout
+        within = f"within {bound.seconds:g} s" + (" (ConnectTimeout)" if by_option else "")
+        if not transport.remote_version:
+            if exc is None or "banner" in str(exc).lower():
+                return (
+                    f"no SSH banner from port {self.settings.port} {within}: it accepts TCP connections but "
+                    "does not speak SSH (a hung sshd, or another service on that port)"
+                )
+        if exc is None:
+            return f"no SSH key exchange {within}"
+        return f"SSH handshake failed: {exc or type(exc).__name__}"
+
+    # --- cancelling --------------------------------------------------------------------
+
+    def _track(self, thing: Any) -> None:
+        with self._opening_lock:
+            self._opening.append(thing)
+            aborted = self._aborted
+        if aborted:
+            _close_quietly(thing)
+
+    def _untrack(self, thing: Any) -> None:
+        with self._opening_lock:
+            if thing in self._opening:
+                self._opening.remove(thing)
+
+    def _check_aborted(self, phase: str) -> None:
+        if self._aborted:
+            raise SSHLaunchError(self.label, phase, "the launch was cancelled")
+
+    def abort(self) -> None:
+        """Close everything at once, from any thread, even while another opens a transport
+        (holding the lock): a connect, banner, key exchange, login, session or probe
+        blocked on this connection fails within moments. For a cancelled launch."""
+        with self._opening_lock:
+            self._aborted = True
+            opening = list(self._opening)
+        for thing in opening:
+            _close_quietly(thing)
+        for link in list(self._links):
+            link.transport.close()
 
     def _open_socket(self, deadline: Deadline) -> tuple[Any, HostConnection | None]:
         s = self.settings
@@ -116,16 +180,41 @@ class HostConnection:
             except (paramiko.SSHException, OSError) as exc:
                 raise SSHLaunchError(self.label, "connect", f"ProxyCommand {s.proxy_command!r}: {exc}") from exc
         try:
-            sock = socket.create_connection((s.hostname, s.port), timeout=timeout)
+            sock = self._connect_tcp(s.hostname, s.port, timeout)
+        except SSHLaunchError:
+            raise
         except socket.gaierror as exc:
             raise SSHLaunchError(self.label, "connect", f"cannot resolve {s.hostname!r}: {exc}") from exc
         except TimeoutError as exc:
             raise SSHLaunchError(self.label, "connect", f"no answer from port {s.port} within {timeout:.3g} s") from exc
         except OSError as exc:
+            self._check_aborted("connect")
             raise SSHLaunchError(self.label, "connect", f"cannot reach port {s.port}: {exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer_ip = sock.getpeername()[0]
         return sock, None
+
+    def _connect_tcp(self, host: str, port: int, timeout: float) -> socket.socket:
+        """``socket.create_connection``, with each attempt's socket where :meth:`abort` finds it."""
+        error: OSError | None = None
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            self._track(sock)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                self._check_aborted("connect")
+                return sock
+            except BaseException as exc:
+                sock.close()
+                if not isinstance(exc, OSError) or isinstance(exc, SSHLaunchError):
+                    raise
+                error = exc
+                if isinstance(exc, TimeoutError):
+                    break
+            finally:
+                self._untrack(sock)
+        raise error if error is not None else OSError(f"no address for {host!r}")
 
     # --- channels --------------------------------------------------------------------
 
@@ -135,7 +224,7 @@ class HostConnection:
 
         while True:
             with self._lock:
-                if self._closed:
+                if self._closed or self._aborted:
                     raise SSHLaunchError(self.label, "session", "the connection was closed")
                 link = next((x for x in self._links if x.room()), None)
                 if link is None:
@@ -232,3 +321,13 @@ class HostConnection:
             links, self._links = self._links, []
         for link in links:
             link.close()
+
+
+def _close_quietly(thing: Any) -> None:
+    """Close a socket being connected (``shutdown`` aborts a blocked ``connect``) or a transport."""
+    try:
+        if isinstance(thing, socket.socket):
+            thing.shutdown(socket.SHUT_RDWR)
+        thing.close()
+    except OSError:
+        pass

@@ -8,6 +8,7 @@ when the remote side said something, its captured output. Phases, in order::
     host key     the server's key is unknown or does not match known_hosts
     auth         no key was accepted
     session      opening a channel / running the remote command
+    dir          the workers' ``dir`` does not exist there (or cannot be entered): the shell's words
     python       the remote Python could not be run (exename)
     import       clustercore cannot be imported by the remote Python
     version      the remote Python or clustercore protocol differs from the driver's

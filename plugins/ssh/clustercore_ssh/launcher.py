@@ -10,16 +10,20 @@ done, so the workers that did start are connected and then removed by the core.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from threading import Condition
 from typing import Any
 
 from clustercore.plugin import (
+    LaunchCancelled,
     WorkerConfig,
+    launch_cancelled,
+    on_launch_cancelled,
     report_launched,
     worker_command,
     worker_environment,
@@ -69,19 +73,27 @@ def launch_workers(manager: SSHManager, params: dict[str, Any], launched: list[W
     plans = [_Plan(manager, spec, params) for spec in manager.specs]
     cookie = worker_secret()  # the cookie, and TLS credentials if the cluster uses TLS
     errors: list[BaseException] = []
+    connections: dict[tuple[Any, ...], HostConnection] = {}  # this launch's own: a cancel closes them
+    hosts = [_HostLaunch(manager, plan, params, cookie, deadline, launched, ntfy, connections) for plan in plans]
+    cancelled = launch_cancelled(ntfy)
+
+    def abort_all() -> None:
+        for host in hosts:
+            host.abort()
+
+    on_launch_cancelled(ntfy, abort_all)
     threads = [
         threading.Thread(
-            target=_guarded,
-            args=(errors, _HostLaunch(manager, plan, params, cookie, deadline, launched, ntfy).run),
-            name=f"clustercore-ssh-{plan.spec.host}",
-            daemon=True,
+            target=_guarded, args=(errors, host.run), name=f"clustercore-ssh-{host.plan.spec.host}", daemon=True
         )
-        for plan in plans
+        for host in hosts
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if cancelled.is_set():
+        raise LaunchCancelled("the SSH launch was cancelled")
     if errors:
         first = errors[0]
         for extra in errors[1:]:
@@ -108,15 +120,37 @@ class _HostLaunch:
         deadline: Deadline,
         launched: list[WorkerConfig],
         ntfy: Condition,
+        connections: dict[tuple[Any, ...], HostConnection],
     ) -> None:
         self.manager, self.plan, self.params, self.cookie = manager, plan, params, cookie
         self.deadline, self.launched, self.ntfy = deadline, launched, ntfy
         self.slots = manager.start_slots(plan.settings)
         self.probed: Future[ProbeResult] = Future()
+        self.connections = connections
         self.conn: HostConnection | None = None
+        self._lock = threading.Lock()
+        self._aborted = False
+
+    def abort(self) -> None:
+        """The launch was cancelled: close this host's connection (it is this launch's alone,
+        so every session on it is one of ours), wherever its threads wait."""
+        with self._lock:
+            self._aborted = True
+            conn = self.conn
+        if conn is not None:
+            conn.abort()
+        if not self.probed.done():
+            try:
+                self.probed.set_exception(SSHLaunchError(self.plan.settings.label, "session", "cancelled"))
+            except InvalidStateError:
+                pass  # it was answered meanwhile
 
     def run(self) -> None:
-        conn = self.conn = self.manager.connection(self.plan.settings)
+        with self._lock:
+            conn = self.conn = self.manager.connection(self.plan.settings, self.connections)
+            aborted = self._aborted
+        if aborted:
+            conn.abort()
         try:
             conn.connect(self.deadline)
             if self.plan.spec.count == "auto":
@@ -145,9 +179,13 @@ class _HostLaunch:
     def _probe(self) -> None:
         assert self.conn is not None
         try:
-            self.probed.set_result(probe(self.conn, self.plan.probe_line, self.plan.exename, self.deadline))
+            result = probe(self.conn, self.plan.probe_line, self.plan.exename, self.deadline)
         except BaseException as exc:  # noqa: BLE001 - read through the future
-            self.probed.set_exception(exc)
+            with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+                self.probed.set_exception(exc)
+            return
+        with contextlib.suppress(InvalidStateError):
+            self.probed.set_result(result)
 
     def _start_one(self) -> None:
         conn, plan = self.conn, self.plan
@@ -181,4 +219,4 @@ class _HostLaunch:
             enable_threaded_blas=bool(self.params.get("enable_threaded_blas")),
         )
         log.debug("started worker pid %d on %s", session.ospid, conn.label)
-        report_launched(self.launched, self.ntfy, config)
+        report_launched(self.launched, self.ntfy, config)  # once cancelled: the core ends it and this raises

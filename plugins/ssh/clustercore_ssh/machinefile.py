@@ -2,15 +2,19 @@
 
 One machine per line: ``[count*][user@]host[:port] [bind_addr[:port]]``, with
 ``count`` a number or ``auto``. As an addition to Julia's format, blank lines
-and lines starting with ``#`` are skipped. Errors name the file and line.
+are skipped and ``#`` starts a comment, at the start of a line or after a
+space (``node2   # the big one``). Errors name the file and line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from .spec import parse_spec
+
+_COMMENT = re.compile(r"(^|\s)#.*$")
 
 
 def parse_machine_file(path: str | os.PathLike[str]) -> list[Any]:
@@ -19,8 +23,8 @@ def parse_machine_file(path: str | os.PathLike[str]) -> list[Any]:
         text = f.read()
     machines: list[Any] = []
     for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        line = _COMMENT.sub("", line).strip()
+        if not line:
             continue
         count_text, star, spec = line.partition("*")
         try:

@@ -66,15 +66,18 @@ class SSHManager(ClusterManager):
         if self.shell not in SHELLS:
             raise ValueError(f"shell must be one of {', '.join(SHELLS)}, not {self.shell!r}")
 
-    def connection(self, settings: HostSettings) -> HostConnection:
-        """The (acquired) shared connection to a host; call ``release()`` when done with it."""
+    def connection(self, settings: HostSettings, pool: dict[tuple[Any, ...], HostConnection]) -> HostConnection:
+        """The (acquired) connection to a host from one launch's ``pool`` (made if needed); call
+        ``release()`` when done with it. Each ``addprocs`` call has connections of its own, so
+        that cancelling it can close them whole; ``_connections`` holds the latest per host."""
         from .connection import HostConnection
 
         with self._lock:
-            conn = self._connections.get(settings.pool_key)
+            conn = pool.get(settings.pool_key)
             if conn is None or not conn.acquire():
-                conn = self._connections[settings.pool_key] = HostConnection(settings)
+                conn = pool[settings.pool_key] = HostConnection(settings)
                 conn.acquire()
+            self._connections[settings.pool_key] = conn
             return conn
 
     def start_slots(self, settings: HostSettings) -> threading.BoundedSemaphore:

@@ -18,6 +18,7 @@ from clustercore.plugin import versions
 from .connection import HostConnection
 from .deadline import Deadline
 from .errors import SSHLaunchError
+from .remote_command import dir_failure
 
 MARKER = "clustercore_ssh_probe:"
 SCRIPT = """\
@@ -52,6 +53,9 @@ def _describe(found: tuple[int, ...]) -> str:
 
 def parse_probe(host: str, exename: str, status: int, output: str, seconds: float) -> ProbeResult:
     """Turn the probe's exit status and output into a result, or the error it reveals."""
+    cd_error = dir_failure(output)
+    if cd_error is not None:
+        raise SSHLaunchError(host, "dir", f"cannot change to the workers' dir: {cd_error}", output)
     lines = [line for line in output.splitlines() if line.startswith(MARKER)]
     output = "\n".join(line for line in output.splitlines() if not line.startswith(MARKER))
     if not lines:

@@ -4,9 +4,11 @@ For ``shell="posix"`` (sh, bash, dash, zsh, ksh) a worker is started with::
 
     cd -- DIR && export VAR='value' && echo clustercore_ssh_pid:$$ && exec PYTHON -m clustercore worker ...
 
-``DIR`` is ``dir`` if given (it must exist), else the driver's current directory
-if it exists on that host (Julia's default; shared file systems), else the
-login directory.
+``DIR`` is ``dir`` if given (it must exist; a leading ``~`` or ``~user`` is
+expanded there, as a shell would; if ``cd`` fails the line prints the shell's
+error and ``clustercore_ssh_no_dir`` and exits, reported as phase ``dir``), else
+the driver's current directory if it exists on that host (Julia's default;
+shared file systems), else the login directory.
 
 so the process whose pid the shell reports *is* the worker (``exec`` keeps the
 pid). For ``shell="csh"`` (csh, tcsh) the same line runs under ``/bin/sh -c``.
@@ -20,6 +22,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 PID_MARKER = "clustercore_ssh_pid:"
+DIR_MARKER = "clustercore_ssh_no_dir"
+_USER_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
 SHELLS = ("posix", "csh")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -47,8 +51,13 @@ def shell_command(
     check_env(env or {})
     steps = []
     if dir:
-        cd = f"cd -- {shlex.quote(str(dir))}"
-        steps.append(f"{{ {cd} 2>/dev/null || true; }}" if dir_if_exists else cd)
+        cd = f"cd -- {quote_dir(str(dir))}"
+        # a dir that is not there is its own failure, with the shell's words before the marker
+        steps.append(
+            f"{{ {cd} 2>/dev/null || true; }}"
+            if dir_if_exists
+            else f"{{ {cd} || {{ echo; echo {DIR_MARKER}; exit 1; }}; }}"
+        )
     steps += [f"export {name}={shlex.quote(value)}" for name, value in (env or {}).items()]
     if report_pid:
         steps.append(f"echo {PID_MARKER}$$")
@@ -59,6 +68,28 @@ def shell_command(
             raise ValueError("a value with a newline cannot be passed through csh")
         line = f"exec /bin/sh -c {shlex.quote(line)}"
     return line
+
+
+def quote_dir(dir: str) -> str:
+    """``dir`` quoted for the remote shell, with a leading ``~`` or ``~user`` expanded there as a
+    shell expands it (the rest is quoted: no other expansion happens)."""
+    head, sep, rest = dir.partition("/")
+    if head == "~":
+        prefix = '"$HOME"'
+    elif head.startswith("~") and _USER_NAME.fullmatch(head[1:]):
+        prefix = head  # unquoted: the shell's tilde expansion finds that user's home
+    else:
+        return shlex.quote(dir)
+    return prefix + (sep + shlex.quote(rest) if rest else sep)
+
+
+def dir_failure(output: str) -> str | None:
+    """What the shell said when ``cd`` to the workers' ``dir`` failed (``None``: it did not)."""
+    if DIR_MARKER not in output:
+        return None
+    said = [line.strip() for line in output.splitlines() if line.strip() and DIR_MARKER not in line]
+    about_cd = [line for line in said if "cd" in line]  # stderr and stdout may come in either order
+    return (about_cd or said or ["(the shell said nothing)"])[-1]
 
 
 def parse_pid_line(line: str) -> int | None:

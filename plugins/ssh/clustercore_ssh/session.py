@@ -18,7 +18,7 @@ from typing import Any
 from .connection import HostConnection
 from .deadline import Deadline
 from .errors import SSHLaunchError
-from .remote_command import parse_pid_line
+from .remote_command import dir_failure, parse_pid_line
 
 log = logging.getLogger(__name__)
 EOF_GRACE = 3.0
@@ -60,6 +60,11 @@ class WorkerSession:
                 raw = stdout.readline()
                 if not raw:
                     status = channel.recv_exit_status() if channel.status_event.wait(deadline.left()) else None
+                    cd_error = dir_failure("".join(early))
+                    if cd_error is not None:
+                        raise SSHLaunchError(
+                            connection.label, "dir", f"cannot change to the workers' dir: {cd_error}", "".join(early)
+                        )
                     raise SSHLaunchError(
                         connection.label,
                         "session",

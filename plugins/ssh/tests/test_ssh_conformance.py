@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+import psutil
 import pytest
 from clustercore_ssh import SSHManager
 from ssh_testing import SSHInfra, TestHosts, alive_pids
@@ -23,6 +24,16 @@ class _OverSSH(ManagerConformance):
     def process_alive(self, hostname: str, ospid: int) -> bool:
         alias = self.infra.alias if hostname == socket.gethostname() else hostname
         return alive_pids(self.infra, alias, [ospid]) == [ospid]
+
+    def leftovers(self, tag: str) -> list[str]:
+        """Tagged processes (the hosts share this machine's processes), and SSH connections."""
+        ports = {self.infra.port, 22}
+        ssh = [
+            f"SSH connection to {c.raddr.ip}:{c.raddr.port}"
+            for c in psutil.Process().net_connections("tcp")
+            if c.raddr and c.raddr.port in ports and c.status == "ESTABLISHED"
+        ]
+        return super().leftovers(tag) + ssh
 
     def bad_manager_arguments(self) -> list[Callable[[], object]]:
         return [

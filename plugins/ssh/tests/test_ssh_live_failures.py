@@ -5,14 +5,16 @@ from __future__ import annotations
 import glob
 import os
 import stat
+import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 from clustercore_ssh import SSHLaunchError
-from ssh_testing import Launched, SSHInfra, TestHosts, tagged_pids
+from ssh_testing import Launched, SSHInfra, TestHosts, ssh_run, tagged_pids
 
 import clustercore as cc
 from clustercore.testing import protocol_sitecustomize
@@ -164,9 +166,72 @@ def test_worker_exits_before_printing_its_address(cluster: Launched, ssh_infra: 
     assert "out of luck" in err.output
 
 
-def test_bad_dir(cluster: Launched, ssh_infra: SSHInfra) -> None:
-    err = failed_launch([ssh_infra.alias], sshflags=ssh_infra.flags, dir="/no/such/dir")
-    assert err.phase in ("session", "python") and "/no/such/dir" in err.output
+def test_bad_dir_is_its_own_phase_with_the_shells_words(cluster: Launched, ssh_infra: SSHInfra) -> None:
+    err = failed_launch([(ssh_infra.alias, 2)], sshflags=ssh_infra.flags, dir="/no/such/dir")
+    assert err.phase == "dir" and "/no/such/dir" in err.detail
+    assert "No such file or directory" in err.detail or "can't cd" in err.detail  # bash's words, or dash's
+
+
+def test_tilde_in_dir_is_expanded_there(cluster: Launched, ssh_infra: SSHInfra) -> None:
+    home = ssh_run(ssh_infra, ssh_infra.alias, 'echo "$HOME"').stdout.strip()
+    sub = f"cc-test-{uuid.uuid4().hex[:8]}"
+    assert ssh_run(ssh_infra, ssh_infra.alias, f"mkdir {home}/{sub}").returncode == 0
+    try:
+        pids = cc.addprocs([ssh_infra.alias], sshflags=ssh_infra.flags, dir="~")
+        pids += cc.addprocs([ssh_infra.alias], sshflags=ssh_infra.flags, dir=f"~/{sub}")
+        pids += cc.addprocs([ssh_infra.alias], sshflags=ssh_infra.flags, dir=f"~{ssh_infra.user}/{sub}")
+        cluster.record(pids)
+        assert [cc.remotecall_fetch(os.getcwd, p) for p in pids] == [home, f"{home}/{sub}", f"{home}/{sub}"]
+        cc.rmprocs(pids)
+    finally:
+        ssh_run(ssh_infra, ssh_infra.alias, f"rmdir {home}/{sub}")
+
+
+def _passphrase_key(tmp_path: Path) -> str:
+    key = tmp_path / "id_locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(key)], check=True)
+    return str(key)
+
+
+def test_a_passphrase_key_is_skipped_as_openssh_does(cluster: Launched, ssh_infra: SSHInfra, tmp_path: Path) -> None:
+    """A key that needs its passphrase comes first: it is passed over, the next key logs in."""
+    flags = (*ssh_infra.flags, "-i", _passphrase_key(tmp_path), "-i", ssh_infra.key, "-o", "IdentitiesOnly=yes")
+    pids = cc.addprocs([ssh_infra.alias], sshflags=flags)
+    cluster.record(pids)
+    assert cc.remotecall_fetch(cc.myid, pids[0]) == pids[0]
+
+
+def test_only_a_passphrase_key_fails_in_auth_saying_what_was_tried(
+    cluster: Launched, ssh_infra: SSHInfra, tmp_path: Path
+) -> None:
+    locked = _passphrase_key(tmp_path)
+    missing = tmp_path / "nokey"
+    flags = ("-p", str(ssh_infra.port), "-o", f"UserKnownHostsFile={ssh_infra.known_hosts}", "-o", "IdentitiesOnly=yes")
+    err = failed_launch([f"root@{ssh_infra.host}"], sshflags=(*flags, "-i", locked, "-i", str(missing)))
+    assert err.phase == "auth" and err.host.startswith(f"root@{ssh_infra.host}")
+    assert f"{locked} is protected by a passphrase: skipped" in str(err)
+    assert f"identity file {missing} does not exist" in str(err) and "IdentitiesOnly" in str(err)
+
+
+def test_connect_timeout_bounds_the_banner_and_paramiko_stays_quiet(
+    cluster: Launched, ssh_infra: SSHInfra, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A host that accepts TCP but never speaks SSH: ConnectTimeout bounds the wait for its
+    banner (not CLUSTERCORE_WORKER_TIMEOUT), and no paramiko line reaches stderr."""
+    import socket
+
+    import paramiko
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        err = failed_launch([f"root@127.0.0.1:{port}"], sshflags=(*ssh_infra.flags, "-o", "ConnectTimeout=1"))
+    assert err.phase == "ssh" and f"127.0.0.1:{port}" in err.host
+    assert "no SSH banner" in err.detail and "within 1 s (ConnectTimeout)" in err.detail
+    for thread in threading.enumerate():  # paramiko's own thread logs its end: wait for it
+        if isinstance(thread, paramiko.Transport):
+            thread.join(10)
+    stderr = capfd.readouterr().err
+    assert "paramiko" not in stderr and "SSH protocol banner" not in stderr
 
 
 def test_one_bad_host_does_not_leave_the_good_ones_running(cluster: Launched, ssh_infra: SSHInfra) -> None:

@@ -63,3 +63,56 @@ def test_bad_machine_file_fails_before_connecting(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0 and "ran" not in proc.stdout
     assert f"{machines}:2:" in proc.stderr and "'bad:host:22'" in proc.stderr
+
+
+def test_machine_file_with_sshflags_tunnel_exename_and_comments(
+    ssh_infra: SSHInfra, test_hosts: TestHosts, tmp_path: Path
+) -> None:
+    """No ~/.ssh/config: the keys and known_hosts come from --sshflags; trailing comments are comments."""
+    a, b = test_hosts.aliases[:2]
+    machines = tmp_path / "machines"
+    machines.write_text(f"{a}   # the first host\n2*{b}\t# two on the second\n")
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    command = [sys.executable, "-m", "clustercore", "--machine-file", str(machines)]
+    command += ["--sshflags", f"-F {ssh_infra.config} -i {ssh_infra.key}", "--tunnel", "--exename", sys.executable]
+    proc = subprocess.run(
+        [*command, str(script)],
+        env={**os.environ, "HOME": str(tmp_path)},  # no ~/.ssh here
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    workers = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("WORKER ")]
+    assert sorted(host for host, _ in workers) == sorted([a, b, b])
+    for host in (a, b):
+        assert wait_gone(ssh_infra, host, [int(pid) for h, pid in workers if h == host]) == []
+
+
+def test_a_failed_launch_is_one_line_not_a_traceback(ssh_infra: SSHInfra, tmp_path: Path) -> None:
+    machines = tmp_path / "machines"
+    machines.write_text(f"nobody@{ssh_infra.alias}\n")
+    script = tmp_path / "script.py"
+    script.write_text("print('ran')\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clustercore",
+            "--machine-file",
+            str(machines),
+            "--sshflags",
+            f"-F {ssh_infra.config}",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1 and "ran" not in proc.stdout
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("clustercore: cannot add the workers: ssh nobody@") and "'auth'" in line

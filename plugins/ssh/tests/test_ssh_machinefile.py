@@ -11,7 +11,8 @@ from clustercore_ssh import parse_machine_file, parse_machines
 def test_julia_format(tmp_path: Path) -> None:
     path = tmp_path / "machines"
     path.write_text(
-        "# comment\n\nhost1\n2*user@host2:2222\n auto * host3 10.0.0.3:9000\n[fd00::1]:22 [fd00::1]\n3*host1\n"
+        "# comment\n\nhost1   # the first\n2*user@host2:2222\n auto * host3 10.0.0.3:9000\t# listens there\n"
+        "[fd00::1]:22 [fd00::1]\n3*host1 # two more there\n"
     )
     machines = parse_machine_file(path)
     assert machines == [
@@ -34,3 +35,12 @@ def test_errors_name_file_and_line(tmp_path: Path, line: str, message: str) -> N
     with pytest.raises(ValueError, match=message) as info:
         parse_machine_file(path)
     assert str(info.value).startswith(f"{path}:2: ")
+
+
+def test_the_readme_machine_file_parses(tmp_path: Path) -> None:
+    """The README's example, trailing comment included (it used to be rejected)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("$ cat machines\n", 1)[1].split("$ clustercore", 1)[0]
+    path = tmp_path / "machines"
+    path.write_text(block)
+    assert parse_machine_file(path) == ["node1", ("node2:2222", 4), ("node3 10.0.0.3", "auto")]
