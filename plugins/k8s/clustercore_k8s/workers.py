@@ -112,16 +112,19 @@ def finalize(session: Session, config: WorkerConfig) -> None:
 
 
 class PodHandle:
-    """``WorkerConfig.process``: the core calls ``kill()`` when a worker fails to join."""
+    """``WorkerConfig.process``: the core calls ``kill()`` when a worker fails to join (or
+    ``addprocs`` gave up); it returns once the API server has deleted the pod."""
 
     def __init__(self, session: Session, state: PodState) -> None:
         self.session = session
         self.state = state
+        self._killed = False
+        self._lock = threading.Lock()
 
     def kill(self) -> None:
-        self.session.tracker.mark_removing(self.state)
-        threading.Thread(target=self._remove, name=f"clustercore-k8s-unjoined-{self.state.name}", daemon=True).start()
-
-    def _remove(self) -> None:
+        with self._lock:
+            if self._killed:
+                return
+            self._killed = True
         delete_and_wait(self.session, self.state)
         self.session.release(self.state.name)

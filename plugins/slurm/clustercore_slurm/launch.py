@@ -2,8 +2,11 @@
 
 Outside an allocation a dry run (``srun --test-only``) first lets Slurm
 reject an impossible request with its own message. Then srun starts, the
-cookie goes down its stdin, and every task that prints its address becomes
-a ``WorkerConfig`` at once, so the core connects while others still start.
+cookie goes down its stdin, and the tasks become ``WorkerConfig``s in launch
+order (node by node, then ``SLURM_PROCID``) as soon as each and those before
+it have printed their addresses, so the core connects while others still
+start. A cancelled launch (``addprocs`` gave up: a failure elsewhere, the
+caller's Ctrl-C) cancels the job at once, even while it waits in the queue.
 Any task that ends before it is ready, srun exiting early, or
 ``launch_timeout`` running out cancels the step (the job, if srun made it)
 and raises.
@@ -17,13 +20,23 @@ import time
 from threading import Condition
 from typing import Any
 
-from clustercore.plugin import WorkerConfig, report_launched, worker_command, worker_environment, worker_secret
+from clustercore.plugin import (
+    LaunchCancelled,
+    WorkerConfig,
+    launch_cancelled,
+    on_launch_cancelled,
+    report_launched,
+    worker_command,
+    worker_environment,
+    worker_secret,
+)
 
 from . import command, slurmctl
 from .errors import SlurmError
 from .manager import SlurmManager, in_allocation
 from .progress import Progress
 from .step import SrunStep, Task
+from .steps import UnjoinedTask
 
 STATUS_INTERVAL = 2.0  # how often squeue is asked while the job is pending
 
@@ -48,8 +61,8 @@ def launch_workers(
     step.start()
     try:
         _Launch(manager, step, params, launched, launch_ntfy).run()
-    except BaseException:
-        step.cancel()
+    except BaseException:  # a failure, launch_timeout, or addprocs gave up (LaunchCancelled)
+        step.cancel()  # the queued job, the step and its tasks: nothing stays in the queue
         raise
     finally:
         with step.changed:
@@ -74,6 +87,8 @@ class _Launch:
         self.handed: set[int] = set()
         self.last_state: tuple[str, str] | None = None
         self.next_status = 0.0
+        self.cancelled = launch_cancelled(launch_ntfy)
+        on_launch_cancelled(launch_ntfy, step.poke)  # wakes the wait below
 
     def run(self) -> None:
         step, seen = self.step, -1
@@ -81,12 +96,14 @@ class _Launch:
             with step.changed:
                 step.wait_for_change(seen, self._wait_time())
                 seen = step.version
-                ready = [t for t in step.tasks.values() if t.ready and t.number not in self.handed]
                 failed = [t for t in step.tasks.values() if t.ended and t.number not in self.handed]
                 total = step.ntasks or self.expected
+                ready = _next_in_order(step.tasks, total, self.handed)
                 queued, step_wait, finished = step.queued, step.step_wait, step.finished
                 started = bool(step.tasks)
-            for task in sorted(ready, key=lambda t: t.number):
+            if self.cancelled.is_set():
+                raise LaunchCancelled(f"slurm job {step.jobid or '?'}: addprocs gave up")
+            for task in ready:
                 self._hand_over(task)
             self.progress.ready(step.jobid, len(self.handed), total)
             if failed:
@@ -140,6 +157,7 @@ class _Launch:
             userdata={"procid": hello.procid, "node": hello.node, "jobid": hello.jobid, "stepid": hello.stepid},
             enable_threaded_blas=bool(self.params.get("enable_threaded_blas")),
         )
+        config.process = UnjoinedTask(self.manager.steps, config, self.step, task)
         self.manager.steps.bind(config, self.step, task)
         self.handed.add(task.number)
         report_launched(self.launched, self.launch_ntfy, config)
@@ -163,6 +181,28 @@ class _Launch:
             f"slurm job {step.jobid or '?'}: {len(self.handed)} of {total if total is not None else '?'} workers "
             f"ready after launch_timeout={timeout:g} s{state}; {what}"
         )
+
+
+def _next_in_order(tasks: dict[int, Task], total: int | None, handed: set[int]) -> list[Task]:
+    """The ready tasks that come next in launch order: by node (in the order of each node's
+    first task) and then by ``SLURM_PROCID``, as Julia users expect ``pids[0]`` on the first
+    host. That order is known once every task has said hello; until then nothing is handed
+    over (hellos come first, as each task starts; addresses follow once Python runs)."""
+    if total is None or len(tasks) < total or any(t.hello is None for t in tasks.values()):
+        return []
+    first_on: dict[str, int] = {}
+    for task in sorted(tasks.values(), key=lambda t: t.number):
+        assert task.hello is not None
+        first_on.setdefault(task.hello.node, task.number)
+    order = sorted(tasks.values(), key=lambda t: (first_on[t.hello.node], t.number))  # type: ignore[union-attr]
+    ready = []
+    for task in order:
+        if task.number in handed:
+            continue
+        if not task.ready:
+            break  # the next one in order is not ready: the rest waits for it
+        ready.append(task)
+    return ready
 
 
 def _reachable_host(node: str, reported: str) -> str:

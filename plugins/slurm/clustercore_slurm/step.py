@@ -223,6 +223,11 @@ class SrunStep:
             task = self.tasks[number] = Task(number)
         return task
 
+    def poke(self) -> None:
+        """Wake whoever waits for a change (e.g. to notice that the launch was cancelled)."""
+        with self.changed:
+            self._bump()
+
     def _bump(self) -> None:
         self.version += 1
         self.changed.notify_all()

@@ -56,6 +56,24 @@ class Steps:
             threading.Thread(target=end_step, args=(step,), name="clustercore-srun-end", daemon=True).start()
 
 
+class UnjoinedTask:
+    """``WorkerConfig.process`` of a task: what the core calls ``kill()`` on when its worker
+    never joined (its join failed, or ``addprocs`` gave up). The task is killed on its node
+    unless the step ends anyway (it was the step's last wanted task: then the step ends, and
+    the job srun made leaves the queue, before this returns)."""
+
+    def __init__(self, steps: Steps, config: WorkerConfig, step: SrunStep, task: Task) -> None:
+        self.steps, self.config, self.step, self.task = steps, config, step, task
+
+    def kill(self) -> None:
+        with self.step.changed:
+            self.task.removed = True
+        if self.step.live_tasks():
+            self.step.kill_task(self.task, 0.0)
+        self.steps.release(self.step, self.task, wait=True)
+        self.steps.forget(self.config)
+
+
 def end_step(step: SrunStep) -> None:
     step.end()
     with _running_lock:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from clustercore_slurm import SlurmManager
+from slurm_testing import squeue_jobs
 
 import clustercore as cc
 from clustercore.testing import ManagerConformance, pid_alive
@@ -19,6 +20,10 @@ class TestSlurmConformance(ManagerConformance):
     @pytest.fixture
     def make_manager(self, fresh_slurm: dict[str, str]) -> Callable[[int], cc.ClusterManager]:
         return lambda n: SlurmManager(ntasks=n)
+
+    def leftovers(self, tag: str) -> list[str]:
+        """Tagged processes (the nodes share this machine's), and any job in the queue."""
+        return super().leftovers(tag) + [f"slurm job {job}" for job in squeue_jobs()]
 
     def bad_manager_arguments(self) -> list[Callable[[], Any]]:
         return [

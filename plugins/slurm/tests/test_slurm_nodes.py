@@ -41,6 +41,18 @@ def test_workers_on_three_nodes_are_grouped_and_reach_each_other(fresh_slurm: di
                 assert seen == b
 
 
+@pytest.mark.parametrize("distribution", ["block", "cyclic"])
+def test_pids_follow_the_nodes_then_the_procids(fresh_slurm: dict[str, str], distribution: str) -> None:
+    """pids[0] is the first node's first task, as Julia users expect, however Slurm numbered them."""
+    pids = cc.addprocs("slurm", nodes=3, ntasks_per_node=2, srun_flags=[f"--distribution={distribution}"])
+    placed = [(cc.worker_info(p).userdata["node"], cc.worker_info(p).userdata["procid"]) for p in pids]
+    nodes = sorted({node for node, _ in placed})
+    assert [node for node, _ in placed] == [n for n in nodes for _ in range(2)]
+    first_on = {node: min(procid for n, procid in placed if n == node) for node in nodes}
+    assert placed == sorted(placed, key=lambda np: (first_on[np[0]], np[1]))
+    assert [procid for _, procid in placed] == ([0, 1, 2, 3, 4, 5] if distribution == "block" else [0, 3, 1, 4, 2, 5])
+
+
 def test_a_task_killed_on_another_node(fresh_slurm: dict[str, str]) -> None:
     pids = cc.addprocs("slurm", nodes=3, ntasks_per_node=1)
     hosts = {p: cc.remotecall_fetch(socket.gethostname, p) for p in pids}

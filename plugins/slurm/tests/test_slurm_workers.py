@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -164,6 +165,45 @@ def test_a_pending_job_is_shown_then_its_workers_join(
     assert "PENDING (BeginTime)" in err
     assert "2 of 2 workers ready" in err
     assert len(pids) == 2
+
+
+def test_ctrl_c_while_the_job_waits_in_the_queue_cancels_it(
+    fresh_slurm: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The caller's KeyboardInterrupt while the job is PENDING: the job is gone from the queue
+    when addprocs raises, and no progress line comes after."""
+
+    def interrupt_once_pending() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any("|PENDING|" in job for job in squeue_jobs()):
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                return
+            time.sleep(0.1)  # Slurm has no event for a job entering its queue
+
+    sender = threading.Thread(target=interrupt_once_pending, daemon=True)
+    sender.start()
+    with pytest.raises(KeyboardInterrupt):
+        cc.addprocs("slurm", ntasks=2, srun_flags=["--hold"], launch_timeout=None, progress=True)
+    sender.join(5)
+    assert cc.procs() == [1]
+    assert squeue_jobs() == []  # cancelled before the interrupt reached us
+    assert "workers ready" not in capfd.readouterr().err
+
+
+def test_worker_info_tells_node_procid_and_manager(fresh_slurm: dict[str, str]) -> None:
+    pids = cc.addprocs("slurm", ntasks=2)
+    for pid in pids:
+        info = cc.worker_info(pid)
+        env = cc.remotecall_fetch(slurm_env, pid)
+        assert (info.pid, info.manager, info.host) == (pid, "slurm", env["SLURMD_NODENAME"])
+        assert info.ospid == cc.remotecall_fetch(os.getpid, pid)
+        assert info.userdata == {
+            "procid": int(env["SLURM_PROCID"]),
+            "node": env["SLURMD_NODENAME"],
+            "jobid": env["SLURM_JOB_ID"],
+            "stepid": env["SLURM_STEP_ID"],
+        }
 
 
 def test_driver_killed_cancels_the_job(fresh_slurm: dict[str, str], tmp_path: Path) -> None:
