@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ProcessExitedException
 from ..links.connection import Connection
-from ..links.credentials import TLSCredentials
 from ..logs import LazyLogger
 from ..wire import serialize
 from .callrunner import CallRunner
 from .messages import PeerInfo
 
 if TYPE_CHECKING:
+    from ..links.credentials import TLSCredentials
     from .launching import WorkerConfig
     from .managers import ClusterManager
 
@@ -248,6 +248,8 @@ def use_tls(setting: bool | TLSCredentials | None) -> None:
     cluster's first workers follows ``CLUSTERCORE_TLS``. Workers of one cluster all
     use TLS or none does: asking otherwise while workers run is a ``ValueError``.
     """
+    from ..links.credentials import TLSCredentials  # not before a cluster asks: a worker imports no more than it needs
+
     if setting is not None and not isinstance(setting, (bool, TLSCredentials)):
         raise TypeError(f"tls must be True, False or TLSCredentials, not {type(setting).__name__}")
     if PGRP.workers:
@@ -293,7 +295,11 @@ def take_worker_secret(line: str) -> None:
     if not cookie:
         raise ValueError("no cluster cookie on the first line of stdin")
     cluster_cookie(cookie)
-    PGRP.tls = TLSCredentials.decode(tls) if tls else None
+    PGRP.tls = None
+    if tls:
+        from ..links.credentials import TLSCredentials
+
+        PGRP.tls = TLSCredentials.decode(tls)
 
 
 def procs(pid: int | None = None) -> list[int]:

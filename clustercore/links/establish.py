@@ -11,10 +11,13 @@ unpickled before these return; what the link carries first (``JoinPGRP``,
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 from ..wire.handshake import ANY, DEFAULT_DEADLINE, accept_handshake, connect_handshake
 from ..wire.transport import Transport
-from .credentials import TLSCredentials
+
+if TYPE_CHECKING:
+    from .credentials import TLSCredentials
 
 
 def dial(
