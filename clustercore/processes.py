@@ -183,7 +183,6 @@ class _Launch:
         self.taken = 0  # configs of ``launched`` handed to ``joining`` (or ended)
         self.joining = _Joining(manager, params)
         self.saved = (PGRP.topology, PGRP.lazy)
-        PGRP.topology, PGRP.lazy = params["topology"], params["lazy"] if params["topology"] == "all_to_all" else False
 
     def _run_launch(self) -> None:
         try:
@@ -200,6 +199,8 @@ class _Launch:
                 self._end_untaken()  # a manager that appended without report_launched
 
     def run(self) -> list[Worker]:
+        params = self.params
+        PGRP.topology, PGRP.lazy = params["topology"], params["lazy"] if params["topology"] == "all_to_all" else False
         self.thread = threading.Thread(target=self._run_launch, name="clustercore-launch", daemon=True)
         self.thread.start()
         while True:

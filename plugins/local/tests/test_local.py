@@ -164,3 +164,20 @@ def test_a_forked_worker_starts_without_the_heavy_modules() -> None:
         assert cc.remotecall_fetch(lambda: cc.remotecall_fetch(cc.myid, pids[1]), pids[0]) == pids[1]  # all works
     finally:
         cc.rmprocs(pids)
+
+
+def test_worker_info_names_host_manager_and_userdata() -> None:
+    pids = cc.addprocs(2)
+    try:
+        for pid in pids:
+            info = cc.worker_info(pid)
+            assert (info.pid, info.manager, info.host) == (pid, "local", socket.gethostname())
+            assert info.ospid == cc.remotecall_fetch(os.getpid, pid)
+            assert isinstance(info.userdata, dict)
+        assert cc.worker_info(1).manager == ""  # the driver itself
+        with pytest.raises(ValueError):
+            cc.worker_info(10**6)
+    finally:
+        cc.rmprocs(pids)
+    with pytest.raises(cc.ProcessExitedException):
+        cc.worker_info(pids[0])
