@@ -90,7 +90,7 @@ def remotecall_fetch(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: A
         return _pooled("remotecall_fetch", f, pid, args, kwargs)
     if not callable(f):
         _check_callable(f)
-    return fetch_call(cluster.check_pid(pid), f, args, kwargs)
+    return fetch_call(pid if type(pid) is int else cluster.check_pid(pid), f, args, kwargs)
 
 
 def remotecall_wait(f: Callable[..., Any], pid: Any, /, *args: Any, **kwargs: Any) -> Future:

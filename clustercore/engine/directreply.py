@@ -107,8 +107,8 @@ def _hold(signum: int, frame: Any) -> None:
 
 def _read_reply(conn: Connection, wid: int, runner: Any, holding_sigint: bool) -> tuple[Any, bool]:
     while True:
-        if holding_sigint and not conn.has_buffered_frame() and not conn.receive_available():
-            _wait_for_data(conn)
+        if holding_sigint and not conn.has_buffered_frame():
+            _wait_for_data(conn)  # a peek: returns at once if the reply is there, and takes nothing
         frame = _read(conn)
         if frame.msg_type == _RESULT and frame.response[1] == wid:
             if frame.flags or frame.buffers or conn.has_buffered_bytes():

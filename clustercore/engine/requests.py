@@ -22,9 +22,12 @@ from .messages import MsgType
 def fetch_call(pid: int, f: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``f(*args, **kwargs)`` on ``pid``, its value or its error; the caller reads the reply
     itself when it can (:mod:`clustercore.engine.directreply`)."""
-    if pid == PGRP.myid:
-        return call_fetch_async(pid, f, args, kwargs).result()
-    conn = peers.connection_to(pid)
+    w = PGRP.workers.get(pid)
+    conn = None if w is None else w.conn
+    if conn is None or conn.closed or w.state is WorkerState.TERMINATED:  # type: ignore[union-attr]
+        if pid == PGRP.myid:
+            return call_fetch_async(pid, f, args, kwargs).result()
+        conn = peers.connection_to(pid)
     call = (f, args, kwargs)
     wid = PGRP.next_waiter_id()
     outcome = directreply.request(conn, _CALL_FETCH, call, (PGRP.myid, wid), PGRP.runner, dumps_call)

@@ -248,18 +248,22 @@ def dumps_call(call: tuple[Any, tuple[Any, ...], dict[str, Any]], sent: CodeSent
     """:func:`dumps_for_link` of a call ``(f, args, kwargs)``, quicker for a function of
     numbers that is importable or whose code the other end holds."""
     f, args, kwargs = call
-    if not kwargs and type(f) is types.FunctionType:
+    kind = type(f)
+    if not kwargs and (kind is types.FunctionType or kind is types.BuiltinFunctionType):
         for arg in args:
             if type(arg) not in _SMALL_ATOMS:
                 break
         else:
+            if kind is types.BuiltinFunctionType:
+                if type(getattr(f, "__self__", None)) is types.ModuleType:  # operator.pos, os.getpid
+                    return pickle.dumps(call, protocol=5), [], None
+                return dumps_for_link(call, sent)
             known = _by_reference.get(f)
             if known:
                 return pickle.dumps(call, protocol=5), [], None
             if known is False and not sent.forget:
                 ref = sent.fast_ref(f)
                 if ref is not None:
-                    sent.entries.move_to_end(id(f.__code__))
                     return pickle.dumps((ref, args, kwargs), protocol=5), [], None
     return dumps_for_link(call, sent)
 
@@ -408,8 +412,10 @@ class CodeSent:
         self._ids = itertools.count(1)
 
     def fast_ref(self, f: types.FunctionType) -> _FnRef | None:
-        """The reference for ``f`` if its code is held there and nothing of it varies per call."""
-        e = self.entries.get(id(f.__code__))
+        """The reference for ``f`` if its code is held there and nothing of it varies per call
+        (then it counts as used: the least recently used ids are forgotten first)."""
+        key = id(f.__code__)
+        e = self.entries.get(key)
         if (
             e is None
             or e.names
@@ -422,6 +428,7 @@ class CodeSent:
             or not e.matches(f)
         ):
             return None
+        self.entries.move_to_end(key)
         return e.ref  # type: ignore[no-any-return]
 
     def _entry(self, key: int, delta: _Delta, valid: Any, make: Any) -> Any:
