@@ -164,14 +164,18 @@ class HostConnection:
         if s.jump is not None:
             via = HostConnection(s.jump)
             via.acquire()
+            self._track(via)  # a cancel aborts the jump host's login too
             try:
                 via.connect(deadline)
                 return via.forward(s.hostname, s.port, deadline, phase="connect"), via
             except SSHLaunchError as exc:
                 via.release()
+                self._check_aborted("connect")
                 if exc.host == self.label:
                     raise
                 raise SSHLaunchError(self.label, "connect", f"through ProxyJump {exc}") from exc
+            finally:
+                self._untrack(via)
         if s.proxy_command is not None:
             import paramiko
 
@@ -324,7 +328,11 @@ class HostConnection:
 
 
 def _close_quietly(thing: Any) -> None:
-    """Close a socket being connected (``shutdown`` aborts a blocked ``connect``) or a transport."""
+    """Close a socket being connected (``shutdown`` aborts a blocked ``connect``), a transport,
+    or a jump host's connection being opened (aborted, like this one)."""
+    if isinstance(thing, HostConnection):
+        thing.abort()
+        return
     try:
         if isinstance(thing, socket.socket):
             thing.shutdown(socket.SHUT_RDWR)
