@@ -25,12 +25,15 @@ demo: setup
 test: setup $(if $(filter 0,$(shell id -u)),services)
 	$(PY) -m pytest
 
-# The Kubernetes plugin's suite against a real control plane (root): tests/services/k8s builds
-# kube-apiserver, kube-scheduler and kube-controller-manager from Debian's source package once
-# per machine (cached outside the clone), starts them with etcd and a node agent, and the tests
-# that need the in-repo fake are skipped. Not part of `make test`; `make services-down` stops it.
+# The Kubernetes plugin's suite against a real cluster (root): tests/services/k8s builds
+# kube-apiserver, kube-scheduler, kube-controller-manager and kubelet from Debian's source package
+# once per machine (cached outside the clone), starts them with etcd, containerd and runc, and the
+# tests that need the in-repo fake are skipped. Not part of `make test`. It stops the cluster
+# afterwards unless it was running before (`bash tests/services/k8s up` keeps one up).
 test-k8s: setup
-	bash tests/services/k8s up > /dev/null
+	@if bash tests/services/k8s status; then was_up=1; else was_up=; fi; \
+	[ -n "$$was_up" ] || { trap 'bash tests/services/k8s down' EXIT; trap 'exit 130' INT TERM; }; \
+	bash tests/services/k8s up > /dev/null && \
 	CLUSTERCORE_K8S_TESTS=real $(PY) -m pytest plugins/k8s/tests $(PYTEST_ARGS)
 
 # The long run of the concurrency torture test (a short one is part of `make test`);
