@@ -59,7 +59,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         server = _real_server()
     except BaseException as exc:  # noqa: BLE001 - pytest.fail raises an OutcomeException
         return [f"kubernetes: no real control plane ({exc})"]
-    return [f"kubernetes: kube-apiserver {server.version()} at {server.url} (tests/services/k8s)"]
+    return [
+        f"kubernetes: kube-apiserver {server.version()} at {server.url} (tests/services/k8s)",
+        f"kubernetes: node {server.node_info()}",
+    ]
 
 
 @pytest.fixture

@@ -1,15 +1,29 @@
-"""Helpers for the plugin's tests: the image name, and a watch-driven check that nothing is left."""
+"""Helpers for the plugin's tests: the image name, small workers, a CPU request of which two pods
+fit on the node, and a watch-driven check that nothing is left."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from clustercore_k8s.podspec import cluster_selector
 from kubernetes import client, watch
+from kubernetes.utils import parse_quantity
+from real_apiserver import real_mode
 
 IMAGE = "python:3.11"
 NS = "default"
-SMALL = {"image": IMAGE, "cpu": "500m", "memory": "512Mi"}
+# requests small enough for 8 workers on a 2-CPU node (the real kubelet's); limited to 1 CPU
+SMALL: dict[str, Any] = {"image": IMAGE, "cpu": ("100m", "1"), "memory": "512Mi"}
+
+
+def two_fit_cpu(core: client.CoreV1Api) -> str:
+    """A CPU request of which two pods fit on the one node and a third does not."""
+    if not real_mode():
+        return "3"  # the fake's node has 8 CPUs
+    node = core.read_node(os.environ["CLUSTERCORE_K8S_NODE"])
+    millis = int(parse_quantity(node.status.allocatable["cpu"]) * 1000)
+    return f"{millis * 2 // 5}m"  # two take 80 %
 
 
 def plugin_objects(core: client.CoreV1Api, kind: str = "pod", ns: str = NS) -> tuple[list[str], str]:

@@ -1,12 +1,13 @@
-"""The real control plane of ``tests/services/k8s`` as the plugin's tests see it.
+"""The real cluster of ``tests/services/k8s`` as the plugin's tests see it.
 
 ``make test-k8s`` sets ``CLUSTERCORE_K8S_TESTS=real``; the fixtures then hand the tests a
 :class:`RealApiServer` where they would otherwise start the in-repo fake. It offers the part
 of the fake's interface that has a real counterpart: a client configuration (the admin's
 client certificate), kubeconfigs, in-cluster files (a service account's token, bound to the
-Role the README documents), raw requests, and the pids of the processes the node agent runs for
-pods (its cgroups). What only the fake can do (evict a pod, end every watch after 0.3 s,
-compact on demand) stays with tests that ask for ``fake_k8s``, which are skipped here.
+Role the README documents), raw requests, the pids of the processes the kubelet runs for pods
+(the pods' cgroups), and whether a pod's container still runs. What only the fake can do
+(evict a pod, end every watch after 0.3 s, compact on demand) stays with tests that ask for
+``fake_k8s``, which are skipped here.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 MODE_VAR = "CLUSTERCORE_K8S_TESTS"
-CGROUPS = Path("/sys/fs/cgroup/pids/clustercore-k8s")
+CGROUPS = Path("/sys/fs/cgroup/pids/clustercore-k8s")  # the kubelet's --cgroup-root
 DRIVER_ACCOUNT = "cc-driver"
 README = Path(__file__).resolve().parents[1] / "README.md"
 RBAC_HEADING = "## RBAC: the minimal Role for the driver"
@@ -70,6 +71,18 @@ class RealApiServer:
     def version(self) -> str:
         status, body = self.raw_request("GET", "/version")
         return str(body["gitVersion"]) if status == 200 else f"unknown ({status})"
+
+    def node_info(self) -> str:
+        """Each node's name, kubelet and container runtime, as the node reports them."""
+        status, body = self.raw_request("GET", "/api/v1/nodes")
+        if status != 200:
+            return f"unknown ({status})"
+        nodes = [
+            f"{n['metadata']['name']} (kubelet {i.get('kubeletVersion')}, runtime {i.get('containerRuntimeVersion')})"
+            for n in body["items"]
+            for i in [n["status"].get("nodeInfo") or {}]
+        ]
+        return ", ".join(nodes) or "none"
 
     def write_kubeconfig(self, path: Path, *, namespace: str = "default") -> Path:
         config = yaml.safe_load(self.kubeconfig.read_text())
@@ -132,11 +145,30 @@ class RealApiServer:
 
     @property
     def started_pids(self) -> list[int]:
-        """The processes the node agent runs for pods now (every container's cgroup)."""
+        """The processes the kubelet runs for pods now (every container's cgroup, sandboxes too)."""
         pids: list[int] = []
-        for group in CGROUPS.glob("*"):
+        for procs in CGROUPS.rglob("cgroup.procs"):
             try:
-                pids += [int(p) for p in (group / "cgroup.procs").read_text().split()]
+                pids += [int(p) for p in procs.read_text().split()]
             except (OSError, ValueError):
                 continue
         return pids
+
+    def container_pids(self, pod: str, namespace: str = "default") -> list[int]:
+        """The host's pids of the processes in pod ``pod``'s containers (not its sandbox)."""
+        status, body = self.raw_request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+        assert status == 200, (status, body)
+        ids = {c["containerID"].rpartition("/")[2] for c in body["status"].get("containerStatuses") or []}
+        pids: list[int] = []
+        for procs in CGROUPS.rglob("cgroup.procs"):
+            if procs.parent.name in ids:
+                pids += [int(p) for p in procs.read_text().split()]
+        return pids
+
+    def container_running(self, pod: str, namespace: str = "default") -> bool:
+        """Whether pod ``pod`` exists and a container of it runs (the kubelet's last word)."""
+        status, body = self.raw_request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+        if status == 404:
+            return False
+        assert status == 200, (status, body)
+        return any("running" in c.get("state", {}) for c in body["status"].get("containerStatuses") or [])

@@ -8,17 +8,21 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
 import psutil
 import pytest
 from clustercore_k8s import K8sLaunchError, PodWarning
-from clustercore_k8s.podspec import LABEL_CLUSTER, LABEL_PID
+from clustercore_k8s.kubeapi import Gone, KubeApi, load_connection
+from clustercore_k8s.podspec import LABEL_CLUSTER, LABEL_PID, cluster_selector
+from clustercore_k8s.tracker import PodTracker
 from fake_apiserver import FakeApiServer, InClusterFiles
 from fake_apiserver.clientside import python_pod, raw_request, wait_gone, wait_phase
-from k8s_testing import IMAGE, NS, SMALL, plugin_objects
+from k8s_testing import IMAGE, NS, SMALL, plugin_objects, two_fit_cpu
 from kubernetes import client
+from real_apiserver import real_mode
 
 import clustercore as cc
 from clustercore.testing import wait_removed, worker_info
@@ -35,6 +39,12 @@ def _pods(core: client.CoreV1Api) -> dict[str, Any]:
 def _pod_of(core: client.CoreV1Api, pid: int) -> str:
     (name,) = [n for n, p in _pods(core).items() if p["metadata"]["labels"].get(LABEL_PID) == str(pid)]
     return name
+
+
+def _innermost_pid(pid: int) -> int:
+    """A process's pid in its own pid namespace (a container's, under a real kubelet)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[-1]) for line in status if line.startswith("NSpid:"))
 
 
 def _hog() -> int:
@@ -136,7 +146,7 @@ def test_no_cookie_in_pod_spec_labels_argv_or_worker_environment(
     for proc in processes:
         assert cookie not in " ".join(proc.cmdline())
         assert cookie not in open(f"/proc/{proc.pid}/environ", "rb").read().decode(errors="replace")
-    assert {worker_info(p).ospid for p in pids} <= {p.pid for p in processes}
+    assert {worker_info(p).ospid for p in pids} <= {_innermost_pid(p.pid) for p in processes}
 
 
 def test_rmprocs_deletes_the_pod_and_waits_for_it(outside: object, k8s_core: client.CoreV1Api) -> None:
@@ -154,15 +164,16 @@ def test_pending_pod_is_deleted_and_the_cluster_continues(outside: object, k8s_c
         match=r"still Pending after 2 s: FailedScheduling: 0/1 nodes are available: "
         r"1 Insufficient cpu",
     ) as caught:
-        pids = cc.addprocs("k8s", n=3, image=IMAGE, cpu="3", memory="256Mi", pending_timeout=2)
-    assert len(pids) == 2 and len([w for w in caught if w.category is PodWarning]) == 1  # 8 cpus: 2 pods of 3 fit
+        pids = cc.addprocs("k8s", n=3, image=IMAGE, cpu=two_fit_cpu(k8s_core), memory="256Mi", pending_timeout=2)
+    assert len(pids) == 2 and len([w for w in caught if w.category is PodWarning]) == 1
     assert len(plugin_objects(k8s_core)[0]) == 2
     assert [cc.remotecall_fetch(cc.myid, p) for p in pids] == pids
 
 
-def test_pending_pod_below_min_workers_fails_the_launch(outside: object) -> None:
+def test_pending_pod_below_min_workers_fails_the_launch(outside: object, k8s_core: client.CoreV1Api) -> None:
     with pytest.warns(PodWarning), pytest.raises(K8sLaunchError) as info:
-        cc.addprocs("k8s", n=3, image=IMAGE, cpu="3", memory="256Mi", pending_timeout=2, min_workers=3)
+        cpu = two_fit_cpu(k8s_core)
+        cc.addprocs("k8s", n=3, image=IMAGE, cpu=cpu, memory="256Mi", pending_timeout=2, min_workers=3)
     assert "only 2 of 3 worker pods started" in str(info.value) and "Insufficient cpu" in str(info.value)
     assert cc.procs() == [1]
 
@@ -222,6 +233,33 @@ def test_watch_resumes_after_the_server_ends_it(
     fake_k8s.evict(NS, name)
     with pytest.raises(cc.ProcessExitedException, match="Evicted"):
         call.fetch()
+
+
+def test_a_watch_from_a_version_the_server_dropped_is_gone_and_the_tracker_lists_again(
+    outside: object, k8s_api: Any, k8s_core: client.CoreV1Api
+) -> None:
+    """A 410 Gone from the server under test: the fake's after ``compact()``; the real API
+    server's for a resourceVersion older than its watch cache begins (``tests/services/k8s``
+    writes to etcd before it starts the API server, so 1 always is). The tracker lists again and
+    finds the pod its stale watch missed."""
+    (pid,) = cc.addprocs("k8s", n=1, **SMALL)
+    name = _pod_of(k8s_core, pid)
+    stale = "1"
+    if not real_mode():
+        k8s_api.compact()
+    api = KubeApi(load_connection())
+    tracker = PodTracker(api, cluster_selector(), lambda state: None)
+    try:
+        with pytest.raises(Gone):
+            next(iter(api.watch_pods(cluster_selector(), stale, 5)))
+        watcher = threading.Thread(target=tracker._run, args=(stale,), daemon=True)
+        watcher.start()
+        with tracker.changed:
+            assert tracker.changed.wait_for(lambda: name in tracker.pods, timeout=20)
+        assert tracker.pods[name].running
+    finally:
+        tracker.stop()
+        api.close()
 
 
 def test_driver_pod_deleted_takes_the_workers_with_it(

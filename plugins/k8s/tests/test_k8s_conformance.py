@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from clustercore_k8s import K8sManager
 from k8s_testing import SMALL
+from real_apiserver import real_mode
 
 import clustercore as cc
 from clustercore.testing import ManagerConformance
@@ -16,10 +21,34 @@ from clustercore.testing import ManagerConformance
 
 class TestK8sPortForwardConformance(ManagerConformance):
     pytestmark = pytest.mark.timeout(120)
+    api: Any = None
 
     @pytest.fixture
-    def make_manager(self, outside: object) -> Callable[[int], cc.ClusterManager]:
+    def make_manager(self, outside: object, k8s_api: Any) -> Callable[[int], cc.ClusterManager]:
+        self.api = k8s_api
         return lambda n: K8sManager(n, **SMALL)
+
+    def process_alive(self, hostname: str, ospid: int) -> bool:
+        if real_mode():  # under a kubelet a worker's hostname is its pod's name, its pid the pod's own
+            return bool(self.api.container_running(hostname))
+        return super().process_alive(hostname, ospid)
+
+    def test_killed_worker_raises_process_exited(self, workers: list[int]) -> None:
+        if not real_mode():
+            super().test_killed_worker_raises_process_exited(workers)
+            return
+        # Under a kubelet the worker is PID 1 of its container, and the kernel drops a SIGKILL
+        # that PID 1 sends itself (the core's version of this test): kill it from the host, as the
+        # OOM killer or a node would.
+        w = workers[0]
+        pod = cc.remotecall_fetch(socket.gethostname, w)
+        pending = cc.remotecall(time.sleep, w, 120)
+        for pid in self.api.container_pids(pod):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(cc.ProcessExitedException):
+            pending.fetch()
+        assert w not in cc.procs()
+        assert self.wait_gone([(pod, 1)]) == []
 
     def bad_manager_arguments(self) -> list[Callable[[], Any]]:
         return [
@@ -35,7 +64,8 @@ class TestK8sPortForwardConformance(ManagerConformance):
 
 class TestK8sInClusterConformance(TestK8sPortForwardConformance):
     @pytest.fixture
-    def make_manager(self, inside: object) -> Callable[[int], cc.ClusterManager]:
+    def make_manager(self, inside: object, k8s_api: Any) -> Callable[[int], cc.ClusterManager]:
+        self.api = k8s_api
         return lambda n: K8sManager(n, **SMALL)
 
     def bad_manager_arguments(self) -> list[Callable[[], Any]]:
