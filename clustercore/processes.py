@@ -240,8 +240,9 @@ class _Launch:
             self.joining.end_unjoined(PGRP.next_pid(), config)
 
     def roll_back(self, exc: BaseException) -> None:
-        """Cancel the launch and end everything it started; bounded by ``worker_timeout()``
-        (what is still ending then ends in the background, and ``exc`` says so)."""
+        """Cancel the launch and end everything it started, waiting at most ``worker_timeout()``
+        (30 s at least): what is still ending then ends in the background, and a note on
+        ``exc`` says so."""
         deadline = time.monotonic() + max(worker_timeout(), ROLLBACK_MIN_SECONDS)
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         self.ntfy.cancel(reason, lambda config: self.joining.end_unjoined(PGRP.next_pid(), config))

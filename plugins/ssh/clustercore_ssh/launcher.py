@@ -2,8 +2,9 @@
 
 Per machine spec: connect (one transport per host), probe the remote Python
 (:mod:`.probe`) while the workers' sessions start, at most ``max_parallel``
-session starts at a time per host. A worker's ``WorkerConfig`` is appended to
-``launched`` once its shell reported its pid and the probe passed. Errors are
+session starts at a time per host. A worker's ``WorkerConfig`` is handed to
+the core once its shell reported its pid and the probe passed, and those
+before it in the machine list were (:class:`_InOrder`): pids follow the list. Errors are
 gathered; the first is raised (with the others as notes) after every host is
 done, so the workers that did start are connected and then removed by the core.
 """
@@ -74,7 +75,11 @@ def launch_workers(manager: SSHManager, params: dict[str, Any], launched: list[W
     cookie = worker_secret()  # the cookie, and TLS credentials if the cluster uses TLS
     errors: list[BaseException] = []
     connections: dict[tuple[Any, ...], HostConnection] = {}  # this launch's own: a cancel closes them
-    hosts = [_HostLaunch(manager, plan, params, cookie, deadline, launched, ntfy, connections) for plan in plans]
+    order = _InOrder(len(plans), launched, ntfy)
+    hosts = [
+        _HostLaunch(manager, plan, params, cookie, deadline, order.reporter(i), connections)
+        for i, plan in enumerate(plans)
+    ]
     cancelled = launch_cancelled(ntfy)
 
     def abort_all() -> None:
@@ -92,6 +97,8 @@ def launch_workers(manager: SSHManager, params: dict[str, Any], launched: list[W
         thread.start()
     for thread in threads:
         thread.join()
+    for config in order.never_handed_over():  # behind a machine that never settled: cancelled
+        config.process.kill()
     if cancelled.is_set():
         raise LaunchCancelled("the SSH launch was cancelled")
     if errors:
@@ -99,6 +106,75 @@ def launch_workers(manager: SSHManager, params: dict[str, Any], launched: list[W
         for extra in errors[1:]:
             first.add_note(f"also: {extra}")
         raise first
+
+
+class _InOrder:
+    """Hands started workers to the core in launch order, machine by machine, then worker by
+    worker, whichever starts first: so ``pids[0]`` is the first machine's first worker, as in
+    the machine list. A worker waits only for those before it; a failed one is skipped (the
+    launch fails anyway, and the core removes the others)."""
+
+    def __init__(self, machines: int, launched: list[WorkerConfig], ntfy: Condition) -> None:
+        self.launched, self.ntfy = launched, ntfy
+        self.counts: list[int | None] = [None] * machines  # workers per machine, once known
+        self.slots: list[dict[int, WorkerConfig | None]] = [{} for _ in range(machines)]
+        self.machine = self.index = 0  # the next one to hand over
+        self.lock = threading.Lock()  # held while handing over: report_launched calls stay in order
+
+    def reporter(self, machine: int) -> _Reporter:
+        return _Reporter(self, machine)
+
+    def settle(self, machine: int, index: int | None, config: WorkerConfig | None, count: int | None = None) -> None:
+        """Worker ``index`` of ``machine`` started (``config``) or failed (``None``); or, with
+        ``index=None``, ``machine`` will have ``count`` workers. Hands over whatever is next."""
+        with self.lock:
+            if index is None:
+                self.counts[machine] = count
+            else:
+                self.slots[machine][index] = config
+            cancelled: LaunchCancelled | None = None
+            for ready in self._next():
+                try:
+                    report_launched(self.launched, self.ntfy, ready)
+                except LaunchCancelled as exc:  # the core ended it; the rest are ended the same way
+                    cancelled = exc
+            if cancelled is not None:
+                raise cancelled
+
+    def never_handed_over(self) -> list[WorkerConfig]:
+        with self.lock:
+            left = [config for slots in self.slots for config in slots.values() if config is not None]
+            for slots in self.slots:
+                slots.clear()
+            return left
+
+    def _next(self) -> list[WorkerConfig]:
+        ready = []
+        while self.machine < len(self.counts):
+            count, slots = self.counts[self.machine], self.slots[self.machine]
+            if count is not None and self.index >= count:
+                self.machine, self.index = self.machine + 1, 0
+                continue
+            if self.index not in slots:
+                break
+            config = slots.pop(self.index)
+            self.index += 1
+            if config is not None:
+                ready.append(config)
+        return ready
+
+
+class _Reporter:
+    """One machine's side of :class:`_InOrder`."""
+
+    def __init__(self, order: _InOrder, machine: int) -> None:
+        self.order, self.machine = order, machine
+
+    def count(self, count: int) -> None:
+        self.order.settle(self.machine, None, None, count)
+
+    def started(self, index: int, config: WorkerConfig | None) -> None:
+        self.order.settle(self.machine, index, config)
 
 
 def _guarded(errors: list[BaseException], f: Any, *args: Any) -> None:
@@ -118,12 +194,11 @@ class _HostLaunch:
         params: dict[str, Any],
         cookie: str,
         deadline: Deadline,
-        launched: list[WorkerConfig],
-        ntfy: Condition,
+        reporter: _Reporter,
         connections: dict[tuple[Any, ...], HostConnection],
     ) -> None:
         self.manager, self.plan, self.params, self.cookie = manager, plan, params, cookie
-        self.deadline, self.launched, self.ntfy = deadline, launched, ntfy
+        self.deadline, self.reporter = deadline, reporter
         self.slots = manager.start_slots(plan.settings)
         self.probed: Future[ProbeResult] = Future()
         self.connections = connections
@@ -151,20 +226,22 @@ class _HostLaunch:
             aborted = self._aborted
         if aborted:
             conn.abort()
+        count = 0  # workers started on this machine, each settled in order by its starter
         try:
             conn.connect(self.deadline)
             if self.plan.spec.count == "auto":
                 self._probe()
-                count = self.probed.result().cpus
+                wanted = self.probed.result().cpus
             else:
-                count = self.plan.spec.count
+                wanted = self.plan.spec.count
                 threading.Thread(target=self._probe, name="clustercore-ssh-probe", daemon=True).start()
             errors: list[BaseException] = []
             starters = [
-                threading.Thread(target=_guarded, args=(errors, self._start_one), daemon=True) for _ in range(count)
+                threading.Thread(target=_guarded, args=(errors, self._start_one, i), daemon=True) for i in range(wanted)
             ]
             for thread in starters:
                 thread.start()
+                count += 1
             for thread in starters:
                 thread.join()
             self.probed.result()  # its failure explains the others best
@@ -174,6 +251,7 @@ class _HostLaunch:
                     first.add_note(f"{len(errors) - 1} more worker(s) on {conn.label} failed as well")
                 raise first
         finally:
+            self.reporter.count(count)
             conn.release()
 
     def _probe(self) -> None:
@@ -187,7 +265,15 @@ class _HostLaunch:
         with contextlib.suppress(InvalidStateError):
             self.probed.set_result(result)
 
-    def _start_one(self) -> None:
+    def _start_one(self, index: int) -> None:
+        """Start worker ``index`` of this machine and hand it over in its turn."""
+        config = None
+        try:
+            config = self._start(index)
+        finally:
+            self.reporter.started(index, config)  # None: it failed, the next ones go on
+
+    def _start(self, index: int) -> WorkerConfig:
         conn, plan = self.conn, self.plan
         assert conn is not None
         if not self.slots.acquire(timeout=self.deadline.left()):
@@ -218,5 +304,5 @@ class _HostLaunch:
             ospid=session.ospid,
             enable_threaded_blas=bool(self.params.get("enable_threaded_blas")),
         )
-        log.debug("started worker pid %d on %s", session.ospid, conn.label)
-        report_launched(self.launched, self.ntfy, config)  # once cancelled: the core ends it and this raises
+        log.debug("started worker %d, pid %d, on %s", index, session.ospid, conn.label)
+        return config  # handed over in launch order; once cancelled, the core ends it
