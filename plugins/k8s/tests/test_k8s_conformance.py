@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from clustercore_k8s import K8sManager
-from k8s_testing import SMALL
+from k8s_testing import SMALL, plugin_objects
 from real_apiserver import real_mode
 
 import clustercore as cc
@@ -22,11 +22,21 @@ from clustercore.testing import ManagerConformance
 class TestK8sPortForwardConformance(ManagerConformance):
     pytestmark = pytest.mark.timeout(120)
     api: Any = None
+    core: Any = None
+
+    @pytest.fixture(autouse=True)
+    def _core(self, k8s_core: Any) -> None:
+        self.core = k8s_core
 
     @pytest.fixture
     def make_manager(self, outside: object, k8s_api: Any) -> Callable[[int], cc.ClusterManager]:
         self.api = k8s_api
         return lambda n: K8sManager(n, **SMALL)
+
+    def leftovers(self, tag: str) -> list[str]:
+        """Tagged processes (pods run on this machine), and any pod of the plugin's."""
+        pods, _ = plugin_objects(self.core, "pod")
+        return super().leftovers(tag) + [f"pod {name}" for name in pods]
 
     def process_alive(self, hostname: str, ospid: int) -> bool:
         if real_mode():  # under a kubelet a worker's hostname is its pod's name, its pid the pod's own
