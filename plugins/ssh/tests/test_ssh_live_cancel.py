@@ -65,3 +65,32 @@ def test_ctrl_c_while_a_host_hangs_ends_the_good_hosts_workers(cluster: Launched
             while conn.recv(4096):
                 pass  # a TimeoutError here: it is still open
     print(f"addprocs returned {took:.2f} s after it started (the hung host alone would hold it 60 s)")
+
+
+def test_ctrl_c_while_the_first_host_hangs_ends_the_workers_waiting_behind_it(
+    cluster: Launched, ssh_infra: SSHInfra
+) -> None:
+    """The hung host comes first: the good host's workers run but wait for their turn (pids
+    follow the machine list). Ctrl-C: they are ended though the core never saw them."""
+    tag = f"CC_SSH_TEST_{uuid.uuid4().hex}"
+    running = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        port = hung.getsockname()[1]
+
+        def watch() -> None:  # the good host's two workers run (their processes carry the tag)
+            deadline = time.monotonic() + 30
+            while len(tagged_pids(ssh_infra, ssh_infra.alias, tag, timeout=0)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)  # remote processes: no event to wait on
+            running.set()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        sender = _interrupt_when(running, 40)
+        with pytest.raises(KeyboardInterrupt):
+            cc.addprocs(
+                [f"root@127.0.0.1:{port}", (ssh_infra.alias, 2)], sshflags=ssh_infra.flags, env={"CC_SSH_TEST_TAG": tag}
+            )
+        sender.join(5)
+        watcher.join(5)
+    assert cc.procs() == [1]
+    assert tagged_pids(ssh_infra, ssh_infra.alias, tag) == []
