@@ -26,7 +26,8 @@ import threading
 from typing import Any, NoReturn
 
 from ..links.connection import THREAD, Connection, ConnectionClosed
-from .cluster import send_obj
+from ..wire.framing import NO_REF
+from .cluster import send_frame_obj
 from .message_handlers import decode_result, handle_msg
 from .messages import MsgType
 from .peers import link_lost
@@ -63,9 +64,7 @@ def request(
             conn.read_epoch += 1
             conn.disarm()
             try:
-                send_obj(
-                    conn, obj, lambda payload, buffers: conn.send_frame(msg_type, payload, buffers, response=ref), dumps
-                )
+                send_frame_obj(conn, msg_type, obj, ref, NO_REF, 0, dumps)
             except ConnectionClosed as exc:
                 raise link_lost(conn, str(exc)) from None
             return _read_reply(conn, ref[1], runner, holding_sigint)
@@ -106,10 +105,16 @@ def _hold(signum: int, frame: Any) -> None:
 
 
 def _read_reply(conn: Connection, wid: int, runner: Any, holding_sigint: bool) -> tuple[Any, bool]:
+    read_frame = conn.read_frame
     while True:
         if holding_sigint and not conn.has_buffered_frame():
             _wait_for_data(conn)  # a peek: returns at once if the reply is there, and takes nothing
-        frame = _read(conn)
+        try:
+            frame = read_frame()
+        except (OSError, EOFError) as exc:
+            _lost(conn, f"{type(exc).__name__}: {exc}")
+        if frame is None:
+            _lost(conn, "closed by peer")
         if frame.msg_type == _RESULT and frame.response[1] == wid:
             if frame.flags or frame.buffers or conn.has_buffered_bytes():
                 return _take_reply(conn, frame, runner)

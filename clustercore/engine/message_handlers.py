@@ -200,12 +200,7 @@ def send_result(conn: Connection, response: tuple[int, int], value: Any, failed:
 
 
 def _send_value(conn: Connection, response: tuple[int, int], value: Any, failed: bool) -> None:
-    flags = FLAG_ERROR if failed else 0
-
-    def send(payload: bytes, buffers: list[Any]) -> None:
-        conn.send_frame(_RESULT, payload, buffers, response, NO_REF, flags)
-
-    cluster.send_obj(conn, value, send)
+    cluster.send_frame_obj(conn, _RESULT, value, response, NO_REF, FLAG_ERROR if failed else 0)
 
 
 def _capture(exc: BaseException, context: str, pid: int) -> RemoteException:

@@ -46,14 +46,10 @@ def send_call(
 ) -> None:
     """Send a call (CALL, REMOTE_DO) whose outcome stays on ``pid``."""
     conn = peers.connection_to(pid)
-
-    def send(payload: bytes, buffers: list[Any]) -> None:
-        try:
-            conn.send_frame(msg_type, payload, buffers, response)
-        except ConnectionClosed as exc:
-            raise peers.link_lost(conn, str(exc)) from None
-
-    cluster.send_obj(conn, call, send, dumps_call)
+    try:
+        cluster.send_frame_obj(conn, msg_type, call, response, NO_REF, 0, dumps_call)
+    except ConnectionClosed as exc:
+        raise peers.link_lost(conn, str(exc)) from None
 
 
 def send_call_with_waiter(

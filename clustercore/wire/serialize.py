@@ -414,7 +414,8 @@ class CodeSent:
     def fast_ref(self, f: types.FunctionType) -> _FnRef | None:
         """The reference for ``f`` if its code is held there and nothing of it varies per call
         (then it counts as used: the least recently used ids are forgotten first)."""
-        key = id(f.__code__)
+        code = f.__code__
+        key = id(code)
         e = self.entries.get(key)
         if (
             e is None
@@ -425,7 +426,12 @@ class CodeSent:
             or f.__kwdefaults__ is not None
             or f.__dict__
             or f.__annotations__
-            or not e.matches(f)
+            or e.code is not code  # _FnEntry.matches, inline
+            or e.globals is not f.__globals__
+            or e.name is not f.__name__
+            or e.qualname is not f.__qualname__
+            or e.module is not f.__module__
+            or e.doc is not f.__doc__
         ):
             return None
         self.entries.move_to_end(key)
