@@ -43,9 +43,10 @@ class TCPManager(ClusterManager):
     """``n`` workers on 127.0.0.1 that the driver dials over TCP; ``secret`` is what their
     launcher writes on their stdin (``worker_secret``, as a launcher must)."""
 
-    def __init__(self, n: int, secret: Any = worker_secret) -> None:
+    def __init__(self, n: int, secret: Any = worker_secret, sndbuf: int = 0) -> None:
         self.n = n
         self.secret = secret
+        self.sndbuf = sndbuf  # > 0: the driver's send buffer on each link, shrunk to this
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def launch(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: threading.Condition) -> None:
@@ -62,6 +63,15 @@ class TCPManager(ClusterManager):
             process.stdin.write((self.secret() + "\n").encode())
             process.stdin.close()
             report_launched(launched, launch_ntfy, WorkerConfig(io=process.stdout, process=process))
+
+    def connect(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
+        host, port = read_worker_address(pid, config)
+        config.connect_at = (host, port)
+        sock = socket.create_connection((host, port), timeout=30)
+        sock.settimeout(None)
+        if self.sndbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+        return sock, sock
 
     def manage(self, id: int, config: WorkerConfig, op: str) -> None:
         pass
@@ -169,6 +179,54 @@ def test_calls_go_over_tls_and_big_payloads_cross_in_both_directions(tls_pair: l
     assert cc.remotecall_fetch(lambda q: cc.remotecall_fetch(cc.myid, q), a, b) == b
 
 
+def test_frames_that_the_socket_takes_only_in_part_arrive_whole_and_in_order(fresh: None) -> None:
+    """Small frames into a tiny send buffer: the ciphertext a send could not write waits
+    for the link's writer, ahead of every later frame (4 threads, ~150 KB each)."""
+    (a,) = cc.addprocs(TCPManager(1, sndbuf=8192), tls=True)
+    errors: list[BaseException] = []
+
+    def sender(seed: int) -> None:
+        try:
+            for i in range(40):
+                data = bytes([seed, i % 256]) * (75_000 + 97 * i)
+                assert cc.remotecall_fetch(echo, a, data) == data
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and not any(t.is_alive() for t in threads)
+
+
+@pytest.mark.parametrize("stranger", ["no certificate", "a certificate of another CA"])
+def test_a_worker_refuses_a_client_it_cannot_verify(tls_pair: list[int], stranger: str) -> None:
+    """The attacker accepts any server certificate (CERT_NONE): only the worker's own check
+    of the client's certificate stands between it and the cookie handshake."""
+    a, _ = tls_pair
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if stranger != "no certificate":
+        other = make_cluster_credentials("stranger")
+        ctx = other.context(server_side=False)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    host, port = PGRP.workers[a].connect_at
+    answer = b""
+    with socket.create_connection((host, port), timeout=30) as raw, ctx.wrap_socket(raw) as tls:
+        try:
+            tls.sendall(handshake.MAGIC + os.urandom(handshake.NONCE_LEN) + handshake.ENDS.pack(1, a))
+            while chunk := tls.recv(4096):
+                answer += chunk
+        except (ssl.SSLError, OSError):
+            pass  # TLS 1.3: the worker's verdict on our certificate arrives as an alert here
+    assert handshake.MAGIC not in answer and answer == b""
+    assert cc.remotecall_fetch(cc.myid, a) == a
+
+
 def test_a_plain_handshake_to_a_tls_worker_is_refused_and_nothing_is_read(tls_pair: list[int]) -> None:
     a, _ = tls_pair
     host, port = PGRP.workers[a].connect_at
@@ -206,6 +264,13 @@ def test_the_cluster_cannot_switch_tls_while_it_has_workers(tls_pair: list[int])
     assert cc.workers() == [*tls_pair, c]
 
 
+def test_clustercore_tls_takes_only_on_and_off(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTERCORE_TLS", "enabled")
+    with pytest.raises(ValueError, match="CLUSTERCORE_TLS='enabled': use 1"):
+        cc.addprocs(TCPManager(1))
+    assert cc.workers() == [1]
+
+
 def test_clustercore_tls_in_the_environment_turns_tls_on(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLUSTERCORE_TLS", "1")
     (a,) = cc.addprocs(TCPManager(1))
@@ -236,16 +301,20 @@ def test_a_launcher_that_hands_over_only_the_cookie_fails_with_a_clear_error(fre
     assert cc.workers() == [1]
 
 
-def test_a_worker_refuses_malformed_tls_credentials_on_its_stdin() -> None:
+@pytest.mark.parametrize("word", ["not-base64-json", "unusable"])
+def test_a_worker_refuses_malformed_or_unusable_tls_credentials_on_its_stdin(word: str) -> None:
+    if word == "unusable":  # well-formed, but the key is the CA's certificate
+        creds = make_cluster_credentials("bad")
+        word = TLSCredentials(creds.ca, creds.cert, creds.ca).encode()
     worker = subprocess.run(
         [sys.executable, "-m", "clustercore", "worker"],
-        input=f"{'a' * 32} not-base64-json\n",
+        input=f"{'a' * 32} {word}\n",
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert worker.returncode == 2
-    assert "malformed TLS credentials" in worker.stderr and "Traceback" not in worker.stderr
+    assert "TLS credentials" in worker.stderr and "Traceback" not in worker.stderr
 
 
 def test_credentials_travel_as_one_word_and_back() -> None:

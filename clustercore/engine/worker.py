@@ -158,11 +158,18 @@ def resolve_bind_to(bind_to: str | None) -> str | None:
     a loopback address)."""
     if bind_to == BIND_SSH:
         fields = os.environ.get("SSH_CONNECTION", "").split()  # client, its port, server, its port
-        return fields[2] if len(fields) == 4 else None
-    if bind_to == BIND_HOST:
+        address = fields[2] if len(fields) == 4 and "%" not in fields[2] else None  # not a link-local scope
+    elif bind_to == BIND_HOST:
         address = _public_address()
-        return None if address.startswith("127.") else address
-    return bind_to
+        address = None if address.startswith("127.") else address
+    else:
+        return bind_to
+    if address is None:
+        print(
+            f"clustercore worker: --bind-to {bind_to}: no address known here; listening on every interface",
+            file=sys.stderr,
+        )
+    return address
 
 
 def _listen(bind_to: str | None) -> tuple[socket.socket, str]:

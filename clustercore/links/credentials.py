@@ -49,8 +49,13 @@ class TLSCredentials:
     ) -> TLSCredentials:
         """Your own CA, certificate and (unencrypted) key, as PEM files; checked at once."""
         creds = cls(*(_read(path) for path in (ca, cert, key)))
-        creds.context(server_side=True)
+        creds.check()
         return creds
+
+    def check(self) -> None:
+        """``ValueError`` unless both sides' contexts can be made from these credentials."""
+        self.context(server_side=True)
+        self.context(server_side=False)
 
     def context(self, *, server_side: bool) -> ssl.SSLContext:
         """An ``SSLContext`` for one side of a link; made once per side."""

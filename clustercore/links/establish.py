@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
+from ..errors import HandshakeError
 from ..wire.handshake import ANY, DEFAULT_DEADLINE, accept_handshake, connect_handshake
 from ..wire.transport import Transport
 
@@ -50,7 +51,10 @@ def _secure(transport: Transport, tls: TLSCredentials | None, *, server_side: bo
         return transport
     from .tls import secure  # imports ssl: only where a cluster uses TLS
 
-    return secure(transport, tls, server_side=server_side, deadline=deadline)
+    try:
+        return secure(transport, tls, server_side=server_side, deadline=deadline)
+    except ValueError as exc:  # credentials that cannot make a context (checked when they arrive, too)
+        raise HandshakeError(f"cannot use this cluster's TLS credentials: {exc}") from None
 
 
 def is_unix_socket(transport: Transport) -> bool:

@@ -112,7 +112,8 @@ class TLSTransport:
             got = self.inner.recv_into(raw)
             if not got:
                 return 0
-            self._incoming.write(raw[:got])
+            with self._crypt:  # the SSL object's buffers are touched under its lock only
+                self._incoming.write(raw[:got])
 
     # --- writing (one thread at a time: the link's sender or its writer) -------------------
 

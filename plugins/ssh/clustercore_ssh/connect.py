@@ -65,7 +65,9 @@ def connect_worker(manager: SSHManager, pid: int, config: WorkerConfig) -> tuple
     printed, port = _address(pid, config, session, deadline)
     printed = printed.strip("[]")
     ssh_peer = session.connection.peer_ip or session.connection.settings.hostname
-    reachable = ssh_peer if _is_local(printed) and not config.bind_addr else printed
+    # without a bind_addr the worker listens where this SSH connection arrived: dial the
+    # address we reached the host on (behind a 1:1 NAT the one it prints is not ours to reach)
+    reachable = printed if config.bind_addr and not _is_local(printed) else ssh_peer
     config.port, config.connect_at = port, (reachable, port)
     if manager.tunnel:
         target = "127.0.0.1" if printed in ("0.0.0.0", "::") else printed
