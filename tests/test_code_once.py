@@ -321,3 +321,20 @@ def test_code_frames_between_two_tables_in_process() -> None:
 
 def _iter_defs(held: serialize.CodeHeld) -> Iterator[int]:
     yield from held.defs
+
+
+def test_closures_over_arrays_and_modules_take_the_right_path(w: int) -> None:
+    import numpy as np
+
+    data = np.arange(200_000, dtype=np.float64)  # 1.6 MB: out of band, whichever path
+
+    def total() -> float:
+        return float(data.sum())
+
+    def uses_module(x: float) -> float:
+        return float(np.sqrt(x))
+
+    for scale in (1.0, 2.0):
+        data = data * scale if scale != 1.0 else data
+        assert cc.remotecall_fetch(total, w) == float(data.sum())
+    assert cc.remotecall_fetch(uses_module, w, 16.0) == 4.0

@@ -265,6 +265,11 @@ def dumps_call(call: tuple[Any, tuple[Any, ...], dict[str, Any]], sent: CodeSent
                 ref = sent.fast_ref(f)
                 if ref is not None:
                     return pickle.dumps((ref, args, kwargs), protocol=5), [], None
+                with_state = sent.fast_state_ref(f)
+                if with_state is not None:  # a closure over numbers, a function reading plain globals
+                    done = _dump_plain((with_state, args, kwargs))  # large arrays in it: out of band
+                    if done is not None:
+                        return done[0], done[1], None
     return dumps_for_link(call, sent)
 
 
@@ -345,6 +350,18 @@ class _FnRef:
 
     def __init__(self, fid: int) -> None:
         self.reduced = (_fn_ref, (fid,))
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        return self.reduced
+
+
+class _FnWithState:
+    """Pickles as a reference to held code and the function's state (the closure fast path)."""
+
+    __slots__ = ("reduced",)
+
+    def __init__(self, fid: int, state: tuple[Any, ...]) -> None:
+        self.reduced = (_fn_ref, (fid,), state, None, None, _fn_setstate)
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
         return self.reduced
@@ -436,6 +453,19 @@ class CodeSent:
             return None
         self.entries.move_to_end(key)
         return e.ref  # type: ignore[no-any-return]
+
+    def fast_state_ref(self, f: types.FunctionType) -> _FnWithState | None:
+        """The reference for ``f`` with its state, if its code is held there and its state is
+        plain data (the C pickler alone gives what the link pickler would)."""
+        key = id(f.__code__)
+        e = self.entries.get(key)
+        if e is None or type(e) is not _FnEntry or not e.matches(f):
+            return None
+        state = _function_state(f, e.names)
+        if state is None or state[6] is not None or not _plain(state):
+            return None
+        self.entries.move_to_end(key)
+        return _FnWithState(e.fid, state)
 
     def _entry(self, key: int, delta: _Delta, valid: Any, make: Any) -> Any:
         e = self.entries.get(key)
