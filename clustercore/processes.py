@@ -391,10 +391,11 @@ def create_worker(
     try:
         transport = establish.dial(transport, cluster.cluster_cookie(), PGRP.tls, me=1, deadline=timeout)
         conn = Connection(transport, pid)
+        told, connect_now = _peers_for(config) if peers is None else (peers, [])
         join = JoinPGRP(
             self_pid=pid,
-            peers=_peers_for(config) if peers is None else peers,
-            connect_now=_connect_now_for(config, params),
+            peers=told,
+            connect_now=connect_now,
             topology=PGRP.topology,
             lazy=PGRP.lazy,
             enable_threaded_blas=bool(params.get("enable_threaded_blas")),
@@ -461,14 +462,19 @@ class _PickledOnce:
         return pickle.loads, (self.data,)
 
 
-def _peers_for(config: WorkerConfig) -> list[PeerInfo]:
+def _peers_for(config: WorkerConfig) -> tuple[list[PeerInfo], list[int]]:
+    """The workers a joining worker is told of, and those it must connect to at once (a
+    custom topology's links to workers already there): one look at the cluster for both,
+    so a worker that joins meanwhile is in neither or in both."""
     if PGRP.topology == "master_worker":
-        return []
+        return [], []
     with PGRP.lock:
         others = [w for w in PGRP.workers.values() if w.state is not WorkerState.TERMINATED]
-    if PGRP.topology == "custom":
-        others = [w for w in others if _custom_linked(config, w)]
-    return [_peer_info(w) for w in others]
+    if PGRP.topology != "custom":
+        return [_peer_info(w) for w in others], []
+    linked = [w for w in others if _custom_linked(config, w)]
+    wanted = config.connect_idents or []
+    return [_peer_info(w) for w in linked], [w.id for w in linked if w.config and w.config.ident in wanted]
 
 
 def _custom_linked(config: WorkerConfig, other: Worker) -> bool:
@@ -476,13 +482,6 @@ def _custom_linked(config: WorkerConfig, other: Worker) -> bool:
     mine_wants = config.connect_idents or []
     they_want = (theirs.connect_idents or []) if theirs else []
     return (theirs is not None and theirs.ident in mine_wants) or (config.ident in they_want)
-
-
-def _connect_now_for(config: WorkerConfig, params: dict[str, Any]) -> list[int]:
-    if PGRP.topology == "custom":
-        with PGRP.lock:
-            return [w.id for w in PGRP.workers.values() if w.config and w.config.ident in (config.connect_idents or [])]
-    return []
 
 
 def _introduce(new: list[Worker], params: dict[str, Any]) -> None:
