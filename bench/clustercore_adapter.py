@@ -52,6 +52,12 @@ class _ClustercoreSession(Session):
             raise RuntimeError(f"addprocs({n}) returned {added!r}")
 
     @property
+    def latency_variants(self) -> tuple[tuple[str, Callable[..., Any], tuple[Any, ...]], ...]:  # type: ignore[override]
+        from bench.by_value import VARIANTS
+
+        return VARIANTS
+
+    @property
     def map_variants(self) -> tuple[tuple[str, Any], ...]:  # type: ignore[override]
         return (("batch_size=auto", "auto"), ("batch_size=1", 1))
 

@@ -45,6 +45,8 @@ class Session:
     """A running set of workers. Subclasses implement the three calls."""
 
     map_variants: tuple[tuple[str, Any], ...] = ()
+    # more latency rows on this session: (label, function, arguments), timed like noop
+    latency_variants: tuple[tuple[str, Callable[..., Any], tuple[Any, ...]], ...] = ()
 
     def __init__(self, n: int) -> None:
         self.n = n

@@ -23,6 +23,7 @@ from typing import Any
 from bench.stats import ratio
 
 CC = "clustercore"
+RPC = "minimal RPC"  # bench.runner.RPC: the reference row of the latency table
 HALVES = ("unpinned", "pinned", "split")
 PLACED_AS = {"pinned": "driver and workers on one CPU via {how}", "split": "{how}"}
 # the peers of issue 3's throughput target
@@ -105,15 +106,30 @@ def _meta(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _latency_rows(lat: dict[str, Any], names: list[str]) -> list[str]:
+    """floor, the minimal RPC, then each peer followed by its variant rows (``"<peer> <label>"``)."""
+    keys: list[str] = []
+    for half in HALVES:
+        for key in lat.get(half, {}) if isinstance(lat.get(half), dict) else ():
+            if key not in keys:
+                keys.append(key)
+    rows = ["floor", RPC]
+    for name in names:
+        rows.append(name)
+        rows += [k for k in keys if k.startswith(name + " ") and k not in names]
+    return rows
+
+
 def _latency(results: dict[str, Any], names: list[str]) -> list[str]:
     lat = results["latency"]
     halves = [(h, lat.get(h, {})) for h in HALVES if h == "unpinned" or h in lat]
     header = ["peer"]
     for label, _ in halves:
-        header += [f"{label} median", "p90", "x floor"]
+        header += [f"{label} median", "p90", "x floor", "x rpc"]
     rows = []
-    for name in ["floor", *names]:
-        row = ["raw TCP ping-pong (floor)" if name == "floor" else name]
+    for name in _latency_rows(lat, names):
+        label = {"floor": "raw TCP ping-pong (floor)", RPC: "minimal Python RPC (reference)"}.get(name, name)
+        row = [label]
         notes = []
         for _, half in halves:
             if "error" in half and name == "floor":
@@ -121,23 +137,33 @@ def _latency(results: dict[str, Any], names: list[str]) -> list[str]:
             cell = half.get(name)
             note = _note(cell)
             if note:
-                row += ["-", "-", "-"]
+                row += ["-", "-", "-", "-"]
                 notes.append(note)
                 continue
             floor = _get(half.get("floor"), "median_us")
+            reference = _get(half.get(RPC), "median_us")
             med = _get(cell, "median_us")
-            row += [_num(med, 1), _num(_get(cell, "p90_us"), 1), _x(ratio(med, floor))]
+            row += [_num(med, 1), _num(_get(cell, "p90_us"), 1), _x(ratio(med, floor)), _x(ratio(med, reference))]
         if notes and all(c == "-" for c in row[1:]):
             row = [row[0], notes[0]]
         rows.append(row)
     title = (
-        "== latency: no-op call round trip, median and p90 in us (x floor = median / ping-pong median; lower is better)"
+        "== latency: no-op call round trip, median and p90 in us (x floor = median / ping-pong median; "
+        "x rpc = median / minimal Python RPC median; lower is better)"
     )
     lines = [title, *_placement_notes(lat), *_table(header, rows)]
     for label, half in halves:
-        spread = _round_spread(half, names)
+        spread = _round_spread(half, [RPC, *names])
         if spread:
             lines.append(f"   {label}, clustercore / peer per round (medians of the same round), min..max: {spread}")
+        reference = (half.get(RPC) or {}).get("round_medians_us")
+        ours = [
+            f"{row.removeprefix(CC).strip() or 'importable'} {spread}"
+            for row in _latency_rows(lat, names)
+            if row.startswith(CC) and (spread := _min_max((half.get(row) or {}).get("round_medians_us"), reference))
+        ]
+        if ours:
+            lines.append(f"   {label}, clustercore / minimal RPC per round, min..max: {', '.join(ours)}")
     return lines
 
 
@@ -320,9 +346,18 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str]]:
                 verdict(None if r is None else r <= 2, f"{_x(r)}"),
             )
         )
+        reference = _get(cells.get(RPC), "median_us")
+        for row, what in ((CC, "importable function"), (f"{CC} __main__ function", "__main__ function")):
+            r = ratio(_get(cells.get(row), "median_us"), reference)
+            out.append(
+                (
+                    f"latency {half}: clustercore ({what}) <= 1.5x minimal RPC",
+                    verdict(None if r is None else r <= 1.5, _x(r)),
+                )
+            )
         peers: dict[str, float] = {}
         for n, c in cells.items():
-            v = _get(c, "median_us") if n not in (CC, "floor") else None
+            v = _get(c, "median_us") if n not in (CC, "floor", RPC) and not n.startswith(CC + " ") else None
             if v is not None:
                 peers[n] = v
         if cc is None or not peers:
@@ -401,7 +436,7 @@ def render(results: dict[str, Any], tasks: int | None = None) -> str:
     if tg:
         lines += [
             "",
-            "== clustercore speed targets (issues 2 and 3; informational, never asserted)",
+            "== clustercore speed targets (issues 2, 3 and 16; informational, never asserted)",
         ]
         width = max(len(g) for g, _ in tg)
         lines += [f"  {g.ljust(width)}  {v}" for g, v in tg]

@@ -31,11 +31,13 @@ from contextlib import ExitStack
 from functools import partial
 from typing import Any
 
-from bench import floor, measure
+from bench import floor, measure, rpc
 from bench.config import Sizes
 from bench.peers import Peer, Session, Skip
 from bench.rounds import Contestant, LatencyContestant, ThroughputContestant, round_order
 from bench.tasks import noop
+
+RPC = "minimal RPC"  # the reference row of the latency table (bench.rpc)
 
 
 def log(msg: str) -> None:
@@ -180,6 +182,17 @@ class Runner:
         n = self.sizes.floor_pingpongs
         return self._latency_contestant("floor", roundtrip, n, n // 10)
 
+    def _open_rpc(self, stack: ExitStack) -> Contestant | None:
+        log("reference: minimal Python RPC over a Unix socket pair")
+        try:
+            roundtrip = stack.enter_context(rpc.minimal_rpc(noop))
+        except Exception as e:  # noqa: BLE001
+            self._fail(self._section("latency"), RPC, "reference: minimal RPC", e)
+            return None
+        self.settle()  # the server is a process of its own
+        s = self.sizes
+        return self._latency_contestant(RPC, roundtrip, s.latency_calls, s.latency_warmup)
+
     def _open_session(self, stack: ExitStack, peer: Peer, measurements: Sequence[str]) -> Session | None:
         """A session closed when ``stack`` unwinds (last-opened first), or None."""
         session = self._start(peer, measurements)
@@ -213,6 +226,7 @@ class Runner:
             latency: list[Contestant | None] = []
             if "latency" in phases:
                 latency.append(self._open_floor(stack))
+                latency.append(self._open_rpc(stack))
             sessions: list[tuple[str, Session]] = []
             for peer in peers:
                 session = self._open_session(stack, peer, phases)
@@ -222,6 +236,10 @@ class Runner:
                 if "latency" in phases:
                     call = partial(session.call, noop)
                     latency.append(self._latency_contestant(peer.name, call, s.latency_calls, s.latency_warmup))
+                    for label, f, args in session.latency_variants:  # the same session, other functions
+                        name = f"{peer.name} {label}"
+                        call = partial(session.call, f, *args)
+                        latency.append(self._latency_contestant(name, call, s.latency_calls, s.latency_warmup))
             if "latency" in phases:
                 self._play("latency", latency, s.latency_rounds)
             if "throughput" in phases:

@@ -63,6 +63,18 @@ def test_quick_run_prints_tables(quick_run: tuple[subprocess.CompletedProcess[st
     assert results["bandwidth"]["floor (fresh buffer)"]["gbps"] > 0
 
 
+def test_quick_run_has_the_minimal_rpc_and_what_scripts_send(
+    quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+) -> None:
+    proc, results = quick_run
+    assert "minimal Python RPC (reference)" in proc.stdout
+    cells = results["latency"]["unpinned"]
+    for row in ("minimal RPC", "clustercore __main__ function", "clustercore lambda", "clustercore closure"):
+        assert cells[row]["median_us"] > 0, (row, cells.get(row))
+    assert cells["clustercore 10-field dataclass arg"]["median_us"] > 0
+    assert "clustercore / minimal RPC per round" in proc.stdout
+
+
 def test_quick_run_keeps_round_medians(quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     proc, results = quick_run
     for half in ("unpinned", "pinned", "split") if TWO_CPUS else ("unpinned", "pinned"):
@@ -218,7 +230,7 @@ def test_split_columns_and_skip_note() -> None:
     results = _fake_results()
     text = report.render(results)
     header = next(ln for ln in text.splitlines() if ln.startswith("peer "))
-    assert header.split()[1:] == [w for h in report.HALVES for w in (h, "median", "p90", "x", "floor")]
+    assert header.split()[1:] == [w for h in report.HALVES for w in (h, "median", "p90", "x", "floor", "x", "rpc")]
     assert "   split = driver on CPU 0, workers on CPU 1" in text
     del results["latency"]["split"], results["latency"]["split_how"]
     results["latency"]["split_skipped"] = "needs 2 CPUs, only [0] allowed"
