@@ -338,3 +338,16 @@ def test_closures_over_arrays_and_modules_take_the_right_path(w: int) -> None:
         data = data * scale if scale != 1.0 else data
         assert cc.remotecall_fetch(total, w) == float(data.sum())
     assert cc.remotecall_fetch(uses_module, w, 16.0) == 4.0
+
+
+def test_results_carry_code_the_other_way(w: int) -> None:
+    """A worker's reply that holds a function uses the worker's own record of the link."""
+
+    def maker(k: int) -> Any:
+        return lambda x: x + k
+
+    for k in range(3):
+        g = cc.remotecall_fetch(maker, w, k)
+        assert g(10) == 10 + k
+        assert cc.remotecall_fetch(g, w, 1) == 1 + k
+    assert cc.remotecall(maker, w, 5).fetch()(1) == 6
