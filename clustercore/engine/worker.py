@@ -156,14 +156,13 @@ def resolve_bind_to(bind_to: str | None) -> str | None:
     """``--bind-to``'s value, with ``ssh`` and ``host`` turned into an address; ``None``:
     every interface (neither knows one: no ``SSH_CONNECTION``, a name that resolves to
     a loopback address)."""
-    if bind_to == BIND_SSH:
-        fields = os.environ.get("SSH_CONNECTION", "").split()  # client, its port, server, its port
-        address = fields[2] if len(fields) == 4 and "%" not in fields[2] else None  # not a link-local scope
-    elif bind_to == BIND_HOST:
+    if bind_to == BIND_HOST:  # a name that resolves to loopback (one machine, a laptop's Slurm): all, quietly
         address = _public_address()
-        address = None if address.startswith("127.") else address
-    else:
+        return None if address.startswith("127.") else address
+    if bind_to != BIND_SSH:
         return bind_to
+    fields = os.environ.get("SSH_CONNECTION", "").split()  # client, its port, server, its port
+    address = fields[2] if len(fields) == 4 and "%" not in fields[2] else None  # not a link-local scope
     if address is None:
         print(
             f"clustercore worker: --bind-to {bind_to}: no address known here; listening on every interface",
