@@ -11,10 +11,7 @@ figure and the ratio TLS / plain.
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import threading
 import time
 from typing import Any
 
@@ -24,42 +21,6 @@ from bench.config import MIB, Sizes
 from bench.tasks import identity, noop
 
 KINDS = ("plain", "TLS")
-
-
-def _tcp_manager() -> Any:
-    from clustercore.plugin import (
-        ClusterManager,
-        WorkerConfig,
-        report_launched,
-        worker_command,
-        worker_environment,
-        worker_secret,
-    )
-
-    class TCPWorkers(ClusterManager):
-        """Workers on 127.0.0.1, dialed over TCP by the core's default connect."""
-
-        def __init__(self, n: int) -> None:
-            self.n = n
-
-        def launch(self, params: dict[str, Any], launched: list[WorkerConfig], ntfy: threading.Condition) -> None:
-            for _ in range(self.n):
-                process = subprocess.Popen(
-                    worker_command(params, bind_to="127.0.0.1"),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **worker_environment(params)},
-                )
-                assert process.stdin is not None
-                process.stdin.write((worker_secret() + "\n").encode())
-                process.stdin.close()
-                report_launched(launched, ntfy, WorkerConfig(io=process.stdout, process=process))
-
-        def manage(self, id: int, config: WorkerConfig, op: str) -> None:
-            pass
-
-    return TCPWorkers
 
 
 def _turn(cc: Any, manager: Any, tls: bool, sizes: Sizes, calls: int, payload: np.ndarray) -> dict[str, list[float]]:
@@ -88,8 +49,8 @@ def _turn(cc: Any, manager: Any, tls: bool, sizes: Sizes, calls: int, payload: n
 def run(sizes: Sizes, quick: bool) -> dict[str, Any]:
     """Alternate plain and TLS turns; pooled medians and their ratios."""
     import clustercore as cc
+    from clustercore.testing import TCPWorkers as manager  # workers the driver dials over TCP
 
-    manager = _tcp_manager()
     payload = np.ones(sizes.bandwidth_bytes // 8)
     turns = 2 if quick else 6
     calls = max(20, sizes.latency_calls // turns)

@@ -58,7 +58,14 @@ import clustercore as cc
 from clustercore import processes
 from clustercore.engine import cluster, hooks, launching
 from clustercore.engine.hooks import PluginInfo
-from clustercore.plugin import ClusterManager, WorkerConfig
+from clustercore.plugin import (
+    ClusterManager,
+    WorkerConfig,
+    report_launched,
+    worker_command,
+    worker_environment,
+    worker_secret,
+)
 from clustercore.processes import GENERIC_PARAMS
 from clustercore.wire.transport import socket_of
 
@@ -399,6 +406,36 @@ def _spin_forever() -> None:
         pass
 
 
+class TCPWorkers(ClusterManager):
+    """``n`` ``clustercore worker`` processes on this host, on 127.0.0.1, that the driver
+    dials over TCP with the core's default connect, as it dials SSH, Slurm and Kubernetes
+    workers (the Local plugin's workers use a Unix socket pair instead, which TLS leaves
+    alone). ``secret`` is what the launcher writes first on each worker's stdin."""
+
+    def __init__(self, n: int, secret: Callable[[], str] | None = None) -> None:
+        self.n = n
+        self.secret = secret
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def launch(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: threading.Condition) -> None:
+        for _ in range(self.n):
+            process = subprocess.Popen(
+                worker_command(params, bind_to="127.0.0.1"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **worker_environment(params)},
+            )
+            self.processes.append(process)
+            assert process.stdin is not None
+            process.stdin.write(((self.secret or worker_secret)() + "\n").encode())
+            process.stdin.close()
+            report_launched(launched, launch_ntfy, WorkerConfig(io=process.stdout, process=process))
+
+    def manage(self, id: int, config: WorkerConfig, op: str) -> None:
+        pass
+
+
 class ManagerConformance:
     """Behaviours shared by every manager; subclass it in a plugin's tests."""
 
@@ -570,6 +607,7 @@ class ManagerConformance:
 __all__ = [
     "ManagerConformance",
     "OutputLog",
+    "TCPWorkers",
     "WorkerInfo",
     "clean_cluster",
     "cli_commands",

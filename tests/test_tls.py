@@ -27,42 +27,21 @@ from clustercore.errors import HandshakeError
 from clustercore.links.certificates import make_cluster_credentials
 from clustercore.links.credentials import TLSCredentials
 from clustercore.plugin import (
-    ClusterManager,
     WorkerConfig,
     cluster_cookie,
     read_worker_address,
-    report_launched,
-    worker_command,
-    worker_environment,
-    worker_secret,
 )
+from clustercore.testing import TCPWorkers
 from clustercore.wire import handshake
 
 
-class TCPManager(ClusterManager):
-    """``n`` workers on 127.0.0.1 that the driver dials over TCP; ``secret`` is what their
-    launcher writes on their stdin (``worker_secret``, as a launcher must)."""
+class TCPManager(TCPWorkers):
+    """:class:`~clustercore.testing.TCPWorkers` whose driver-side socket may have a tiny
+    send buffer (``sndbuf`` > 0), so sends are taken only in part."""
 
-    def __init__(self, n: int, secret: Any = worker_secret, sndbuf: int = 0) -> None:
-        self.n = n
-        self.secret = secret
-        self.sndbuf = sndbuf  # > 0: the driver's send buffer on each link, shrunk to this
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def launch(self, params: dict[str, Any], launched: list[WorkerConfig], launch_ntfy: threading.Condition) -> None:
-        for _ in range(self.n):
-            process = subprocess.Popen(
-                worker_command(params, bind_to="127.0.0.1"),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **worker_environment(params)},
-            )
-            self.processes.append(process)
-            assert process.stdin is not None
-            process.stdin.write((self.secret() + "\n").encode())
-            process.stdin.close()
-            report_launched(launched, launch_ntfy, WorkerConfig(io=process.stdout, process=process))
+    def __init__(self, n: int, secret: Any = None, sndbuf: int = 0) -> None:
+        super().__init__(n, secret)
+        self.sndbuf = sndbuf
 
     def connect(self, pid: int, config: WorkerConfig) -> tuple[Any, Any]:
         host, port = read_worker_address(pid, config)
@@ -72,9 +51,6 @@ class TCPManager(ClusterManager):
         if self.sndbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
         return sock, sock
-
-    def manage(self, id: int, config: WorkerConfig, op: str) -> None:
-        pass
 
 
 class TamperedTCPManager(TCPManager):

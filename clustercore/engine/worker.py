@@ -157,8 +157,8 @@ def resolve_bind_to(bind_to: str | None) -> str | None:
     every interface (neither knows one: no ``SSH_CONNECTION``, a name that resolves to
     a loopback address)."""
     if bind_to == BIND_HOST:  # a name that resolves to loopback (one machine, a laptop's Slurm): all, quietly
-        address = _public_address()
-        return None if address.startswith("127.") else address
+        public = _public_address()
+        return None if public.startswith("127.") else public
     if bind_to != BIND_SSH:
         return bind_to
     fields = os.environ.get("SSH_CONNECTION", "").split()  # client, its port, server, its port
