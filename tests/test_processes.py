@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -336,3 +337,29 @@ def test_a_link_closed_while_its_caller_reads_ends_its_reader(fresh: None) -> No
     while not conn.poller.closed and time.monotonic() < deadline:  # the reader closes it as it ends
         time.sleep(0.01)
     assert conn.poller.closed
+
+
+def test_a_worker_that_is_pid_1_of_its_namespace_ends_on_sigterm() -> None:
+    """In a container the worker is the first process, whom the kernel spares the signals
+    it does not handle: deleting its pod must still end it (SIGTERM), not wait for SIGKILL."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a PID namespace")
+    worker = subprocess.Popen(
+        ["unshare", "--fork", "--pid", "--mount-proc", sys.executable, "-m", "clustercore", "worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write("a" * 32 + "\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().startswith("clustercore_worker:")  # it runs, as pid 1 in there
+        with open(f"/proc/{worker.pid}/task/{worker.pid}/children") as f:
+            (inside,) = (int(p) for p in f.read().split())
+        os.kill(inside, signal.SIGTERM)
+        assert worker.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        worker.kill()
+        worker.wait(30)

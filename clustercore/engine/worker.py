@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -88,6 +89,8 @@ def start_worker(
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
     init_worker(cluster.cluster_cookie())
+    if os.getpid() == 1:  # a container's first process: the kernel ignores a signal it does not handle
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     listener, host = _listen(bind_to)
     port = listener.getsockname()[1]
     threading.Thread(target=_accept_forever, args=(listener,), name="clustercore-accept", daemon=True).start()
@@ -101,6 +104,11 @@ def start_worker(
     threading.Thread(target=_exit_unless_joined, args=(timeout,), name="clustercore-join-timer", daemon=True).start()
     PGRP.runner.serve_on_main_thread()
     exit_worker("")
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """What SIGTERM does to any other process (a pod being deleted, ``docker stop``)."""
+    os._exit(128 + signum)
 
 
 def use_launcher_path(entries: str) -> None:
