@@ -20,6 +20,7 @@ from typing import Any
 
 from .engine.cluster import PGRP
 from .engine.requests import call_fetch_async
+from .sigint import WaitableThread
 from .workerpool import AbstractWorkerPool, default_worker_pool
 
 
@@ -39,7 +40,7 @@ class Executor(cf.Executor):
         self._lock = threading.Lock()
         self._shutdown = False
         self._running: set[cf.Future[Any]] = set()
-        self._dispatcher = threading.Thread(target=self._dispatch, name="clustercore-executor", daemon=True)
+        self._dispatcher = WaitableThread(self._dispatch, name="clustercore-executor")
         self._dispatcher.start()
 
     @property
@@ -114,7 +115,7 @@ class Executor(cf.Executor):
                     task[0].cancel()
         self._tasks.put(None)
         if wait:
-            self._dispatcher.join()
+            self._dispatcher.wait()
             with self._lock:
                 running = list(self._running)
             cf.wait(running)

@@ -32,7 +32,7 @@ from .engine.requests import broadcast_call, call_fetch_async, remote_exit
 from .errors import LaunchCancelled
 from .links import establish
 from .links.connection import Connection
-from .sigint import call_holding_sigint
+from .sigint import WaitableThread, call_holding_sigint
 from .wire import serialize
 from .wire.transport import make_transport, socket_of
 
@@ -65,8 +65,20 @@ def addprocs(what: Any = None, /, **kwargs: Any) -> list[int]:
     """
     _require_driver("add workers")
     manager, params = _resolve_manager(what, kwargs)
-    with _addprocs_lock:
-        return _addprocs_locked(manager, params)
+    launch: _Launch | None = None
+    try:
+        with _addprocs_lock:
+            launch = _prepare_launch(manager, params)
+            try:
+                pids = launch.commit()
+            except BaseException as exc:  # rolled back under the lock: the next launch finds the cluster as it was
+                call_holding_sigint(launch.roll_back, exc)  # a second Ctrl-C waits until this is done
+                raise
+        return pids  # nothing checks for signals between the lock's release and here
+    except BaseException as exc:
+        if launch is not None:  # a Ctrl-C as the lock was released: the caller never got the pids
+            call_holding_sigint(launch.roll_back, exc)  # (once: a rolled-back launch ignores this)
+        raise
 
 
 def _resolve_manager(what: Any, kwargs: dict[str, Any]) -> tuple[ClusterManager, dict[str, Any]]:
@@ -142,7 +154,7 @@ def _check_joins_cluster(params: dict[str, Any]) -> None:
 _exit_hook_registered = False
 
 
-def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[int]:
+def _prepare_launch(manager: ClusterManager, params: dict[str, Any]) -> _Launch:
     global _exit_hook_registered
     if not _exit_hook_registered:  # workers go when the driver exits normally
         import atexit
@@ -152,16 +164,7 @@ def _addprocs_locked(manager: ClusterManager, params: dict[str, Any]) -> list[in
     _check_joins_cluster(params)
     cluster.cluster_cookie()
     cluster.use_tls(params["tls"])
-    launch = _Launch(manager, params)
-    try:
-        new = launch.run()
-        _introduce(new, params)
-        pids = sorted(w.id for w in new)
-        cluster.announce_joined(pids)
-        return pids
-    except BaseException as exc:
-        call_holding_sigint(launch.roll_back, exc)  # a second Ctrl-C waits until this is done
-        raise
+    return _Launch(manager, params)
 
 
 class _Launch:
@@ -179,10 +182,11 @@ class _Launch:
         self.ntfy = LaunchNotify()
         self.error: BaseException | None = None
         self.done = False
-        self.thread: threading.Thread | None = None
+        self.thread: WaitableThread | None = None
         self.taken = 0  # configs of ``launched`` handed to ``joining`` (or ended)
         self.joining = _Joining(manager, params)
         self.saved = (PGRP.topology, PGRP.lazy)
+        self.rolled_back = False
 
     def _run_launch(self) -> None:
         try:
@@ -198,11 +202,20 @@ class _Launch:
             if self.ntfy.cancelled.is_set():
                 self._end_untaken()  # a manager that appended without report_launched
 
+    def commit(self) -> list[int]:
+        """Launch and join every worker, introduce them to the others; their pids, ascending.
+        Whatever this raises, :meth:`roll_back` undoes."""
+        new = self.run()
+        _introduce(new, self.params)
+        pids = sorted(w.id for w in new)
+        cluster.announce_joined(pids)
+        return pids
+
     def run(self) -> list[Worker]:
         params = self.params
         PGRP.topology, PGRP.lazy = params["topology"], params["lazy"] if params["topology"] == "all_to_all" else False
-        self.thread = threading.Thread(target=self._run_launch, name="clustercore-launch", daemon=True)
-        self.thread.start()
+        self.thread = WaitableThread(self._run_launch, name="clustercore-launch")
+        call_holding_sigint(self.thread.start)  # once called, started for sure (roll_back waits for it)
         while True:
             with self.ntfy:
                 while self.taken == len(self.launched) and not self.done:
@@ -242,7 +255,10 @@ class _Launch:
     def roll_back(self, exc: BaseException) -> None:
         """Cancel the launch and end everything it started, waiting at most ``worker_timeout()``
         (30 s at least): what is still ending then ends in the background, and a note on
-        ``exc`` says so."""
+        ``exc`` says so. Once: later calls do nothing."""
+        if self.rolled_back:
+            return
+        self.rolled_back = True
         deadline = time.monotonic() + max(worker_timeout(), ROLLBACK_MIN_SECONDS)
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         self.ntfy.cancel(reason, lambda config: self.joining.end_unjoined(PGRP.next_pid(), config))
@@ -250,8 +266,7 @@ class _Launch:
         removal = rmprocs([w.id for w in joined], waitfor=0) if joined else None
         left: list[str] = []
         if self.thread is not None:
-            self.thread.join(max(0.0, deadline - time.monotonic()))
-            if self.thread.is_alive():
+            if not self.thread.wait(max(0.0, deadline - time.monotonic())):
                 left.append(f"{type(self.manager).__name__}'s launch is still running")
         self._end_untaken()
         if not self.joining.wait_all(max(0.0, deadline - time.monotonic())):
@@ -287,7 +302,7 @@ class _Joining:
         self.joined: list[Worker] = []
         self.errors: list[BaseException] = []
         self.cancelled = False
-        self._threads: list[threading.Thread] = []
+        self._threads: list[WaitableThread] = []
         self._in_flight: dict[int, WorkerConfig] = {}
         self._ended: set[int] = set()  # id() of the configs ended here
         self._lock = threading.Lock()
@@ -307,7 +322,7 @@ class _Joining:
         if late:
             self.end_unjoined(pid, config)
             return
-        thread = threading.Thread(target=self._join, args=(config, pid), name=f"clustercore-join-{pid}", daemon=True)
+        thread = WaitableThread(self._join, config, pid, name=f"clustercore-join-{pid}")
         self._threads.append(thread)
         thread.start()
 
@@ -343,23 +358,19 @@ class _Joining:
             self._room.notify_all()
             joined, in_flight = list(self.joined), list(self._in_flight.items())
         for pid, config in in_flight:
-            ender = threading.Thread(
-                target=self.end_unjoined, args=(pid, config), name=f"clustercore-end-{pid}", daemon=True
-            )
+            ender = WaitableThread(self.end_unjoined, pid, config, name=f"clustercore-end-{pid}")
             ender.start()
             self._threads.append(ender)
         return joined
 
     def wait(self) -> tuple[list[Worker], list[BaseException]]:
         for thread in self._threads:
-            thread.join()
+            thread.wait()
         return self.joined, self.errors
 
     def wait_all(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        for thread in list(self._threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
+        return all(thread.wait(max(0.0, deadline - time.monotonic())) for thread in list(self._threads))
 
 
 def create_worker(
@@ -420,8 +431,13 @@ def create_worker(
     config.ospid = config.ospid or done.ospid
     with PGRP.lock:
         PGRP.workers[pid] = w
-    attach_connection(w, conn)
-    manager.manage(pid, config, "register")
+    try:
+        attach_connection(w, conn)
+        manager.manage(pid, config, "register")
+    except BaseException as exc:  # registered but not served: forget it here, nobody else would
+        deregister_worker(pid, f"its join failed: {exc!r}")
+        end(pid, config)
+        raise
     return w
 
 
@@ -519,7 +535,7 @@ def _peer_info(w: Worker) -> PeerInfo:
 class RemovalHandle:
     """Returned by ``rmprocs(..., waitfor=0)``: ``wait()`` until the workers are gone."""
 
-    def __init__(self, removing: list[Worker], killers: list[threading.Thread]) -> None:
+    def __init__(self, removing: list[Worker], killers: list[WaitableThread]) -> None:
         self.pids = [w.id for w in removing]
         self._removing = removing
         self._killers = killers
@@ -536,7 +552,7 @@ class RemovalHandle:
                 raise TimeoutError(f"workers {pending} were not removed within {timeout:g} s")
         for killer in self._killers:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            killer.join(left)
+            killer.wait(left)
 
 
 def _flatten_pids(pids: tuple[Any, ...]) -> list[int]:
@@ -572,7 +588,7 @@ def rmprocs(*pids: Any, waitfor: float | None = None) -> RemovalHandle:
         removing.append(w)
     killers = []
     for w in removing:
-        thread = threading.Thread(target=_kill_worker, args=(w,), name=f"clustercore-kill-{w.id}", daemon=True)
+        thread = WaitableThread(_kill_worker, w, name=f"clustercore-kill-{w.id}")
         thread.start()
         killers.append(thread)
     handle = RemovalHandle(removing, killers)
