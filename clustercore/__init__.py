@@ -32,6 +32,7 @@ _HOMES = {
     "processes": ("WorkerDetails", "addprocs", "interrupt", "rmprocs", "worker_id_from_socket", "worker_info"),
     "engine.refs": ("RRID",),
     "engine.remoterefs": ("Future", "remoteref_id"),
+    "clusterstatus": ("CallInFlight", "WorkerStatus", "calls_in_flight", "status"),
     "syncblock": ("sync",),
     "engine.worker": ("init_worker", "process_messages", "start_worker"),
     "workerpool": ("AbstractWorkerPool", "CachingPool", "WorkerPool", "default_worker_pool"),
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
         wait,
     )
     from .channels import Channel, RemoteChannel, channel_from_id
+    from .clusterstatus import CallInFlight, WorkerStatus, calls_in_flight, status
     from .engine.cluster import cluster_cookie, myid, nprocs, nworkers, procs, workers
     from .engine.hooks import hookimpl as hookimpl
     from .engine.launching import WorkerConfig
@@ -107,6 +109,7 @@ __all__ = [
     "RRID",
     "AbstractWorkerPool",
     "CachingPool",
+    "CallInFlight",
     "CapturedException",
     "Channel",
     "ClusterManager",
@@ -120,7 +123,9 @@ __all__ = [
     "WorkerConfig",
     "WorkerDetails",
     "WorkerPool",
+    "WorkerStatus",
     "addprocs",
+    "calls_in_flight",
     "channel_from_id",
     "clear",
     "cluster_cookie",
@@ -148,6 +153,7 @@ __all__ = [
     "rmprocs",
     "spawnat",
     "start_worker",
+    "status",
     "sync",
     "take",
     "wait",

@@ -13,12 +13,19 @@ call (a sleep) by a signal.
 ``interrupt()`` raises ``KeyboardInterrupt`` in every user call in flight: by
 ``SIGINT`` on the main thread, by an asynchronous exception on the others
 (that reaches Python code, not a C call blocked on another thread).
+
+The runner also keeps what ``clustercore.status()`` reads (docs/observability.md):
+the user calls in flight (thread, function, arguments, start time) and counts of
+calls started, finished and failed, kept without a lock (dict item assignments
+and ``itertools.count``, each atomic under the GIL), and, while a ``trace()``
+runs, a record of each call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import queue
 import signal
 import threading
@@ -29,6 +36,7 @@ from typing import Any
 from ..errors import CapturedException, RemoteException
 from ..links.connection import THREAD
 from ..logs import LazyLogger
+from ..wire.framing import HEADER
 
 Task = Callable[[], None]
 log = LazyLogger(__name__)
@@ -124,6 +132,12 @@ class CallRunner:
         self._deferred: set[int] = set()  # ... and those an interrupt is waiting for
         self._unread: set[_Link] = set()
         self._calls_started = 0
+        # What status() reads: user calls in flight by thread (f, args, start time), and counts.
+        self.running: dict[int, tuple[Callable[..., Any], tuple[Any, ...], float]] = {}
+        self.started = itertools.count()
+        self.finished = itertools.count()
+        self.failed = itertools.count()
+        self.trace: list[Any] | None = None  # while a trace() runs: what message_handlers records
         self._watchdog_wake = threading.Event()
         self._watchdog_active = False
         self._watchdog: threading.Thread | None = None
@@ -262,6 +276,7 @@ class CallRunner:
             if frame is None:
                 conn.mark_closed("closed by peer")
                 return _CLOSED
+            conn.bytes_received += frame_bytes(frame)
             return link.handle(conn, frame)
         except (OSError, EOFError) as exc:
             conn.mark_closed(f"{type(exc).__name__}: {exc}")
@@ -364,6 +379,10 @@ class CallRunner:
             except BaseException as exc:  # noqa: BLE001
                 return RemoteException(self.pid, CapturedException.capture(exc)), True
         ident = threading.get_ident()
+        running = self.running
+        outer = running.get(ident)  # a call that runs another inline (a call to this very process)
+        running[ident] = (f, args, _now())
+        next(self.started)
         try:
             self._enter_user_code(ident)
             try:
@@ -376,10 +395,20 @@ class CallRunner:
                     THREAD.user_call = None
                 else:
                     self._leave_user_code(ident)
+            self._done(ident, outer, self.finished)
             return value, False
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             self._leave_for_good(ident)
+            self._done(ident, outer, self.failed)
             return RemoteException(self.pid, CapturedException.capture(exc)), True
+
+    def _done(self, ident: int, outer: Any, count: itertools.count[int]) -> None:
+        """A user call on thread ``ident`` is over: count it, and show the call it ran inside, if any."""
+        next(count)
+        if outer is None:
+            self.running.pop(ident, None)
+        else:
+            self.running[ident] = outer
 
     def _leave_for_good(self, ident: int) -> None:
         """Leave user code even if an interrupt cut the first try short (it may land
@@ -452,6 +481,26 @@ class CallRunner:
             raise KeyboardInterrupt
         if self._main_ident in self._held:
             self._deferred.add(self._main_ident)
+
+
+def frame_bytes(frame: Any) -> int:
+    """The size of a frame as it came (header, payload, buffers), for the link's count of bytes received."""
+    buffers = frame.buffers
+    if not buffers:
+        return _HEADER_SIZE + frame.payload.nbytes
+    return _HEADER_SIZE + 8 * len(buffers) + frame.payload.nbytes + sum(memoryview(b).nbytes for b in buffers)
+
+
+_HEADER_SIZE = HEADER.size
+
+
+def count_of(counter: itertools.count[int]) -> int:
+    """How many times ``next`` was called on ``counter`` (made as ``itertools.count()``),
+    without changing it: its repr is ``count(N)``."""
+    return int(repr(counter)[6:-1])
+
+
+_now = time.time
 
 
 def internal(fn: Any) -> Any:

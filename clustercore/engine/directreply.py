@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 from ..links.connection import THREAD, Connection, ConnectionClosed
 from ..wire.framing import NO_REF
+from .callrunner import frame_bytes
 from .cluster import send_frame_obj
 from .message_handlers import decode_result, handle_msg
 from .messages import MsgType
@@ -115,6 +116,7 @@ def _read_reply(conn: Connection, wid: int, runner: Any, holding_sigint: bool) -
             _lost(conn, f"{type(exc).__name__}: {exc}")
         if frame is None:
             _lost(conn, "closed by peer")
+        conn.bytes_received += frame_bytes(frame)
         if frame.msg_type == _RESULT and frame.response[1] == wid:
             if frame.flags or frame.buffers or conn.has_buffered_bytes():
                 return _take_reply(conn, frame, runner)
@@ -153,6 +155,7 @@ def _read(conn: Connection) -> Any:
         _lost(conn, f"{type(exc).__name__}: {exc}")
     if frame is None:
         _lost(conn, "closed by peer")
+    conn.bytes_received += frame_bytes(frame)
     return frame
 
 

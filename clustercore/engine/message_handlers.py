@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,8 +84,11 @@ def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
         _finish(conn, kind, frame.response, frame.notify, rv, error, True)
         return None
     interruptible = not getattr(f, "_clustercore_internal", False)
-    run = PGRP.runner.run_work_thunk
+    runner = PGRP.runner
+    run = runner.run_work_thunk
     response, notify = frame.response, frame.notify  # the frame's buffer is reused after we return
+    if runner.trace is not None and interruptible:  # a trace() runs: record this call
+        return _traced(conn, kind, response, notify, rv, f, (args, kwargs), _frame_bytes(frame), 1)
 
     if kind == _CALL_FETCH:  # the hot path, flattened
 
@@ -144,12 +148,54 @@ def _handle_batch(conn: Connection, frame: Frame) -> Callable[[], None] | None:
         send_result(conn, response, error, True)
         return None
     runner = PGRP.runner
+    if runner.trace is not None:
+        return _traced(conn, _CALL_BATCH, response, NO_REF, None, f, batch, _frame_bytes(frame), len(batch), star)
 
     def job() -> None:
         value, failed = runner.run_work_thunk(run_batch, (f, batch, bool(star)), {})
         send_result(conn, response, value, failed)
 
     return job
+
+
+_CALL_BATCH = int(MsgType.CALL_BATCH)
+
+
+def _frame_bytes(frame: Frame) -> int:
+    return frame.payload.nbytes + sum(memoryview(b).nbytes for b in frame.buffers)
+
+
+def _traced(
+    conn: Connection,
+    kind: int,
+    response: tuple[int, int],
+    notify: tuple[int, int],
+    rv: Any,
+    f: Any,
+    work: Any,
+    nbytes: int,
+    elements: int,
+    star: int = 0,
+) -> Callable[[], None]:
+    """A call (``work`` = (args, kwargs)) or batch (``work`` = its elements) that appends
+    ``(function, elements, bytes in, start, end, failed)`` to the runner's trace once its
+    result is sent; only while a ``trace()`` runs."""
+    runner = PGRP.runner
+    trace = runner.trace
+
+    def traced_job() -> None:
+        start = time.time()
+        if kind == _CALL_BATCH:
+            value, failed = runner.run_work_thunk(run_batch, (f, work, bool(star)), {})
+            send_result(conn, response, value, failed)
+            failed = failed or bool(value[1])  # an element failed
+        else:
+            value, failed = runner.run_work_thunk(f, *work)
+            _finish(conn, kind, response, notify, rv, value, failed)
+        if trace is not None:
+            trace.append((f, elements, nbytes, start, time.time(), failed))
+
+    return traced_job
 
 
 def _finish(

@@ -60,6 +60,7 @@ class Connection:
         self.read_epoch = 0  # times a caller has held that right (the reader's wake may be stale)
         self.poller: select.epoll | None = None
         self._fd = -1
+        self.bytes_received = 0  # of the frames read: added to by the thread holding read_lock
 
     def enable_polling(self) -> bool:
         """Let callers read replies themselves (a socket on Linux); False if it cannot."""

@@ -1,0 +1,97 @@
+"""``status()`` and ``calls_in_flight()`` against real workers: counts, bytes, stuck calls,
+and a worker that cannot answer (it holds the GIL in C code), which must not hold the call up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import clustercore as cc
+from clustercore.engine import cluster
+
+
+def wait_on(ch: cc.RemoteChannel) -> str:
+    """A call stuck until the test lets it go (a take on a channel owned by the driver)."""
+    return str(cc.take(ch))
+
+
+def test_status_counts_calls_and_bytes(two: list[int]) -> None:
+    before = {row.pid: row for row in cc.status()}
+    assert sorted(before) == [1, *two]
+    assert before[1].manager == "" and {before[p].manager for p in two} == {"local"}
+    payload = b"x" * 100_000
+    for _ in range(5):
+        assert cc.remotecall_fetch(len, two[0], payload) == 100_000
+    with pytest.raises(cc.RemoteException):
+        cc.remotecall_fetch(int, two[0], "not a number")
+    after = {row.pid: row for row in cc.status()}
+    first = after[two[0]]
+    assert first.calls_finished - before[two[0]].calls_finished >= 5
+    assert first.calls_failed - before[two[0]].calls_failed == 1
+    assert first.calls_started >= first.calls_finished + first.calls_failed
+    assert first.bytes_in - before[two[0]].bytes_in >= 500_000  # the driver's sends, counted where they arrive
+    assert after[1].bytes_out - before[1].bytes_out >= 500_000
+    assert first.state == "idle" and first.calls_in_flight == ()
+    assert first.rss > 1 << 20 and first.cpu_seconds > 0 and first.threads >= 1
+    assert first.ospid == cc.worker_info(two[0]).ospid and first.host == cc.worker_info(two[0]).host
+
+
+def test_a_stuck_call_shows_with_its_age_and_traceback(two: list[int]) -> None:
+    ch = cc.RemoteChannel(lambda: cc.Channel(10), 1)
+    stuck = [cc.remotecall(wait_on, two[1], ch) for _ in range(3)]  # more stuck calls than the pool's idle threads
+    deadline = time.monotonic() + 30
+    while True:
+        row = {r.pid: r for r in cc.status()}[two[1]]
+        if len(row.calls_in_flight) == 3:
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(0.05)
+    assert row.state == "busy"
+    assert {c.function for c in row.calls_in_flight} == {f"{__name__}.wait_on"}
+    assert row.oldest_call is row.calls_in_flight[0] and row.oldest_call.age >= 0
+    calls = cc.calls_in_flight(two[1])
+    assert len(calls) == 3
+    for call in calls:
+        assert call.pid == two[1] and call.function == f"{__name__}.wait_on"
+        assert "in wait_on" in call.traceback and ", in take\n" in call.traceback  # where it waits
+        assert "run_work_thunk" not in call.traceback  # the engine's frames are left out
+    assert cc.remotecall_fetch(os.getpid, two[1]) == row.ospid  # and the worker still serves calls
+    for _ in stuck:
+        cc.put(ch, "go")
+    assert [cc.fetch(f) for f in stuck] == ["go"] * 3
+    assert {r.pid: r for r in cc.status()}[two[1]].state == "idle"
+
+
+def hold_the_gil() -> int:
+    return sum(range(10**12))  # C code that never lets the GIL go: nothing else runs in this process
+
+
+def test_an_unresponsive_worker_does_not_hold_status_up(two: list[int]) -> None:
+    cc.status()  # the worker's numbers, before it stops answering
+    ospid = cc.worker_info(two[0]).ospid
+    worker = cluster.worker_from_id(two[0])
+    cc.remote_do(hold_the_gil, two[0])
+    time.sleep(0.2)  # let it start: no event crosses a process that holds its GIL
+    try:
+        started = time.monotonic()
+        rows = {r.pid: r for r in cc.status(timeout=0.5)}
+        assert time.monotonic() - started < 20  # the deadline holds (a generous bound: no hang)
+        assert rows[two[0]].state == "unresponsive"
+        assert rows[two[0]].ospid == ospid and rows[two[0]].rss > 0  # what the driver last heard
+        assert rows[two[1]].state == "idle"
+        with pytest.raises(TimeoutError):
+            cc.calls_in_flight(two[0], timeout=0.2)
+    finally:
+        os.kill(ospid, signal.SIGKILL)
+        assert worker.gone.wait(30)
+    assert [r.pid for r in cc.status()] == [1, two[1]]
+
+
+def test_status_arguments(two: list[int]) -> None:
+    with pytest.raises(ValueError):
+        cc.status(timeout=0)
+    with pytest.raises(ValueError):
+        cc.calls_in_flight(99)
