@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import logging
 import os
-import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from .engine.launches import LaunchNotify
 from .engine.launching import WorkerConfig, forward_worker_output
 from .engine.managers import ClusterManager
 from .engine.membership import connect_to_lower, learn_peers
-from .engine.messages import JoinComplete, JoinPGRP, MsgType, PeerInfo
+from .engine.messages import JoinComplete, JoinPGRP, MsgType, PeerInfo, PeerTable
 from .engine.peers import attach_connection, deregister_worker, kill_quietly, send_msg
 from .engine.requests import broadcast_call, call_fetch_async, remote_exit
 from .errors import LaunchCancelled
@@ -379,7 +378,7 @@ def create_worker(
     params: dict[str, Any],
     pid: int | None = None,
     *,
-    peers: Any = None,
+    peers: PeerTable | None = None,
     end: Callable[[int, WorkerConfig], None] | None = None,
 ) -> Worker:
     """Connect to one launched worker and make it join (Julia's ``create_worker``);
@@ -454,7 +453,7 @@ def _kill_unjoined(manager: ClusterManager, pid: int, config: WorkerConfig) -> N
     kill_quietly(manager, pid, config)
 
 
-def _batch_peers() -> _PickledOnce | None:
+def _batch_peers() -> PeerTable | None:
     """all_to_all: what every worker of a batch is told as it joins, pickled once: the
     workers there before the batch. It learns its batch mates with everyone else in
     :func:`_introduce` (telling each the ones that joined before it would be n²/2 records)."""
@@ -462,20 +461,7 @@ def _batch_peers() -> _PickledOnce | None:
         return None  # custom: each its own; master_worker: none
     with PGRP.lock:
         there = [w for w in PGRP.workers.values() if w.state is not WorkerState.TERMINATED]
-    return _PickledOnce([_peer_info(w) for w in there])
-
-
-@serialize.register_plain_type
-class _PickledOnce:
-    """A value pickled once and sent to many workers: each unpickles the value itself."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, value: Any) -> None:
-        self.data = pickle.dumps(value, protocol=5)
-
-    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        return pickle.loads, (self.data,)
+    return PeerTable.of(_peer_info(w) for w in there)
 
 
 def _peers_for(config: WorkerConfig) -> tuple[list[PeerInfo], list[int]]:
@@ -516,7 +502,7 @@ def _introduce(new: list[Worker], params: dict[str, Any]) -> None:
         for waiter in waiters:
             waiter.result()
         return
-    news = _PickledOnce([_peer_info(w) for w in new])  # each ignores itself and whom it knows
+    news = PeerTable.of(_peer_info(w) for w in new)  # each ignores itself and whom it knows
     broadcast_call(learn_peers, everyone, news)
     if not PGRP.lazy:
         broadcast_call(connect_to_lower, everyone)

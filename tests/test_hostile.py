@@ -108,9 +108,9 @@ def point_worker_at(pid: int, peer: int, address: str) -> None:
     """Make worker ``pid`` believe that ``peer``'s Unix socket is ``address``."""
 
     def repoint(peer: int, address: str) -> None:
-        from clustercore.engine.cluster import PGRP
+        from clustercore.engine.cluster import worker_from_id
 
-        PGRP.workers[peer].local_address = address
+        worker_from_id(peer).local_address = address
 
     cc.remotecall_fetch(repoint, pid, peer, address)
 

@@ -25,7 +25,7 @@ from ..logs import LazyLogger
 from ..wire import serialize
 from ..wire.framing import NO_REF
 from .callrunner import CallRunner
-from .messages import PeerInfo
+from .messages import PeerInfo, PeerTable
 
 if TYPE_CHECKING:
     from ..links.credentials import TLSCredentials
@@ -157,6 +157,7 @@ class ProcessGroup:
         self.lock = threading.RLock()
         self.myid = 1
         self.workers: dict[int, Worker] = {}
+        self.unread_peers: list[PeerTable] = []  # peers told of in bulk: records made on first need
         self.exited: dict[int, str] = {}
         self.topology = "all_to_all"
         self.lazy = True
@@ -311,6 +312,7 @@ def take_worker_secret(line: str) -> None:
 
 def procs(pid: int | None = None) -> list[int]:
     """All pids, ascending; with ``pid``, those on the same host as ``pid``."""
+    read_peers()
     with PGRP.lock:
         known = {p: w for p, w in PGRP.workers.items() if w.state is not WorkerState.TERMINATED}
     if pid is None:
@@ -354,6 +356,7 @@ def worker_from_id(pid: int) -> Worker:
         if w is not None and w.state is not WorkerState.TERMINATED:
             return w
     check_pid(pid)
+    read_peers()
     with PGRP.lock:
         w = PGRP.workers.get(pid)
         if w is not None and w.state is not WorkerState.TERMINATED:
@@ -463,14 +466,42 @@ def send_frame_obj(
         sent.commit(delta)
 
 
-def add_peers(peers: list[PeerInfo]) -> None:
-    """Learn about workers this process may reach (lazily connected)."""
+def add_peers(peers: list[PeerInfo] | PeerTable) -> None:
+    """Learn about workers this process may reach (lazily connected); a :class:`PeerTable`
+    is read when a peer is first needed (:func:`read_peers`)."""
     with PGRP.lock:
-        for peer in peers:
-            if peer.pid == PGRP.myid or peer.pid in PGRP.workers or peer.pid in PGRP.exited:
-                continue
-            w = PGRP.workers[peer.pid] = Worker(peer.pid, peer.connect_at, peer.hostname)
-            w.local_address = peer.local_address
+        if isinstance(peers, PeerTable):
+            PGRP.unread_peers.append(peers)
+        else:
+            _add_peer_records(peers)
+
+
+def read_peers() -> None:
+    """Make the records of the peers told of in :class:`PeerTable` form, before a lookup
+    that may need one (a pid not in ``PGRP.workers``, or all of them)."""
+    if not PGRP.unread_peers:
+        return
+    with PGRP.lock:
+        tables, PGRP.unread_peers = PGRP.unread_peers, []
+        for table in tables:
+            _add_peer_records(table.read())
+
+
+def _add_peer_records(peers: list[PeerInfo]) -> None:
+    for peer in peers:
+        if peer.pid == PGRP.myid or peer.pid in PGRP.workers or peer.pid in PGRP.exited:
+            continue
+        w = PGRP.workers[peer.pid] = Worker(peer.pid, peer.connect_at, peer.hostname)
+        w.local_address = peer.local_address
+
+
+def lookup_worker(pid: int) -> Worker | None:
+    """``pid``'s record, reading unread peers if that is where it is; None if unknown."""
+    w = PGRP.workers.get(pid)
+    if w is None and PGRP.unread_peers:
+        read_peers()
+        w = PGRP.workers.get(pid)
+    return w
 
 
 def local_socket_name() -> str:

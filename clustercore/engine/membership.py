@@ -11,14 +11,14 @@ from __future__ import annotations
 from . import cluster, peers
 from .callrunner import internal
 from .cluster import PGRP
-from .messages import PeerInfo
+from .messages import PeerInfo, PeerTable
 from .requests import broadcast_remote_do
 
 
 @internal
-def learn_peers(news: list[PeerInfo]) -> None:
+def learn_peers(news: list[PeerInfo] | PeerTable) -> None:
     cluster.add_peers(news)
-    if PGRP.allowed_peers is not None:  # custom topology: pid 1 sent only those we may reach
+    if PGRP.allowed_peers is not None and isinstance(news, list):  # custom: pid 1 sent only those we may reach
         PGRP.allowed_peers.update(p.pid for p in news)
 
 

@@ -28,6 +28,8 @@ how ``pmap`` runs elements with a function sent once per link.
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Iterable
 from enum import IntEnum
 from typing import Any
 
@@ -97,6 +99,30 @@ class PeerInfo(_Record):
 
 
 @register_plain_type
+class PeerTable:
+    """Many :class:`PeerInfo`, pickled once by pid 1 for every worker it tells, and kept as
+    bytes by each until it needs one of them: all-to-all, a cluster of n workers tells each
+    of every other, and making n records in each of n workers at once was most of the time
+    ``addprocs(1024)`` took. A worker that only answers pid 1 never reads it."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @classmethod
+    def of(cls, peers: Iterable[PeerInfo]) -> PeerTable:
+        rows = [(p.pid, p.connect_at, p.hostname, p.local_address) for p in peers]
+        return cls(pickle.dumps(rows, protocol=5))
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return PeerTable, (self.data,)  # unpickled as the same bytes: read later, by read()
+
+    def read(self) -> list[PeerInfo]:
+        return [PeerInfo(*row) for row in pickle.loads(self.data)]
+
+
+@register_plain_type
 class JoinPGRP(_Record):
     """From pid 1 to a new worker: its pid and the cluster it joins."""
 
@@ -112,7 +138,7 @@ class JoinPGRP(_Record):
     )
     __slots__ = _fields
     self_pid: int
-    peers: list[PeerInfo]
+    peers: list[PeerInfo] | PeerTable
     connect_now: list[int]
     topology: str
     lazy: bool

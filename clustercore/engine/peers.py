@@ -274,6 +274,8 @@ def deregister_worker(pid: int, reason: str = "") -> None:
     """Forget ``pid``: its waiters fail, pid 1 tells the others and its manager."""
     with PGRP.lock:
         w = PGRP.workers.get(pid)
+        if w is None and PGRP.unread_peers:
+            PGRP.exited[pid] = reason  # told of but not read yet: reading it must not bring it back
         if w is None or w.state is WorkerState.TERMINATED:
             return
         was_terminating = w.state is WorkerState.TERMINATING

@@ -85,7 +85,7 @@ def flush_gc() -> None:
                 add_client(rrid, pid, delta)
                 continue
             with PGRP.lock:
-                w = PGRP.workers.get(owner)
+                w = cluster.lookup_worker(owner)
                 if w is not None:
                     w.gc_ops.append((rrid.whence, rrid.id, pid, delta))
                     touched.add(owner)

@@ -31,7 +31,7 @@ from ..wire import handshake, serialize
 from ..wire.transport import make_transport
 from . import cluster, peers
 from .cluster import PGRP, Worker, exit_worker, worker_timeout
-from .messages import JoinComplete, JoinPGRP, MsgType
+from .messages import JoinComplete, JoinPGRP, MsgType, PeerTable
 
 if TYPE_CHECKING:
     from .managers import ClusterManager
@@ -550,7 +550,8 @@ def _join_cluster(conn: Connection, join: JoinPGRP) -> None:
     PGRP.topology, PGRP.lazy = join.topology, join.lazy
     PGRP.driver_hostname = join.driver_hostname
     if join.topology == "custom":
-        PGRP.allowed_peers = {p.pid for p in join.peers}
+        told = join.peers.read() if isinstance(join.peers, PeerTable) else join.peers
+        PGRP.allowed_peers = {p.pid for p in told}
     driver = Worker(1, None, join.driver_hostname)
     with PGRP.lock:
         PGRP.workers[1] = driver
@@ -572,7 +573,7 @@ def _join_cluster(conn: Connection, join: JoinPGRP) -> None:
 def _identify_peer(conn: Connection, pid: int) -> None:
     """Another worker dialed us (Julia's ``IdentifySocketMsg`` handler)."""
     with PGRP.lock:
-        w = PGRP.workers.get(pid)
+        w = cluster.lookup_worker(pid)
         if w is None:
             w = PGRP.workers[pid] = Worker(pid)
         if PGRP.allowed_peers is not None:
