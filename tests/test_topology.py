@@ -54,6 +54,30 @@ def test_each_worker_knows_every_other_after_each_batch_and_removal(fresh: None)
     assert all(cc.remotecall_fetch(cc.procs, p) == staying for p in staying[1:])
 
 
+def _peer_news(gone: int) -> tuple[bool, bool]:
+    """On a worker: whether it has peers it was told of but has not read, and whether it
+    has heard that ``gone`` left."""
+    from clustercore.engine.cluster import PGRP
+
+    return bool(PGRP.unread_peers), gone in PGRP.exited
+
+
+def test_a_worker_removed_before_its_peers_read_them_stays_removed(fresh: None) -> None:
+    # Workers keep the peers pid 1 tells them of as one table, read on first need: the
+    # news that one of them left may come first, and reading the table must not bring it back.
+    first = cc.addprocs(2)
+    second = cc.addprocs(2)
+    gone = first[1]
+    cc.rmprocs(gone)
+    deadline = time.monotonic() + 10  # the news is a remote_do: it may still be running
+    while time.monotonic() < deadline and not cc.remotecall_fetch(_peer_news, second[0], gone)[1]:
+        time.sleep(0.05)
+    assert cc.remotecall_fetch(_peer_news, second[0], gone) == (True, True)
+    assert cc.remotecall_fetch(cc.procs, second[0]) == [1, first[0], *second]
+    with pytest.raises(cc.RemoteException, match="ProcessExitedException"):
+        cc.remotecall_fetch(lambda p: cc.remotecall_fetch(cc.myid, p), second[0], gone)
+
+
 def test_master_worker_forbids_worker_to_worker(fresh: None) -> None:
     a, b = cc.addprocs(2, topology="master_worker")
     with pytest.raises(cc.RemoteException) as info:
