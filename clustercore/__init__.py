@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 # (PEP 562), so a worker imports only what it runs and ``import clustercore``
 # stays fast.
 _HOMES = {
+    "attach": ("allow_attach",),
     "calls": (
         "fetch", "fetchfrom", "isready", "put", "remote_do", "remotecall", "remotecall_fetch",
         "remote", "remotecall_wait", "spawnat", "take", "wait",
@@ -73,6 +74,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .attach import allow_attach
     from .calls import (
         fetch,
         fetchfrom,
@@ -125,6 +127,7 @@ __all__ = [
     "WorkerPool",
     "WorkerStatus",
     "addprocs",
+    "allow_attach",
     "calls_in_flight",
     "channel_from_id",
     "clear",

@@ -7,6 +7,8 @@
   script with workers added (also ``-c CODE`` and ``-m MODULE``; ``--exename PYTHON`` for the workers;
   the program runs as it would under ``python``); a launch that fails is one line on stderr, exit 1;
 * ``clustercore managers``: list the installed manager plugins;
+* ``clustercore top [--pid OSPID] [--once [--calls]]``: a live view of a running driver's cluster
+  (a driver run as ``clustercore -p N script.py`` can be attached to unless ``CLUSTERCORE_ATTACH=0``);
 * other subcommands come from plugins (``cli_commands`` hook).
 """
 
@@ -25,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(argv[1:])
     if argv[:1] == ["managers"]:
         return _managers()
+    if argv[:1] == ["top"]:
+        from .top import main as top
+
+        return top(argv[1:])
     if argv and not argv[0].startswith("-") and not argv[0].endswith(".py"):
         from .engine.hooks import cli_commands
 
@@ -165,6 +171,13 @@ def _run_script(argv: list[str]) -> int:
     except (ValueError, TypeError, OSError) as exc:  # a bad file or flag, a host that failed: said in words
         print(f"clustercore: cannot add the workers: {exc}", file=sys.stderr)
         return 1
+    if os.environ.get("CLUSTERCORE_ATTACH", "1") != "0":  # `clustercore top` can attach (docs/observability.md)
+        from .attach import allow_attach
+
+        try:
+            allow_attach()
+        except OSError as exc:
+            print(f"clustercore: clustercore top cannot attach to this driver: {exc}", file=sys.stderr)
     try:
         run()
     finally:

@@ -40,6 +40,6 @@ def test_every_api_function_exists() -> None:
         "clear", "Executor", "pmap", "ClusterManager", "WorkerConfig", "init_worker", "start_worker",
         "process_messages", "worker_id_from_socket", "cluster_cookie", "RRID", "CapturedException",
         "ExceptionStandIn", "TLSCredentials", "worker_info", "WorkerDetails",
-        "status", "WorkerStatus", "calls_in_flight", "CallInFlight",
+        "status", "WorkerStatus", "calls_in_flight", "CallInFlight", "allow_attach",
     }  # fmt: skip
     assert expected == set(cc.__all__)

@@ -1,0 +1,273 @@
+"""Attaching to a running driver from another process of the same user, as a debugger
+would: what ``clustercore top`` uses.
+
+A driver made attachable (:func:`allow_attach`) listens on a Unix socket and writes an
+*attach file* beside it, both in a directory only its user can enter::
+
+    $XDG_RUNTIME_DIR/clustercore/        (else /tmp/clustercore-<uid>/)   mode 0700, owned by the user
+        driver-<ospid>.json   mode 0600: {"ospid", "socket", "cookie", "argv", "started"}
+        driver-<ospid>.sock   the socket
+
+An attaching process reads the file (so it must be the driver's user, or root), dials
+the socket and runs the cluster's own handshake through :mod:`clustercore.links.establish`:
+the peer's uid is checked (``SO_PEERCRED``) before a byte is read, then both ends prove
+they hold the cookie, the attacher as pid ``ATTACHER`` (never a member's pid). Nothing is
+unpickled before that. Then it sends requests, each a frame naming one of ``REQUESTS``
+with its keyword arguments, and reads one reply frame per request. A driver that is not
+attachable has no socket, no file and no thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import pickle
+import socket
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import clusterstatus
+from .engine.cluster import PGRP, cluster_cookie
+from .errors import HandshakeError
+from .links import establish
+from .logs import LazyLogger
+from .wire.framing import FLAG_ERROR, NO_REF, FrameReader, encode_frame
+from .wire.transport import SocketTransport, Transport
+
+log = LazyLogger(__name__)
+ATTACHER = 0xFFFFFFFF  # the pid an attaching process proves it dials as
+ATTACH_ENV = "CLUSTERCORE_ATTACH"  # "0": `clustercore -p N script.py` does not make its driver attachable
+_REQUEST, _REPLY = 2, 5  # frame types: CALL_FETCH and RESULT, as on a cluster link
+_MAX_CLIENTS = 8
+REQUESTS: dict[str, Callable[..., Any]] = {
+    "status": clusterstatus.status,
+    "calls_in_flight": clusterstatus.calls_in_flight,
+    "info": lambda: {"ospid": os.getpid(), "argv": sys.argv, "workers": len(PGRP.workers)},
+}
+
+
+def attach_dir(create: bool = False) -> Path:
+    """This user's directory of attach files; made (mode 0700) with ``create``. A directory
+    that another user owns, or that others may enter, is refused (``PermissionError``)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    base = Path(runtime) / "clustercore" if runtime and _owned_private(Path(runtime)) else None
+    path = base or Path(f"/tmp/clustercore-{os.getuid()}")
+    if create:
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    if path.exists() and not _owned_private(path):
+        raise PermissionError(f"{path} is not a directory of this user's that only it may enter: not used")
+    return path
+
+
+def _owned_private(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+# --- the driver's side ---------------------------------------------------------------------------
+
+
+class _Server:
+    """The attach socket and file of this driver, and the thread that accepts on it."""
+
+    def __init__(self) -> None:
+        directory = attach_dir(create=True)
+        self.file = directory / f"driver-{os.getpid()}.json"
+        self.socket_path = directory / f"driver-{os.getpid()}.sock"
+        self.socket_path.unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.socket_path))
+        os.chmod(self.socket_path, 0o600)
+        self.listener.listen(_MAX_CLIENTS)
+        record = {
+            "ospid": os.getpid(),
+            "socket": str(self.socket_path),
+            "cookie": cluster_cookie(),
+            "argv": sys.argv,
+            "started": time.time(),
+        }
+        fd = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        self.clients = threading.BoundedSemaphore(_MAX_CLIENTS)
+        threading.Thread(target=self._accept_forever, name="clustercore-attach", daemon=True).start()
+        atexit.register(self.close)
+
+    def _accept_forever(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if not self.clients.acquire(blocking=False):
+                sock.close()  # enough attached already
+                continue
+            threading.Thread(target=self._serve, args=(sock,), name="clustercore-attached", daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        transport: Transport = SocketTransport(sock)
+        try:
+            transport, peer = establish.accept(transport, cluster_cookie(), None, me=1)
+            if peer != ATTACHER:
+                raise HandshakeError(f"pid {peer} dialed the attach socket, which takes attaching processes only")
+            reader = FrameReader(transport)
+            while True:
+                frame = reader.read_frame()
+                if frame is None or frame.msg_type != _REQUEST:
+                    return
+                name, kwargs = pickle.loads(frame.payload)
+                try:
+                    value, flags = REQUESTS[name](**kwargs), 0
+                except Exception as exc:  # noqa: BLE001 - the attacher sees it
+                    value, flags = exc, FLAG_ERROR
+                transport.send_all(encode_frame(_REPLY, pickle.dumps(value, protocol=5), [], NO_REF, NO_REF, flags))
+        except (OSError, EOFError, HandshakeError) as exc:
+            log.debug("an attached process left: %s", exc)
+        finally:
+            transport.close()
+            self.clients.release()
+
+    def close(self) -> None:
+        self.listener.close()
+        for path in (self.file, self.socket_path):
+            path.unlink(missing_ok=True)
+
+
+_server: list[_Server] = []
+_server_lock = threading.Lock()
+
+
+def allow_attach() -> str:
+    """Let ``clustercore top`` (any process of this user holding the attach file) attach to
+    this driver from now on; returns the attach file's path. Idempotent; pid 1 only."""
+    if PGRP.myid != 1:
+        raise RuntimeError(f"only the driver (pid 1) can be attached to; this is pid {PGRP.myid}")
+    with _server_lock:
+        if not _server:
+            _server.append(_Server())
+        return str(_server[0].file)
+
+
+# --- the attaching side ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Driver:
+    """A driver found through its attach file."""
+
+    ospid: int
+    socket: str
+    cookie: str
+    argv: list[str]
+    started: float
+    file: str
+
+
+def drivers() -> list[Driver]:
+    """The attachable drivers of this user that are running, oldest first (stale files are removed)."""
+    directory = attach_dir()
+    found = []
+    for path in sorted(directory.glob("driver-*.json")) if directory.exists() else []:
+        try:
+            record = json.loads(path.read_text())
+            driver = Driver(
+                int(record["ospid"]),
+                str(record["socket"]),
+                str(record["cookie"]),
+                list(record["argv"]),
+                float(record["started"]),
+                str(path),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _alive(driver.ospid):
+            path.unlink(missing_ok=True)
+            Path(driver.socket).unlink(missing_ok=True)
+            continue
+        found.append(driver)
+    return sorted(found, key=lambda d: d.started)
+
+
+def _alive(ospid: int) -> bool:
+    try:
+        os.kill(ospid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Attached:
+    """A link to a running driver: ask it for ``status()`` and ``calls_in_flight()``."""
+
+    def __init__(self, driver: Driver, timeout: float = 10.0) -> None:
+        self.driver = driver
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(driver.socket)
+        except OSError:
+            sock.close()
+            raise
+        transport = SocketTransport(sock)
+        try:
+            self._transport = establish.dial(transport, driver.cookie, None, me=ATTACHER, target=1, deadline=timeout)
+        except BaseException:
+            transport.close()
+            raise
+        self._reader = FrameReader(self._transport)
+        self._lock = threading.Lock()
+
+    def request(self, name: str, **kwargs: Any) -> Any:
+        """Run request ``name`` on the driver; its value, or its exception raised here."""
+        with self._lock:
+            self._transport.send_all(encode_frame(_REQUEST, pickle.dumps((name, kwargs), protocol=5)))
+            frame = self._reader.read_frame()
+            if frame is None:
+                raise ConnectionError(f"the driver (os pid {self.driver.ospid}) closed the attach link")
+            value = pickle.loads(frame.payload)
+        if frame.flags & FLAG_ERROR:
+            raise value
+        return value
+
+    def status(self, timeout: float = 2.0) -> list[clusterstatus.WorkerStatus]:
+        return self.request("status", timeout=timeout)  # type: ignore[no-any-return]
+
+    def calls_in_flight(self, pid: int, timeout: float = 5.0) -> list[clusterstatus.CallInFlight]:
+        return self.request("calls_in_flight", pid=pid, timeout=timeout)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Attached:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def attach(ospid: int | None = None, timeout: float = 10.0) -> Attached:
+    """Attach to this user's running driver with os pid ``ospid`` (default: the only one).
+    ``LookupError`` says which drivers there are when that is not one."""
+    found = drivers()
+    if ospid is not None:
+        found = [d for d in found if d.ospid == ospid]
+    if len(found) != 1:
+        listed = ", ".join(f"{d.ospid} ({' '.join(d.argv)[:60]})" for d in drivers()) or "none"
+        what = f"no attachable driver with os pid {ospid}" if ospid is not None else "not one attachable driver"
+        raise LookupError(f"{what} in {attach_dir()}; running: {listed} (a driver calls clustercore.allow_attach())")
+    return Attached(found[0], timeout)
