@@ -75,6 +75,11 @@ class _Record:
     def _default(self, name: str) -> Any:
         raise TypeError(f"{type(self).__name__} needs {name!r}")
 
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # by position: no copyreg slot-name lookup, which a freshly forked worker would do
+        # (and cache) for each message type it sends
+        return type(self), tuple(getattr(self, name) for name in self._fields)
+
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and all(getattr(self, n) == getattr(other, n) for n in self._fields)
 

@@ -587,8 +587,17 @@ def _identify_peer(conn: Connection, pid: int) -> None:
 
 
 def _limit_blas_threads() -> None:
+    """One BLAS thread in the libraries already loaded (those loaded later read the
+    ``*_NUM_THREADS`` variables the launcher set). Most workers have none loaded when they
+    join: they skip the import, which costs each worker a search of ``sys.path`` when
+    threadpoolctl is not installed."""
+    if not any(name in sys.modules for name in _BLAS_USERS):
+        return
     try:
         from threadpoolctl import threadpool_limits  # type: ignore[import-not-found]
     except ImportError:
         return
     threadpool_limits(1, "blas")
+
+
+_BLAS_USERS = ("numpy", "scipy", "torch", "sklearn")

@@ -273,8 +273,7 @@ class _Server:
             os.dup2(out_fd, 2)
             os.dup2(link_fd, 3)
             os.closerange(4, _fd_ceiling())  # the server's: other workers' pipes, the driver's channels
-            os.environ.clear()
-            os.environ.update(request["env"])
+            _use_environment(request["env"])
             os.chdir(request["dir"])
             sys.path[0] = request["dir"]  # as for `python -m` started there
             start_worker(
@@ -287,6 +286,16 @@ class _Server:
         except BaseException as exc:  # noqa: BLE001 - a child must never return into the server's loop
             print(f"clustercore worker failed to start: {exc!r}", file=sys.stderr, flush=True)
         os._exit(1)
+
+
+def _use_environment(env: dict[str, str]) -> None:
+    """Make ``os.environ`` be ``env``, touching only what differs from the server's own
+    (mostly nothing: each change is a ``putenv`` or ``unsetenv``)."""
+    for name in [name for name in os.environ if name not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
