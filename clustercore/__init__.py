@@ -35,6 +35,7 @@ _HOMES = {
     "engine.remoterefs": ("Future", "remoteref_id"),
     "clusterstatus": ("CallInFlight", "WorkerStatus", "calls_in_flight", "status"),
     "syncblock": ("sync",),
+    "tracing": ("Trace", "TraceEvent", "trace"),
     "engine.worker": ("init_worker", "process_messages", "start_worker"),
     "workerpool": ("AbstractWorkerPool", "CachingPool", "WorkerPool", "default_worker_pool"),
 }  # fmt: skip
@@ -105,6 +106,7 @@ if TYPE_CHECKING:
     from .parallelmap import pmap
     from .processes import WorkerDetails, addprocs, interrupt, rmprocs, worker_id_from_socket, worker_info
     from .syncblock import sync
+    from .tracing import Trace, TraceEvent, trace
     from .workerpool import AbstractWorkerPool, CachingPool, WorkerPool, default_worker_pool
 
 __all__ = [
@@ -122,6 +124,8 @@ __all__ = [
     "RemoteChannel",
     "RemoteException",
     "TLSCredentials",
+    "Trace",
+    "TraceEvent",
     "WorkerConfig",
     "WorkerDetails",
     "WorkerPool",
@@ -159,6 +163,7 @@ __all__ = [
     "status",
     "sync",
     "take",
+    "trace",
     "wait",
     "worker_id_from_socket",
     "worker_info",

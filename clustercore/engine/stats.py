@@ -242,7 +242,7 @@ def _ask(pid: int, f: Callable[..., Any], args: tuple[Any, ...]) -> Waiter | Non
         return None
     with _pending_lock:
         _pending[key] = waiter
-        waiter.add_done_callback(lambda w: _forget(key, w))
+    waiter.add_done_callback(lambda w: _forget(key, w))  # at once if answered already: not under the lock
     return waiter
 
 

@@ -1,0 +1,114 @@
+"""``trace()`` against real workers, and its page opened in headless Chromium: what the
+page's script drew is read back from the DOM (``--dump-dom``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import clustercore as cc
+from clustercore.tracing import chromium_command, find_chromium
+
+
+def slow_on(x: int, slow: int) -> int:
+    time.sleep(0.3 if x == slow else 0.001)
+    if x == 13:
+        raise ValueError("thirteen")
+    return x
+
+
+def test_trace_records_calls_and_batches(two: list[int]) -> None:
+    cc.remotecall_fetch(abs, two[0], -1)  # before the trace: not recorded
+    with cc.trace() as t:
+        out = cc.pmap(slow_on, range(40), [39] * 40, batch_size=4, on_error=lambda e: -1)
+        assert cc.remotecall_fetch(abs, two[1], -2) == 2
+        with pytest.raises(cc.RemoteException):
+            cc.remotecall_fetch(int, two[0], "x")
+    assert out[13] == -1 and out[39] == 39
+    assert t.pids == [1, *two] and t.missing == [] and t.dropped == {}
+    batches = [e for e in t.events if e.function.endswith("slow_on")]
+    assert sum(e.elements for e in batches) >= 40 and all(e.elements <= 4 for e in batches)
+    assert any(e.failed for e in batches)  # the batch with 13 in it
+    calls = [e for e in t.events if e.function in ("abs", "int")]
+    assert [(e.pid, e.function, e.failed) for e in calls] == [(two[1], "abs", False), (two[0], "int", True)]
+    for e in t.events:
+        assert 0 <= e.start <= e.end <= t.duration + 0.05  # on the driver's clock, inside the block
+        assert e.bytes > 0
+    straggler = max(batches, key=lambda e: e.duration)
+    assert straggler.duration >= 0.3  # the batch that held element 39
+    busy = t.busy()
+    assert set(busy) == {1, *two} and busy[1] == 0 and all(busy[p] > 0 for p in two)
+    with pytest.raises(RuntimeError), cc.trace():
+        with cc.trace():
+            pass
+
+
+def test_one_trace_at_a_time_and_nothing_recorded_after(two: list[int]) -> None:
+    with cc.trace() as t:
+        pass
+    assert t.events == []
+    cc.remotecall_fetch(abs, two[0], -1)
+    assert cc.remotecall_fetch(lambda: __import__("clustercore").engine.cluster.PGRP.runner.trace, two[0]) is None
+
+
+def chromium_or_skip() -> str:
+    found = find_chromium()
+    if found is None:
+        reason = "the trace page test needs Chromium (Debian package chromium; make services installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+def dump_dom(chromium: str, page: Path, tmp_path: Path) -> str:
+    command = [*chromium_command(chromium, str(tmp_path / "profile")), "--dump-dom", page.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_page_draws_every_event_in_chromium(two: list[int], tmp_path: Path) -> None:
+    chromium = chromium_or_skip()
+    with cc.trace() as t:
+        cc.pmap(slow_on, range(24), [5] * 24, batch_size=3, on_error=lambda e: None)
+    page = t.save(tmp_path / "run.html")
+    text = page.read_text()
+    assert "<script src" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
+    dom = dump_dom(chromium, page, tmp_path)
+    assert f'data-drawn="{len(t.events)}"' in dom  # the script ran to its end
+    bars = re.findall(r'<rect class="event( failed)?( last)?"[^>]*data-pid="(\d+)"', dom)
+    assert len(bars) == len(t.events)
+    assert {int(pid) for _, _, pid in bars} == set(two)
+    assert sum(1 for failed, _, _ in bars if failed) == sum(1 for e in t.events if e.failed) >= 1
+    assert sum(1 for _, last, _ in bars if last) == 1  # the bar that ended last, outlined
+    assert "pid 1 (driver)" in dom and f"pid {two[0]}" in dom
+    assert re.search(r'<tr class="straggler">', dom)  # the process that finished last
+    assert "slow_on" in dom and f"{len(t.events)} calls and batches on 3 processes" in dom
+    png = t.save(tmp_path / "run.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_save_refuses_other_suffixes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        cc.Trace().save(tmp_path / "run.svg")
+    saved = cc.Trace(pids=[1]).save(tmp_path / "run.json")
+    assert '"events": []' in saved.read_text()
+
+
+def test_a_trace_survives_a_busy_worker(two: list[int]) -> None:
+    release = threading.Event()
+    ch = cc.RemoteChannel(lambda: cc.Channel(1), 1)
+    f = cc.remotecall(cc.take, two[0], ch)
+    with cc.trace(timeout=5) as t:
+        cc.remotecall_fetch(abs, two[0], -3)
+    release.set()
+    cc.put(ch, 1)
+    assert cc.fetch(f) == 1
+    assert [(e.pid, e.function) for e in t.events] == [(two[0], "abs")]
