@@ -28,6 +28,7 @@ _HOMES = {
     "links.credentials": ("TLSCredentials",),
     "engine.hooks": ("hookimpl",),
     "macros": ("clear", "distributed_for", "everywhere"),
+    "metrics": ("serve_metrics",),
     "engine.managers": ("ClusterManager", "WorkerConfig"),
     "parallelmap": ("pmap",),
     "processes": ("WorkerDetails", "addprocs", "interrupt", "rmprocs", "worker_id_from_socket", "worker_info"),
@@ -103,6 +104,7 @@ if TYPE_CHECKING:
     from .executor import Executor
     from .links.credentials import TLSCredentials
     from .macros import clear, distributed_for, everywhere
+    from .metrics import serve_metrics
     from .parallelmap import pmap
     from .processes import WorkerDetails, addprocs, interrupt, rmprocs, worker_id_from_socket, worker_info
     from .syncblock import sync
@@ -158,6 +160,7 @@ __all__ = [
     "remotecall_wait",
     "remoteref_id",
     "rmprocs",
+    "serve_metrics",
     "spawnat",
     "start_worker",
     "status",

@@ -8,7 +8,8 @@
   the program runs as it would under ``python``); a launch that fails is one line on stderr, exit 1;
 * ``clustercore managers``: list the installed manager plugins;
 * ``clustercore top [--pid OSPID] [--once [--calls]]``: a live view of a running driver's cluster
-  (a driver run as ``clustercore -p N script.py`` can be attached to unless ``CLUSTERCORE_ATTACH=0``);
+  (a driver run as ``clustercore -p N script.py`` can be attached to unless ``CLUSTERCORE_ATTACH=0``;
+  ``CLUSTERCORE_METRICS=[HOST:]PORT`` makes it serve Prometheus metrics);
 * other subcommands come from plugins (``cli_commands`` hook).
 """
 
@@ -151,6 +152,16 @@ def _run_script(argv: list[str]) -> int:
     import clustercore
 
     generic = {} if args.exename is None else {"exename": args.exename}
+    metrics_at = os.environ.get("CLUSTERCORE_METRICS", "")
+    if metrics_at:  # HOST:PORT (or PORT, on loopback): serve the metrics before the workers join
+        from .metrics import serve_metrics
+
+        host, _, port = metrics_at.rpartition(":")
+        try:
+            serve_metrics(int(port), host or "127.0.0.1")
+        except (ValueError, OSError) as exc:
+            print(f"clustercore: cannot serve metrics at CLUSTERCORE_METRICS={metrics_at!r}: {exc}", file=sys.stderr)
+            return 1
     try:
         if args.procs is not None:
             if args.procs == "auto":

@@ -1,0 +1,176 @@
+"""An optional metrics endpoint on the driver, in Prometheus' text format.
+
+``serve_metrics()`` starts an HTTP server (off until called; loopback unless told
+otherwise) whose ``GET /metrics`` gathers ``status()`` from every process and answers
+with counts only: cluster size by manager, calls started/finished/failed and in flight,
+the oldest call's age, bytes, memory and CPU per pid, and how long workers took to
+join, by manager. No function names, arguments, host names or tracebacks: nothing a
+scraper could not be shown, so it needs no cookie (``docs/observability.md``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .clusterstatus import WorkerStatus, status
+from .engine import cluster
+from .engine.launches import seconds_since_launch_started
+from .processes import worker_info
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_launches: dict[str, list[float]] = {}  # by manager: [workers joined, sum of their launch seconds]
+_left = [0]
+_lock = threading.Lock()
+
+
+def _worker_joined(pid: int) -> None:
+    seconds = seconds_since_launch_started()
+    try:
+        manager = worker_info(pid).manager or "unknown"
+    except Exception:  # noqa: BLE001 - gone already
+        manager = "unknown"
+    with _lock:
+        counts = _launches.setdefault(manager, [0, 0.0])
+        counts[0] += 1
+        counts[1] += seconds or 0.0
+
+
+def _worker_left(pid: int) -> None:
+    with _lock:
+        _left[0] += 1
+
+
+cluster.on_worker_joined(_worker_joined)
+cluster.on_worker_left(_worker_left)
+
+
+def metrics_text(timeout: float = 2.0) -> str:
+    """The metrics, as a scrape of the endpoint would get them."""
+    rows = status(timeout)
+    workers = [r for r in rows if r.pid != 1]
+    by_manager: dict[str, int] = {}
+    for row in workers:
+        by_manager[row.manager] = by_manager.get(row.manager, 0) + 1
+    with _lock:
+        launches = {m: list(v) for m, v in _launches.items()}
+        left = _left[0]
+    out: list[str] = []
+    _metric(
+        out,
+        "workers",
+        "gauge",
+        "Workers in the cluster, by manager.",
+        [("", {"manager": m}, n) for m, n in sorted(by_manager.items())],
+    )
+    _metric(
+        out,
+        "workers_unresponsive",
+        "gauge",
+        "Workers that did not answer the scrape in time.",
+        [("", {}, sum(r.state == "unresponsive" for r in workers))],
+    )
+    _metric(
+        out,
+        "workers_left_total",
+        "counter",
+        "Workers that left the cluster (removed or died) since metrics began.",
+        [("", {}, left)],
+    )
+    _metric(
+        out,
+        "worker_launch_seconds",
+        "summary",
+        "Seconds from the start of the addprocs call that added a worker until it joined, by manager.",
+        [
+            (suffix, {"manager": m}, value)
+            for m, (count, total) in sorted(launches.items())
+            for suffix, value in (("_sum", total), ("_count", count))
+        ],
+    )
+    per_pid = [
+        ("up", "gauge", "1 if the process answered the scrape in time.", lambda r: r.state != "unresponsive"),
+        ("calls_started_total", "counter", "User calls started.", lambda r: r.calls_started),
+        ("calls_finished_total", "counter", "User calls that returned.", lambda r: r.calls_finished),
+        ("calls_failed_total", "counter", "User calls that raised.", lambda r: r.calls_failed),
+        ("calls_in_flight", "gauge", "User calls running now.", lambda r: len(r.calls_in_flight)),
+        ("oldest_call_age_seconds", "gauge", "Age of the oldest call in flight (0: none).", _oldest_age),
+        ("received_bytes_total", "counter", "Bytes of the frames the process received.", lambda r: r.bytes_in),
+        ("sent_bytes_total", "counter", "Bytes of the frames others received from it.", lambda r: r.bytes_out),
+        ("resident_memory_bytes", "gauge", "Resident memory.", lambda r: r.rss),
+        ("cpu_seconds_total", "counter", "User and system CPU time.", lambda r: r.cpu_seconds),
+    ]  # fmt: skip
+    for name, kind, help, value in per_pid:
+        _metric(out, name, kind, help, [("", {"pid": r.pid}, value(r)) for r in rows])
+    return "\n".join(out) + "\n"
+
+
+def _metric(out: list[str], name: str, kind: str, help: str, samples: list[tuple[str, dict[str, Any], float]]) -> None:
+    """One metric family: its HELP and TYPE lines, and a line per ``(suffix, labels, value)``."""
+    out.append(f"# HELP clustercore_{name} {help}")
+    out.append(f"# TYPE clustercore_{name} {kind}")
+    for suffix, labels, value in samples:
+        text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+        out.append(
+            f"clustercore_{name}{suffix}{{{text}}} {_number(value)}"
+            if text
+            else f"clustercore_{name}{suffix} {_number(value)}"
+        )
+
+
+def _oldest_age(row: WorkerStatus) -> float:
+    return row.oldest_call.age if row.oldest_call else 0.0
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) and not float(value).is_integer() else str(int(value))
+
+
+class MetricsServer:
+    """The running endpoint: ``url``, ``address``; :meth:`close` stops it."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404, "the metrics are at /metrics")
+                    return
+                try:
+                    body = metrics_text(timeout).encode()
+                except Exception as exc:  # noqa: BLE001 - a scrape that fails says why
+                    self.send_error(500, f"gathering the metrics failed: {exc}")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # a scrape every few seconds is not news
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
+        self.url = f"http://{self.address[0]}:{self.address[1]}/metrics"
+        self.started = time.time()
+        threading.Thread(target=self._server.serve_forever, name="clustercore-metrics", daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def serve_metrics(port: int = 9464, host: str = "127.0.0.1", timeout: float = 2.0) -> MetricsServer:
+    """Serve the metrics at ``http://host:port/metrics`` (port 0: any free port) on a thread;
+    loopback unless ``host`` says otherwise. Each scrape gives every worker ``timeout``
+    seconds to answer. Pid 1 only."""
+    if cluster.PGRP.myid != 1:
+        raise RuntimeError(f"the metrics endpoint runs on the driver (pid 1); this is pid {cluster.PGRP.myid}")
+    return MetricsServer(host, port, timeout)

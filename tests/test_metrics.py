@@ -1,0 +1,97 @@
+"""The Prometheus endpoint, scraped over HTTP while real workers run."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+import clustercore as cc
+from clustercore.metrics import MetricsServer, metrics_text  # listens for joins from here on
+
+LINE = re.compile(r'^clustercore_[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$')
+
+
+@pytest.fixture
+def endpoint() -> Iterator[MetricsServer]:
+    server = cc.serve_metrics(port=0)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        assert reply.status == 200
+        assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = reply.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("# "):
+            assert re.match(r"^# (HELP|TYPE) clustercore_[a-z_]+ ", line), line
+            continue
+        assert LINE.match(line), line
+        name, value = line.rsplit(" ", 1)
+        values[name] = float(value)
+    return values
+
+
+def test_scrape_counts_workers_calls_and_launches(fresh: None, endpoint: MetricsServer) -> None:
+    assert endpoint.address[0] == "127.0.0.1" and endpoint.url.endswith("/metrics")
+    pids = cc.addprocs(2)
+    for _ in range(3):
+        cc.remotecall_fetch(abs, pids[0], -1)
+    with pytest.raises(cc.RemoteException):
+        cc.remotecall_fetch(int, pids[0], "x")
+    values = scrape(endpoint.url)
+    assert values['clustercore_workers{manager="local"}'] == 2
+    assert values["clustercore_workers_unresponsive"] == 0
+    assert values['clustercore_worker_launch_seconds_count{manager="local"}'] == 2
+    assert values['clustercore_worker_launch_seconds_sum{manager="local"}'] > 0
+    for pid in (1, *pids):
+        assert values[f'clustercore_up{{pid="{pid}"}}'] == 1
+        assert values[f'clustercore_resident_memory_bytes{{pid="{pid}"}}'] > 1 << 20
+    assert values[f'clustercore_calls_finished_total{{pid="{pids[0]}"}}'] >= 3
+    assert values[f'clustercore_calls_failed_total{{pid="{pids[0]}"}}'] == 1
+    assert values[f'clustercore_received_bytes_total{{pid="{pids[0]}"}}'] > 0
+    assert values['clustercore_sent_bytes_total{pid="1"}'] > 0
+    cc.rmprocs(pids[1])
+    values = scrape(endpoint.url)
+    assert values['clustercore_workers{manager="local"}'] == 1
+    assert values["clustercore_workers_left_total"] >= 1
+
+
+def test_only_metrics_are_served(endpoint: MetricsServer) -> None:
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(endpoint.url.replace("/metrics", "/"), timeout=30)
+    assert caught.value.code == 404
+    assert 'clustercore_up{pid="1"} 1' in metrics_text()  # a driver alone has metrics too
+
+
+def test_clustercore_p_serves_metrics_when_asked() -> None:
+    with socket.socket() as probe:  # a free port (the driver binds it again right away)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "import urllib.request\n"
+        f"text = urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=30).read().decode()\n"
+        "print([l for l in text.splitlines() if l.startswith('clustercore_workers{')])\n"
+    )
+    env = {**os.environ, "CLUSTERCORE_METRICS": f"127.0.0.1:{port}", "CLUSTERCORE_ATTACH": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "clustercore", "-p", "2", "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['clustercore_workers{manager=\"local\"} 2']"
