@@ -54,9 +54,11 @@ def main(argv: list[str]) -> int:
         print(f"clustercore top: {exc}", file=sys.stderr)
         return 1
     with link:
-        if args.once:
-            return _once(link, console, args)
-        return _live(link, console, args)
+        try:
+            return _once(link, console, args) if args.once else _live(link, console, args)
+        except (OSError, EOFError) as exc:  # ConnectionError included: the driver went away
+            print(f"clustercore top: lost the driver (os pid {link.driver.ospid}): {exc}", file=sys.stderr)
+            return 1
 
 
 def _once(link: Attached, console: Any, args: argparse.Namespace) -> int:
@@ -114,6 +116,7 @@ def _live(link: Attached, console: Any, args: argparse.Namespace) -> int:
 
 def render_table(rows: list[WorkerStatus], sort: str, selected: int | None, driver_ospid: int) -> Any:
     """The table of processes, sorted by ``sort`` (a key of ``SORTS``), ``selected`` highlighted."""
+    from rich.markup import escape
     from rich.table import Table
 
     heading, key, reverse = SORTS[sort]
@@ -121,7 +124,7 @@ def render_table(rows: list[WorkerStatus], sort: str, selected: int | None, driv
     busy = sum(1 for r in rows if r.calls_in_flight)
     table = Table(
         title=f"clustercore: driver os pid {driver_ospid}, {len(rows) - 1} workers, {busy} busy",
-        caption=f"sorted by {heading}  [s] sort  [j/k] select  [t] tracebacks  [q] quit",
+        caption=escape(f"sorted by {heading}  [s] sort  [j/k] select  [t] tracebacks  [q] quit"),
         expand=False,
     )
     for name, justify in (
@@ -146,11 +149,11 @@ def render_table(rows: list[WorkerStatus], sort: str, selected: int | None, driv
         age_style = "bold red" if oldest and oldest.age >= STUCK_AFTER else ""
         table.add_row(
             str(row.pid),
-            row.host,
-            row.manager or "driver",
+            escape(row.host),
+            escape(row.manager or "driver"),
             f"[{state_style}]{row.state}[/]",
             str(len(row.calls_in_flight)),
-            oldest.function if oldest else "",
+            escape(oldest.function) if oldest else "",
             f"[{age_style}]{_age(oldest.age)}[/]" if oldest and age_style else (_age(oldest.age) if oldest else ""),
             f"{row.calls_per_s:.1f}",
             f"{row.bytes_in_per_s / 1e6:.2f}",
@@ -165,6 +168,7 @@ def render_table(rows: list[WorkerStatus], sort: str, selected: int | None, driv
 def render_calls(pid: int, calls: list[CallInFlight]) -> Any:
     """The calls in flight on ``pid``, oldest first, each with its traceback."""
     from rich.console import Group
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.text import Text
 
@@ -172,7 +176,8 @@ def render_calls(pid: int, calls: list[CallInFlight]) -> Any:
         return Panel(Text("no calls in flight"), title=f"pid {pid}")
     panels = [
         Panel(
-            Text(call.traceback.rstrip() or "(no stack)"), title=f"pid {pid}: {call.function}, running {_age(call.age)}"
+            Text(call.traceback.rstrip() or "(no stack)"),
+            title=escape(f"pid {pid}: {call.function}, running {_age(call.age)}"),
         )
         for call in calls
     ]

@@ -45,7 +45,7 @@ PAGE = """<!doctype html>
   const NS = "http://www.w3.org/2000/svg";
   const svg = document.getElementById("chart");
   const tip = document.getElementById("tip");
-  const LEFT = 100, TOP = 26, LANE = 28, GAP = 6, MAX_ROWS = 4;
+  const LEFT = 100, RIGHT = 50, TOP = 26, LANE = 28, GAP = 6, MAX_ROWS = 4;
   const pids = T.pids.slice().sort((a, b) => a - b);
   const lane = new Map(pids.map((p, i) => [p, i]));
   const end = Math.max(T.duration, ...T.events.map(e => e.end), 1e-6);
@@ -117,18 +117,18 @@ PAGE = """<!doctype html>
   function draw() {
     const w = width();
     const span = view[1] - view[0];
-    const x = t => LEFT + (t - view[0]) / span * (w - LEFT - 10);
+    const x = t => LEFT + (t - view[0]) / span * (w - LEFT - RIGHT);
     svg.setAttribute("width", w);
     svg.setAttribute("height", height);
-    for (const r of lanes.querySelectorAll(".lane")) r.setAttribute("width", w - LEFT - 10);
+    for (const r of lanes.querySelectorAll(".lane")) r.setAttribute("width", w - LEFT - RIGHT);
     for (const [e, r] of rects) {
-      const x0 = Math.max(x(e.start), LEFT), x1 = Math.min(x(e.end), w - 10);
+      const x0 = Math.max(x(e.start), LEFT), x1 = Math.min(x(e.end), w - RIGHT);
       r.setAttribute("x", x0);
-      r.setAttribute("width", Math.max(x1 - x0, x1 >= LEFT && x0 <= w - 10 ? 1 : 0));
+      r.setAttribute("width", Math.max(x1 - x0, x1 >= LEFT && x0 <= w - RIGHT ? 1 : 0));
     }
     const lastX = x(lastEvent ? lastEvent.end : end);
     endLine.setAttribute("x1", lastX); endLine.setAttribute("x2", lastX);
-    endLine.style.display = lastX >= LEFT && lastX <= w - 10 ? "" : "none";
+    endLine.style.display = lastX >= LEFT && lastX <= w - RIGHT ? "" : "none";
     axis.textContent = "";
     const step = Math.pow(10, Math.floor(Math.log10(span / 5)));
     const nice = [1, 2, 5, 10].map(m => m * step).find(s => span / s <= 10) || step * 10;
@@ -141,7 +141,7 @@ PAGE = """<!doctype html>
   svg.addEventListener("wheel", ev => {
     ev.preventDefault();
     const w = width(), span = view[1] - view[0];
-    const at = view[0] + Math.min(Math.max((ev.offsetX - LEFT) / (w - LEFT - 10), 0), 1) * span;
+    const at = view[0] + Math.min(Math.max((ev.offsetX - LEFT) / (w - LEFT - RIGHT), 0), 1) * span;
     const k = ev.deltaY < 0 ? 0.8 : 1.25;
     view = [at - (at - view[0]) * k, at + (view[1] - at) * k];
     draw();
@@ -151,7 +151,7 @@ PAGE = """<!doctype html>
   window.addEventListener("mouseup", () => { dragging = null; });
   window.addEventListener("mousemove", ev => {
     if (!dragging) return;
-    const dt = (ev.clientX - dragging[0]) / (width() - LEFT - 10) * (dragging[1][1] - dragging[1][0]);
+    const dt = (ev.clientX - dragging[0]) / (width() - LEFT - RIGHT) * (dragging[1][1] - dragging[1][0]);
     view = [dragging[1][0] - dt, dragging[1][1] - dt];
     draw();
   });

@@ -4,11 +4,17 @@ uid cannot read the attach file nor reach the socket."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +142,52 @@ def test_workers_are_gone_after_the_driver(driver: subprocess.Popen[str]) -> Non
         ospids = [r.ospid for r in link.status()[1:]]
     driver.communicate("", timeout=60)
     assert wait_until_gone(ospids, 30) == []
+
+
+def test_top_live_in_a_terminal(driver: subprocess.Popen[str]) -> None:
+    """The interactive view in a pseudo-terminal: the table, ``t`` for the selected row's
+    tracebacks (the stuck call sorts first), any key back, ``q`` to quit."""
+    fd, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # rows, columns
+    top = subprocess.Popen(
+        [sys.executable, "-m", "clustercore", "top", "--pid", str(driver.pid)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"},
+    )
+    os.close(terminal)
+    seen = bytearray()
+
+    def until(text: bytes, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{text!r} never appeared; the screen had: {bytes(seen)[-3000:]!r}"
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                try:
+                    seen.extend(os.read(fd, 65536))
+                except OSError:  # the child closed the terminal
+                    break
+
+    try:
+        until(b"stuck_in_the_middle")
+        until(b"[t] tracebacks")
+        seen.clear()
+        os.write(fd, b"t")
+        until(b"pid 2: stuck_in_the_middle, running")
+        until(b"in take")
+        os.write(fd, b"x")  # back to the table
+        seen.clear()
+        until(b"sorted by oldest call")
+        os.write(fd, b"s")
+        until(b"sorted by pid")
+        os.write(fd, b"q")
+        assert top.wait(30) == 0
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait(30)
+        os.close(fd)

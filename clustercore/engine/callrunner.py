@@ -16,7 +16,7 @@ call (a sleep) by a signal.
 
 The runner also keeps what ``clustercore.status()`` reads (docs/observability.md):
 the user calls in flight (thread, function, arguments, start time) and counts of
-calls started, finished and failed, kept without a lock (dict item assignments
+calls finished and failed, kept without a lock (dict item assignments
 and ``itertools.count``, each atomic under the GIL), and, while a ``trace()``
 runs, a record of each call.
 """
@@ -134,8 +134,7 @@ class CallRunner:
         self._calls_started = 0
         # What status() reads: user calls in flight by thread (f, args, start time), and counts.
         self.running: dict[int, tuple[Callable[..., Any], tuple[Any, ...], float]] = {}
-        self.started = itertools.count()
-        self.finished = itertools.count()
+        self.finished = itertools.count()  # calls started: these two and the calls in flight
         self.failed = itertools.count()
         self.trace: list[Any] | None = None  # while a trace() runs: what message_handlers records
         self._watchdog_wake = threading.Event()
@@ -276,7 +275,7 @@ class CallRunner:
             if frame is None:
                 conn.mark_closed("closed by peer")
                 return _CLOSED
-            conn.bytes_received += frame_bytes(frame)
+            conn.bytes_received += _HEADER_SIZE + frame.payload.nbytes if not frame.buffers else frame_bytes(frame)
             return link.handle(conn, frame)
         except (OSError, EOFError) as exc:
             conn.mark_closed(f"{type(exc).__name__}: {exc}")
@@ -382,7 +381,6 @@ class CallRunner:
         running = self.running
         outer = running.get(ident)  # a call that runs another inline (a call to this very process)
         running[ident] = (f, args, _now())
-        next(self.started)
         try:
             self._enter_user_code(ident)
             try:
@@ -395,20 +393,20 @@ class CallRunner:
                     THREAD.user_call = None
                 else:
                     self._leave_user_code(ident)
-            self._done(ident, outer, self.finished)
+            next(self.finished)  # inline, not a method: this runs for every call
+            if outer is None:
+                del running[ident]  # only this thread writes its own key
+            else:
+                running[ident] = outer
             return value, False
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             self._leave_for_good(ident)
-            self._done(ident, outer, self.failed)
+            next(self.failed)
+            if outer is None:
+                running.pop(ident, None)
+            else:
+                running[ident] = outer
             return RemoteException(self.pid, CapturedException.capture(exc)), True
-
-    def _done(self, ident: int, outer: Any, count: itertools.count[int]) -> None:
-        """A user call on thread ``ident`` is over: count it, and show the call it ran inside, if any."""
-        next(count)
-        if outer is None:
-            self.running.pop(ident, None)
-        else:
-            self.running[ident] = outer
 
     def _leave_for_good(self, ident: int) -> None:
         """Leave user code even if an interrupt cut the first try short (it may land

@@ -26,7 +26,7 @@ import threading
 from typing import Any, NoReturn
 
 from ..links.connection import THREAD, Connection, ConnectionClosed
-from ..wire.framing import NO_REF
+from ..wire.framing import HEADER, NO_REF
 from .callrunner import frame_bytes
 from .cluster import send_frame_obj
 from .message_handlers import decode_result, handle_msg
@@ -36,6 +36,7 @@ from .peers import link_lost
 _MAIN_IDENT = threading.main_thread().ident
 _RESULT = MsgType.RESULT
 _peek_buffer = bytearray(1)
+_HEADER_SIZE = HEADER.size
 
 
 def request(
@@ -116,7 +117,7 @@ def _read_reply(conn: Connection, wid: int, runner: Any, holding_sigint: bool) -
             _lost(conn, f"{type(exc).__name__}: {exc}")
         if frame is None:
             _lost(conn, "closed by peer")
-        conn.bytes_received += frame_bytes(frame)
+        conn.bytes_received += _HEADER_SIZE + frame.payload.nbytes if not frame.buffers else frame_bytes(frame)
         if frame.msg_type == _RESULT and frame.response[1] == wid:
             if frame.flags or frame.buffers or conn.has_buffered_bytes():
                 return _take_reply(conn, frame, runner)

@@ -97,7 +97,7 @@ def sample() -> ProcessSample:
         host=PGRP.hostname,
         started=_process_started(),
         sampled=now,
-        calls_started=count_of(runner.started),
+        calls_started=count_of(runner.finished) + count_of(runner.failed) + len(in_flight),
         calls_finished=count_of(runner.finished),
         calls_failed=count_of(runner.failed),
         in_flight=sorted(in_flight, key=lambda c: c.started),
