@@ -89,7 +89,8 @@ def _live(link: Attached, console: Any, args: argparse.Namespace) -> int:
             if now >= next_refresh:
                 rows = sorted(link.status(timeout=args.timeout), key=SORTS[sort][1], reverse=SORTS[sort][2])
                 selected = min(selected, max(len(rows) - 1, 0))
-                live.update(render_table(rows, sort, selected, link.driver.ospid), refresh=True)
+                fits = max(3, console.size.height - 9)  # the title, header, caption and borders take the rest
+                live.update(render_table(rows, sort, selected, link.driver.ospid, fits), refresh=True)
                 next_refresh = now + args.interval
             key = read_key(max(0.0, next_refresh - time.monotonic()))
             if key in ("q", "\x03"):
@@ -114,17 +115,26 @@ def _live(link: Attached, console: Any, args: argparse.Namespace) -> int:
                 next_refresh = 0.0
 
 
-def render_table(rows: list[WorkerStatus], sort: str, selected: int | None, driver_ospid: int) -> Any:
-    """The table of processes, sorted by ``sort`` (a key of ``SORTS``), ``selected`` highlighted."""
+def render_table(
+    rows: list[WorkerStatus], sort: str, selected: int | None, driver_ospid: int, limit: int | None = None
+) -> Any:
+    """The table of processes, sorted by ``sort`` (a key of ``SORTS``), ``selected`` highlighted;
+    at most ``limit`` rows, a window that keeps the selected one in view."""
     from rich.markup import escape
     from rich.table import Table
 
     heading, key, reverse = SORTS[sort]
     rows = sorted(rows, key=key, reverse=reverse)
     busy = sum(1 for r in rows if r.calls_in_flight)
+    total = len(rows)
+    first = 0
+    if limit is not None and total > limit:
+        first = max(0, min((selected or 0) - limit // 2, total - limit))
+        rows = rows[first : first + limit]
+    shown = f"  rows {first + 1}-{first + len(rows)} of {total}" if len(rows) < total else ""
     table = Table(
-        title=f"clustercore: driver os pid {driver_ospid}, {len(rows) - 1} workers, {busy} busy",
-        caption=escape(f"sorted by {heading}  [s] sort  [j/k] select  [t] tracebacks  [q] quit"),
+        title=f"clustercore: driver os pid {driver_ospid}, {total - 1} workers, {busy} busy",
+        caption=escape(f"sorted by {heading}{shown}  [s] sort  [j/k] select  [t] tracebacks  [q] quit"),
         expand=False,
     )
     for name, justify in (
@@ -142,7 +152,7 @@ def render_table(rows: list[WorkerStatus], sort: str, selected: int | None, driv
         ("RSS MB", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows, first):
         oldest = row.oldest_call
         style = "reverse" if i == selected else ""
         state_style = {"busy": "yellow", "unresponsive": "bold red", "terminating": "magenta"}.get(row.state, "green")

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine import stats
+from .engine import cluster, stats
 from .engine.cluster import procs
 from .tracepage import PAGE as _PAGE
 
@@ -99,14 +99,33 @@ class Trace:
         return target
 
 
-_active = threading.Lock()
+_active = threading.Lock()  # held while a trace runs
+_running: list[tuple[Trace, dict[int, float], float]] = []  # that trace, its clock offsets, its timeout
+_running_lock = threading.Lock()
+
+
+def _worker_joined(pid: int) -> None:
+    """A worker that joins while a trace runs is traced from then on."""
+    with _running_lock:
+        if not _running:
+            return
+        result, offsets, timeout = _running[0]
+        before = time.time()
+        clock = stats.gather(stats.start_trace, [pid], timeout)[pid]
+        if clock is not None:
+            offsets[pid] = _offset(clock, before, time.time())
+        result.pids.append(pid)
+
+
+cluster.on_worker_joined(_worker_joined)
 
 
 @contextmanager
 def trace(timeout: float = 10.0) -> Iterator[Trace]:
     """Record every call and pmap batch the cluster's processes run in the block; the
-    :class:`Trace` is filled in when the block ends. Workers that join meanwhile are not
-    traced; each process has ``timeout`` seconds to answer at the start and at the end.
+    :class:`Trace` is filled in when the block ends. Workers that join meanwhile are traced
+    from when they join; each process has ``timeout`` seconds to answer at the start and at
+    the end.
     One trace at a time (``RuntimeError`` otherwise)."""
     if not _active.acquire(blocking=False):
         raise RuntimeError("a trace() is already running")
@@ -117,9 +136,13 @@ def trace(timeout: float = 10.0) -> Iterator[Trace]:
         after = time.time()
         result.started = before
         offsets = {pid: _offset(clock, before, after) for pid, clock in clocks.items() if clock is not None}
+        with _running_lock:
+            _running[:] = [(result, offsets, timeout)]
         try:
             yield result
         finally:
+            with _running_lock:
+                _running.clear()
             before = time.time()
             stopped = stats.gather(stats.stop_trace, result.pids, timeout)
             after = time.time()

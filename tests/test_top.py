@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from clustercore.attach import attach, attach_dir, drivers
+from clustercore.clusterstatus import CallInFlight, WorkerStatus
 from clustercore.testing import wait_until_gone
+from clustercore.top import render_table
 
 from .test_hostile import ATTACKER_PYTHON, NOBODY, SETPRIV, _need_another_user
 
@@ -191,3 +193,26 @@ def test_top_live_in_a_terminal(driver: subprocess.Popen[str]) -> None:
             top.kill()
             top.wait(30)
         os.close(fd)
+
+
+def row(pid: int, age: float | None) -> WorkerStatus:
+    calls = () if age is None else (CallInFlight(pid, f"job{pid}", 0.0, age, 1),)
+    state = "busy" if calls else "idle"
+    return WorkerStatus(pid, "h", 100 + pid, "local", state, calls, 1, 1, 0, 0, 0, 1 << 20, 0.0, 1, 0, 0, 0, 0, 0)
+
+
+def test_a_long_table_shows_a_window_around_the_selected_row() -> None:
+    """64 workers on a 20-line terminal: the rows around the selected one, and which they are."""
+    from rich.console import Console
+
+    rows = [row(1, None)] + [row(pid, float(pid)) for pid in range(2, 66)]  # pid 65 has the oldest call
+    console = Console(record=True, width=200)
+    console.print(render_table(rows, "oldest", 40, 4242, limit=10))
+    text = console.export_text()
+    assert "64 workers, 64 busy" in text and "rows 36-45 of 65" in text
+    shown = [int(line.split()[1]) for line in text.splitlines() if line.startswith("│") and line.split()[1].isdigit()]
+    assert shown == list(range(65 - 35, 65 - 45, -1))  # oldest call first: pid 65, 64, ...; rows 36 to 45
+    console = Console(record=True, width=200)
+    console.print(render_table(rows, "oldest", 0, 4242, limit=10))
+    text = console.export_text()
+    assert "rows 1-10 of 65" in text and "job65" in text

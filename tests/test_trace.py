@@ -112,3 +112,11 @@ def test_a_trace_survives_a_busy_worker(two: list[int]) -> None:
     cc.put(ch, 1)
     assert cc.fetch(f) == 1
     assert [(e.pid, e.function) for e in t.events] == [(two[0], "abs")]
+
+
+def test_a_worker_that_joins_during_a_trace_is_traced(two: list[int]) -> None:
+    with cc.trace() as t:
+        (new,) = cc.addprocs(1)
+        assert cc.remotecall_fetch(abs, new, -4) == 4
+    assert t.pids == [1, *two, new] and t.missing == []
+    assert [(e.pid, e.function) for e in t.events] == [(new, "abs")]
