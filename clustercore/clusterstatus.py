@@ -81,10 +81,13 @@ def calls_in_flight(pid: int, timeout: float = 5.0) -> list[CallInFlight]:
     ``TimeoutError`` if ``pid`` does not answer within ``timeout`` seconds (a worker whose
     every thread is in Python code answers: its calls run on other threads than the one
     that reads the request; one stuck in C code holding the GIL does not)."""
-    worker_info(pid)  # ValueError / ProcessExitedException for a pid that is not there
+    where = worker_info(pid)  # ValueError / ProcessExitedException for a pid that is not there
     records = stats.gather(stats.tracebacks, [pid], timeout)[pid]
     if records is None:
-        raise TimeoutError(f"pid {pid} did not answer within {timeout:g} s")
+        raise TimeoutError(
+            f"pid {pid} did not answer within {timeout:g} s; `kill -USR2 {where.ospid}` on {where.host} prints "
+            "every thread's stack to its output, even while C code holds its GIL"
+        )
     now = time.time()
     return [_call(pid, r, now) for r in records]
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rich.markup import escape
+
 from .attach import Attached, attach
 from .clusterstatus import CallInFlight, WorkerStatus
 
@@ -69,8 +71,8 @@ def _once(link: Attached, console: Any, args: argparse.Namespace) -> int:
         for row in busy:
             try:
                 calls = link.calls_in_flight(row.pid, timeout=args.timeout)
-            except TimeoutError:
-                console.print(f"pid {row.pid}: no answer within {args.timeout:g} s (stuck in C code holding the GIL?)")
+            except TimeoutError as exc:
+                console.print(escape(str(exc)))
                 continue
             console.print(render_calls(row.pid, calls))
     return 0
@@ -108,8 +110,8 @@ def _live(link: Attached, console: Any, args: argparse.Namespace) -> int:
                 pid = rows[selected].pid
                 try:
                     shown: Any = render_calls(pid, link.calls_in_flight(pid, timeout=args.timeout))
-                except TimeoutError:
-                    shown = f"pid {pid} did not answer within {args.timeout:g} s"
+                except TimeoutError as exc:
+                    shown = escape(str(exc))
                 live.update(shown, refresh=True)
                 read_key(None)  # until a key
                 next_refresh = 0.0
@@ -120,7 +122,6 @@ def render_table(
 ) -> Any:
     """The table of processes, sorted by ``sort`` (a key of ``SORTS``), ``selected`` highlighted;
     at most ``limit`` rows, a window that keeps the selected one in view."""
-    from rich.markup import escape
     from rich.table import Table
 
     heading, key, reverse = SORTS[sort]
@@ -178,7 +179,6 @@ def render_table(
 def render_calls(pid: int, calls: list[CallInFlight]) -> Any:
     """The calls in flight on ``pid``, oldest first, each with its traceback."""
     from rich.console import Group
-    from rich.markup import escape
     from rich.panel import Panel
     from rich.text import Text
 

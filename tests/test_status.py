@@ -11,6 +11,7 @@ import pytest
 
 import clustercore as cc
 from clustercore.engine import cluster
+from clustercore.testing import worker_output
 
 
 def wait_on(ch: cc.RemoteChannel) -> str:
@@ -82,8 +83,11 @@ def test_an_unresponsive_worker_does_not_hold_status_up(two: list[int]) -> None:
         assert rows[two[0]].state == "unresponsive"
         assert rows[two[0]].ospid == ospid and rows[two[0]].rss > 0  # what the driver last heard
         assert rows[two[1]].state == "idle"
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match="kill -USR2"):
             cc.calls_in_flight(two[0], timeout=0.2)
+        with worker_output() as output:  # the dump that needs no Python: faulthandler, on SIGUSR2
+            os.kill(ospid, signal.SIGUSR2)
+            assert output.wait_for("in hold_the_gil", timeout=30), output.lines
     finally:
         os.kill(ospid, signal.SIGKILL)
         assert worker.gone.wait(30)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import faulthandler
 import os
 import select
 import signal
@@ -88,6 +89,8 @@ def start_worker(
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
+    if hasattr(signal, "SIGUSR2"):  # `kill -USR2 OSPID`: every thread's stack on the worker's output, from C,
+        faulthandler.register(signal.SIGUSR2, all_threads=True)  # so even while C code holds the GIL
     init_worker(cluster.cluster_cookie())
     if os.getpid() == 1:  # a container's first process: the kernel ignores a signal it does not handle
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
