@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from rich.console import Console
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # a pipe or file: no columns cut short
     try:
         link = attach(args.pid)
     except (LookupError, OSError, ConnectionError) as exc:
