@@ -73,7 +73,12 @@ def status(timeout: float = 2.0) -> list[WorkerStatus]:
         raise ValueError(f"timeout must be positive, not {timeout!r}")
     pids = procs()
     samples: dict[int, ProcessSample | None] = stats.gather(stats.sample, pids, timeout)
-    return [_row(pid, samples) for pid in pids]
+    sent: dict[int, int] = {}  # what each process sent: what the others received from it
+    for pid, sample in samples.items():
+        for peer, nbytes in sample.received.items() if sample is not None else ():
+            if peer != pid:
+                sent[peer] = sent.get(peer, 0) + nbytes
+    return [_row(pid, samples.get(pid), sent.get(pid, 0)) for pid in pids]
 
 
 def calls_in_flight(pid: int, timeout: float = 5.0) -> list[CallInFlight]:
@@ -100,8 +105,7 @@ _last: dict[int, WorkerStatus] = {}  # by pid: the last row with numbers (an unr
 _lock = threading.Lock()
 
 
-def _row(pid: int, samples: dict[int, ProcessSample | None]) -> WorkerStatus:
-    sample = samples.get(pid)
+def _row(pid: int, sample: ProcessSample | None, bytes_out: int) -> WorkerStatus:
     manager, state = "", ""
     if pid != PGRP.myid:
         w = PGRP.workers.get(pid)
@@ -113,7 +117,6 @@ def _row(pid: int, samples: dict[int, ProcessSample | None]) -> WorkerStatus:
             manager = ""
     if sample is None:
         return _unresponsive(pid, manager, state)
-    bytes_out = sum(s.received.get(pid, 0) for p, s in samples.items() if s is not None and p != pid)
     bytes_in = sum(sample.received.values())
     done = sample.calls_finished + sample.calls_failed
     mark = (sample.sampled, done, bytes_in, bytes_out, sample.cpu_seconds)
