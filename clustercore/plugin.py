@@ -53,6 +53,7 @@ from .engine.launching import (
 from .engine.managers import ClusterManager
 from .engine.peers import lose_worker
 from .engine.requests import remote_exit
+from .engine.worker import preload_modules as preload_worker_modules
 from .errors import LaunchCancelled, ProcessExitedException
 from .links import dial
 from .wire.handshake import local_versions
@@ -75,6 +76,7 @@ __all__ = [
     "launch_cancelled",
     "on_launch_cancelled",
     "parse_address_line",
+    "preload_worker_modules",
     "read_worker_address",
     "report_launched",
     "request_exit",

@@ -25,6 +25,11 @@ _cloudpickle: Any = None  # imported on first use: a worker that only unpickles 
 _LinkPickler: Any = None
 
 
+def load_cloudpickle() -> None:
+    """Import cloudpickle now (it is otherwise imported at the first value that needs it)."""
+    _cloudpickle_module()
+
+
 def _cloudpickle_module() -> Any:
     global _cloudpickle, _should_pickle_by_reference, _LinkPickler
     if _cloudpickle is None:

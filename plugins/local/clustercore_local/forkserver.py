@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from clustercore import remotecall, start_worker
+from clustercore.plugin import preload_worker_modules
 
 from .output import WorkerOutput
 
@@ -358,6 +359,7 @@ def serve(control_fd: int, output_fd: int, flow_fd: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError):
         pass
+    preload_worker_modules()  # imported once here, not by each worker at its first call
     gc.freeze()  # what is imported stays put: children do not copy its pages to collect it
     _Server(socket.socket(fileno=control_fd), output_fd, flow_fd).run()
 
