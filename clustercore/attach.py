@@ -20,9 +20,11 @@ attachable has no socket, no file and no thread.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import pickle
+import re
 import socket
 import stat
 import sys
@@ -85,6 +87,7 @@ class _Server:
 
     def __init__(self) -> None:
         directory = attach_dir(create=True)
+        self.owner = os.getpid()
         self.file = directory / f"driver-{os.getpid()}.json"
         self.socket_path = directory / f"driver-{os.getpid()}.sock"
         self.socket_path.unlink(missing_ok=True)
@@ -141,6 +144,8 @@ class _Server:
             self.clients.release()
 
     def close(self) -> None:
+        if os.getpid() != self.owner:
+            return  # a forked child exiting: the files are its parent's
         self.listener.close()
         for path in (self.file, self.socket_path):
             path.unlink(missing_ok=True)
@@ -177,28 +182,78 @@ class Driver:
 
 
 def drivers() -> list[Driver]:
-    """The attachable drivers of this user that are running, oldest first (stale files are removed)."""
+    """The attachable drivers of this user that are running, oldest first (stale files are removed).
+
+    The directory is opened once, checked through that descriptor (this user's, no one
+    else may enter: another user cannot put a directory of theirs there between a check
+    and a use) and read through it; a file's socket is the one named after the file, in
+    the same directory, never a path the file gives."""
     directory = attach_dir()
-    found = []
-    for path in sorted(directory.glob("driver-*.json")) if directory.exists() else []:
-        try:
-            record = json.loads(path.read_text())
-            driver = Driver(
-                int(record["ospid"]),
-                str(record["socket"]),
-                str(record["cookie"]),
-                list(record["argv"]),
-                float(record["started"]),
-                str(path),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if not _alive(driver.ospid):
-            path.unlink(missing_ok=True)
-            Path(driver.socket).unlink(missing_ok=True)
-            continue
-        found.append(driver)
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return []  # none yet (or not a directory): no driver has made itself attachable
+    try:
+        st = os.fstat(dir_fd)
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise PermissionError(f"{directory} is not a directory of this user's that only it may enter: not used")
+        found = []
+        for name in sorted(os.listdir(dir_fd)):
+            match = _ATTACH_FILE.fullmatch(name)
+            if match is None:
+                continue
+            ospid, socket_name = int(match[1]), f"driver-{match[1]}.sock"
+            if not _alive(ospid):
+                for stale in (name, socket_name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(stale, dir_fd=dir_fd)
+                continue
+            record = _read_own_file(name, dir_fd)
+            if record is None:
+                continue
+            try:
+                driver = Driver(
+                    ospid,
+                    str(directory / socket_name),
+                    str(record["cookie"]),
+                    [str(a) for a in record["argv"]],
+                    float(record["started"]),
+                    str(directory / name),
+                )
+            except (ValueError, KeyError, TypeError):
+                continue
+            found.append(driver)
+    finally:
+        os.close(dir_fd)
     return sorted(found, key=lambda d: d.started)
+
+
+_ATTACH_FILE = re.compile(r"driver-([0-9]{1,10})\.json")
+
+
+def _read_own_file(name: str, dir_fd: int) -> dict[str, Any] | None:
+    """The JSON object in ``name`` if it is a regular file of this user's, else None."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    with os.fdopen(fd) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size > _ATTACH_FILE_MAX:
+            return None
+        try:
+            record = json.load(f)
+        except (OSError, ValueError):
+            return None
+    return record if isinstance(record, dict) else None
+
+
+_ATTACH_FILE_MAX = 1 << 20
+
+
+def _printable(text: str) -> str:
+    """``text`` with anything a terminal would act on (escape sequences) replaced."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _alive(ospid: int) -> bool:
@@ -267,7 +322,7 @@ def attach(ospid: int | None = None, timeout: float = 10.0) -> Attached:
     if ospid is not None:
         found = [d for d in found if d.ospid == ospid]
     if len(found) != 1:
-        listed = ", ".join(f"{d.ospid} ({' '.join(d.argv)[:60]})" for d in drivers()) or "none"
+        listed = ", ".join(f"{d.ospid} ({_printable(' '.join(d.argv))[:60]})" for d in drivers()) or "none"
         what = f"no attachable driver with os pid {ospid}" if ospid is not None else "not one attachable driver"
         raise LookupError(f"{what} in {attach_dir()}; running: {listed} (a driver calls clustercore.allow_attach())")
     return Attached(found[0], timeout)
