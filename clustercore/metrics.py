@@ -132,17 +132,55 @@ def _number(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) and not float(value).is_integer() else str(int(value))
 
 
+SCRAPERS_AT_ONCE = 4  # connections served at once; more are closed at once
+CLIENT_SECONDS = 5.0  # a scraper that sends nothing for this long is dropped
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """An HTTP server that holds a thread for at most ``SCRAPERS_AT_ONCE`` connections: a
+    process that opens connections and never finishes a request (anyone on the host may
+    connect to a loopback port) costs the driver no more than that."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(SCRAPERS_AT_ONCE)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class MetricsServer:
     """The running endpoint: ``url``, ``address``; :meth:`close` stops it."""
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
+        self._timeout = timeout
+        self._looking = threading.Lock()
+        body_now = self._body
+
         class Handler(BaseHTTPRequestHandler):
+            timeout = CLIENT_SECONDS
+
             def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "the metrics are at /metrics")
                     return
                 try:
-                    body = metrics_text(timeout).encode()
+                    body = body_now()
                 except Exception as exc:  # noqa: BLE001 - a scrape that fails says why
                     self.send_error(500, f"gathering the metrics failed: {exc}")
                     return
@@ -155,12 +193,16 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # a scrape every few seconds is not news
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), Handler)
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
         self.url = f"http://{self.address[0]}:{self.address[1]}/metrics"
         self.started = time.time()
         threading.Thread(target=self._server.serve_forever, name="clustercore-metrics", daemon=True).start()
+
+    def _body(self) -> bytes:
+        """The metrics now; one scrape at a time looks (each look asks every worker)."""
+        with self._looking:
+            return metrics_text(self._timeout).encode()
 
     def close(self) -> None:
         self._server.shutdown()

@@ -7,6 +7,8 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -97,3 +99,33 @@ def test_clustercore_p_serves_metrics_when_asked() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['clustercore_workers{manager=\"local\"} 2']"
+
+
+def test_connections_that_never_finish_a_request_hold_few_threads(endpoint: MetricsServer) -> None:
+    # Anyone on the host may connect to a loopback port: 40 connections that send half a
+    # request hold at most SCRAPERS_AT_ONCE of the driver's threads, the rest are closed
+    # at once, and once they go the endpoint answers again.
+    from clustercore.metrics import SCRAPERS_AT_ONCE
+
+    before = threading.active_count()
+    idle = [socket.create_connection(endpoint.address, timeout=30) for _ in range(40)]
+    try:
+        for sock in idle:
+            sock.sendall(b"GET /metr")
+        one_more = socket.create_connection(endpoint.address, timeout=30)
+        with one_more:
+            one_more.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            assert one_more.recv(1) == b""  # closed: every place is taken
+        assert threading.active_count() <= before + SCRAPERS_AT_ONCE
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 30  # the held places free as their threads see the closes
+    while True:
+        try:
+            assert "clustercore_workers" in " ".join(scrape(endpoint.url))
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
