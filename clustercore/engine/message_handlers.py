@@ -178,8 +178,9 @@ def _traced(
     star: int = 0,
 ) -> Callable[[], None]:
     """A call (``work`` = (args, kwargs)) or batch (``work`` = its elements) that appends
-    ``(function, elements, bytes in, start, end, failed)`` to the runner's trace once its
-    result is sent; only while a ``trace()`` runs."""
+    ``(function, elements, bytes in, start, end, failed)`` to the runner's trace before
+    its result is sent (after, the caller may already have ended the trace and taken the
+    records); only while a ``trace()`` runs."""
     runner = PGRP.runner
     trace = runner.trace
 
@@ -187,13 +188,14 @@ def _traced(
         start = time.time()
         if kind == _CALL_BATCH:
             value, failed = runner.run_work_thunk(run_batch, (f, work, bool(star)), {})
+            if trace is not None:
+                trace.append((f, elements, nbytes, start, time.time(), failed or bool(value[1])))
             send_result(conn, response, value, failed)
-            failed = failed or bool(value[1])  # an element failed
         else:
             value, failed = runner.run_work_thunk(f, *work)
+            if trace is not None:
+                trace.append((f, elements, nbytes, start, time.time(), failed))
             _finish(conn, kind, response, notify, rv, value, failed)
-        if trace is not None:
-            trace.append((f, elements, nbytes, start, time.time(), failed))
 
     return traced_job
 
