@@ -297,7 +297,7 @@ class _Joining:
     def __init__(self, manager: ClusterManager, params: dict[str, Any]) -> None:
         self.manager = manager
         self.params = params
-        self.peers = _batch_peers()
+        self.peers = _batch_peers(params["topology"])
         self.joined: list[Worker] = []
         self.errors: list[BaseException] = []
         self.cancelled = False
@@ -453,11 +453,11 @@ def _kill_unjoined(manager: ClusterManager, pid: int, config: WorkerConfig) -> N
     kill_quietly(manager, pid, config)
 
 
-def _batch_peers() -> PeerTable | None:
+def _batch_peers(topology: str) -> PeerTable | None:
     """all_to_all: what every worker of a batch is told as it joins, pickled once: the
     workers there before the batch. It learns its batch mates with everyone else in
     :func:`_introduce` (telling each the ones that joined before it would be n²/2 records)."""
-    if PGRP.topology != "all_to_all":
+    if topology != "all_to_all":  # the launch's: the cluster's is set once the launch runs
         return None  # custom: each its own; master_worker: none
     with PGRP.lock:
         there = [w for w in PGRP.workers.values() if w.state is not WorkerState.TERMINATED]
