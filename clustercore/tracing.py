@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +30,9 @@ from typing import Any
 from .engine import cluster, stats
 from .engine.cluster import procs
 from .tracepage import PAGE as _PAGE
+
+_HOLE = re.compile("__TITLE__|__DATA__")
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,12 @@ class Trace:
     def to_html(self, title: str = "clustercore trace") -> str:
         """A self-contained page: one lane per process, a bar per call; hover for details,
         the wheel zooms, dragging pans, a double click resets."""
-        data = self.to_json().replace("</", "<\\/")  # nothing in the data can end the script
-        return _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)
+        # In a script element, "<" in the data could end it or open a comment ("</script",
+        # "<!--"): JSON may spell it, ">" and "&" as escapes. Both holes are filled in one
+        # pass, so a title that says "__DATA__" stays a title.
+        data = self.to_json().translate(_SCRIPT_SAFE)
+        fill = {"__TITLE__": html.escape(title), "__DATA__": data}
+        return _HOLE.sub(lambda m: fill[m[0]], _PAGE)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the trace by ``path``'s suffix: ``.html`` (the page), ``.png`` (the page drawn

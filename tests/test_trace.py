@@ -131,3 +131,17 @@ def test_a_worker_that_joins_during_a_trace_is_traced(two: list[int]) -> None:
         assert cc.remotecall_fetch(abs, new, -4) == 4
     assert t.pids == [1, *two, new] and t.missing == []
     assert [(e.pid, e.function) for e in t.events] == [(new, "abs")]
+
+
+def test_names_from_workers_cannot_end_the_page_script_or_fill_the_title() -> None:
+    import json
+
+    from clustercore.tracing import Trace, TraceEvent
+
+    hostile = "</script><!--<script><svg onload=alert(1)>&amp;"
+    event = TraceEvent(pid=2, function=hostile, start=0.0, end=1.0, elements=1, bytes=10, failed=False)
+    page = Trace(pids=[1, 2], events=[event]).to_html(title="nightly __DATA__ <b>")
+    script = page.split('<script id="trace-data" type="application/json">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in script and ">" not in script
+    assert json.loads(script)["events"][0]["function"] == hostile
+    assert "<h1>nightly __DATA__ &lt;b&gt;</h1>" in page
