@@ -11,10 +11,12 @@ A driver made attachable (:func:`allow_attach`) listens on a Unix socket and wri
 An attaching process reads the file (so it must be the driver's user, or root), dials
 the socket and runs the cluster's own handshake through :mod:`clustercore.links.establish`:
 the peer's uid is checked (``SO_PEERCRED``) before a byte is read, then both ends prove
-they hold the cookie, the attacher as pid ``ATTACHER`` (never a member's pid). Nothing is
-unpickled before that. Then it sends requests, each a frame naming one of ``REQUESTS``
-with its keyword arguments, and reads one reply frame per request. A driver that is not
-attachable has no socket, no file and no thread.
+they hold the cookie, the attacher as pid ``ATTACHER`` (never a member's pid). Then it
+sends requests, each a frame of JSON naming one of ``REQUESTS`` with its keyword
+arguments (plain values: the driver never unpickles what an attacher sends, so a
+request can only run what ``REQUESTS`` names), and reads one reply frame per request
+(pickled by the driver: the attacher trusts the driver whose cookie it holds). A driver
+that is not attachable has no socket, no file and no thread.
 """
 
 from __future__ import annotations
@@ -131,8 +133,8 @@ class _Server:
                 frame = reader.read_frame()
                 if frame is None or frame.msg_type != _REQUEST:
                     return
-                name, kwargs = pickle.loads(frame.payload)
                 try:
+                    name, kwargs = _request(frame.payload)
                     value, flags = REQUESTS[name](**kwargs), 0
                 except Exception as exc:  # noqa: BLE001 - the attacher sees it
                     value, flags = exc, FLAG_ERROR
@@ -251,6 +253,15 @@ def _read_own_file(name: str, dir_fd: int) -> dict[str, Any] | None:
 _ATTACH_FILE_MAX = 1 << 20
 
 
+def _request(payload: Any) -> tuple[str, dict[str, Any]]:
+    """A request frame's ``(name, keyword arguments)``: JSON, never a pickle."""
+    request = json.loads(bytes(payload))
+    known = isinstance(request, list) and len(request) == 2 and request[0] in REQUESTS
+    if not (known and isinstance(request[1], dict)):
+        raise ValueError(f"not a request: {request!r:.200}; known: {', '.join(REQUESTS)}")
+    return request[0], request[1]
+
+
 def _printable(text: str) -> str:
     """``text`` with anything a terminal would act on (escape sequences) replaced."""
     return "".join(c if c.isprintable() else "?" for c in text)
@@ -290,7 +301,7 @@ class Attached:
     def request(self, name: str, **kwargs: Any) -> Any:
         """Run request ``name`` on the driver; its value, or its exception raised here."""
         with self._lock:
-            self._transport.send_all(encode_frame(_REQUEST, pickle.dumps((name, kwargs), protocol=5)))
+            self._transport.send_all(encode_frame(_REQUEST, json.dumps([name, kwargs]).encode()))
             frame = self._reader.read_frame()
             if frame is None:
                 raise ConnectionError(f"the driver (os pid {self.driver.ospid}) closed the attach link")

@@ -69,3 +69,28 @@ def test_a_live_record_names_the_socket_beside_it(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
     [driver] = attach.drivers()
     assert driver.socket == str(mine / f"driver-{os.getpid()}.sock")
+
+
+class _RunsWhenUnpickled:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_the_driver_never_unpickles_what_an_attacher_sends(tmp_path: Path) -> None:
+    import pickle
+
+    import clustercore as cc
+    from clustercore.wire.framing import FLAG_ERROR, encode_frame
+
+    cc.allow_attach()
+    marker = tmp_path / "ran"
+    with attach.attach(os.getpid()) as attached:
+        hostile = pickle.dumps(("status", _RunsWhenUnpickled(marker)))
+        attached._transport.send_all(encode_frame(attach._REQUEST, hostile))
+        reply = attached._reader.read_frame()
+        assert reply is not None and reply.flags & FLAG_ERROR
+        assert attached.request("info")["ospid"] == os.getpid()  # the link serves on
+    assert not marker.exists()
