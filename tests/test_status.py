@@ -94,6 +94,24 @@ def test_an_unresponsive_worker_does_not_hold_status_up(two: list[int]) -> None:
     assert [r.pid for r in cc.status()] == [1, two[1]]
 
 
+def _status_here(other: int) -> tuple[str, bool]:
+    """On a worker: ``other``'s state in this worker's ``status()``, and whether it has a link to it now."""
+    from clustercore.engine.cluster import PGRP
+
+    rows = {r.pid: r for r in cc.status(timeout=5)}
+    w = PGRP.workers.get(other)
+    return rows[other].state, w is not None and w.conn is not None
+
+
+def test_status_on_a_worker_asks_only_the_processes_it_has_links_to(two: list[int]) -> None:
+    # A worker does not dial a peer to ask it: a dial to a stopped peer waits out its whole
+    # handshake deadline, far past the status deadline (40 s for timeout=1 before).
+    state, linked = cc.remotecall_fetch(_status_here, two[0], two[1])
+    assert (state, linked) == ("unresponsive", False)
+    cc.remotecall_fetch(lambda other: cc.remotecall_fetch(cc.myid, other), two[0], two[1])  # now linked
+    assert cc.remotecall_fetch(_status_here, two[0], two[1]) == ("idle", True)
+
+
 def test_status_arguments(two: list[int]) -> None:
     with pytest.raises(ValueError):
         cc.status(timeout=0)

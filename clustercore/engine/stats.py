@@ -209,7 +209,9 @@ _pending_lock = threading.Lock()
 def gather(f: Callable[..., Any], pids: Iterable[int], timeout: float, *args: Any) -> dict[int, Any]:
     """``f(*args)`` on each of ``pids`` at once; the values by pid, ``None`` for a pid that
     did not answer within ``timeout`` seconds (or is gone, or failed). A pid whose earlier
-    request of ``f`` is still unanswered is not asked again: that request is waited for."""
+    request of ``f`` is still unanswered is not asked again: that request is waited for.
+    On a worker, a pid it has no link to is not asked (``None``): dialing it could take
+    longer than the whole deadline."""
     deadline = time.monotonic() + timeout
     waiters: dict[int, Waiter | None] = {}
     for pid in pids:
@@ -236,6 +238,10 @@ def _ask(pid: int, f: Callable[..., Any], args: tuple[Any, ...]) -> Waiter | Non
         except Exception as exc:  # noqa: BLE001 - reported as no answer
             waiter.set(exc, True)
         return waiter
+    if PGRP.myid != 1:
+        w = PGRP.workers.get(pid)
+        if w is None or w.conn is None or w.conn.closed:
+            return None
     try:
         waiter = call_fetch_async(pid, f, args, {})
     except Exception:  # noqa: BLE001 - gone, or not reachable: no answer
