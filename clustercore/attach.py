@@ -297,10 +297,15 @@ class Attached:
             raise
         self._reader = FrameReader(self._transport)
         self._lock = threading.Lock()
+        self._timeout = timeout
 
     def request(self, name: str, **kwargs: Any) -> Any:
-        """Run request ``name`` on the driver; its value, or its exception raised here."""
+        """Run request ``name`` on the driver; its value, or its exception raised here. The
+        driver has the request's own ``timeout`` (if it takes one) and the link's to answer."""
         with self._lock:
+            asked = kwargs.get("timeout")
+            wait = self._timeout + (asked if isinstance(asked, (int, float)) and asked > 0 else 0.0)
+            self._transport.set_timeout(wait)
             self._transport.send_all(encode_frame(_REQUEST, json.dumps([name, kwargs]).encode()))
             frame = self._reader.read_frame()
             if frame is None:

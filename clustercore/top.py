@@ -36,16 +36,23 @@ SORTS: dict[str, tuple[str, Callable[[WorkerStatus], Any], bool]] = {
 STUCK_AFTER = 60.0  # seconds: an older call is drawn in red
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a positive number of seconds, not {text}")
+    return value
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="clustercore top", description="A live view of a running driver's cluster.")
     parser.add_argument("--pid", type=int, help="the driver's os pid (default: the only attachable driver)")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    parser.add_argument("--interval", type=_seconds, default=1.0, help="seconds between refreshes (default 1)")
     parser.add_argument("--sort", choices=sorted(SORTS), default="oldest", help="the column rows are sorted by")
     parser.add_argument("--once", action="store_true", help="print the table once and exit")
     parser.add_argument(
         "--calls", action="store_true", help="with --once: also the tracebacks of the calls in flight on the worst rows"
     )
-    parser.add_argument("--timeout", type=float, default=2.0, help="seconds a worker has to answer (default 2)")
+    parser.add_argument("--timeout", type=_seconds, default=2.0, help="seconds a worker has to answer (default 2)")
     args = parser.parse_args(argv)
     from rich.console import Console
 

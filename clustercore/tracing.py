@@ -119,7 +119,7 @@ def _worker_joined(pid: int) -> None:
             return
         result, offsets, timeout = _running[0]
         before = time.time()
-        clock = stats.gather(stats.start_trace, [pid], timeout)[pid]
+        clock = stats.gather(stats.start_trace, [pid], timeout, merge=False)[pid]
         if clock is not None:
             offsets[pid] = _offset(clock, before, time.time())
         result.pids.append(pid)
@@ -140,7 +140,7 @@ def trace(timeout: float = 10.0) -> Iterator[Trace]:
     try:
         result = Trace(pids=procs())
         before = time.time()
-        clocks = stats.gather(stats.start_trace, result.pids, timeout)
+        clocks = stats.gather(stats.start_trace, result.pids, timeout, merge=False)
         after = time.time()
         result.started = before
         offsets = {pid: _offset(clock, before, after) for pid, clock in clocks.items() if clock is not None}
@@ -152,7 +152,7 @@ def trace(timeout: float = 10.0) -> Iterator[Trace]:
             with _running_lock:
                 _running.clear()
             before = time.time()
-            stopped = stats.gather(stats.stop_trace, result.pids, timeout)
+            stopped = stats.gather(stats.stop_trace, result.pids, timeout, merge=False)
             after = time.time()
             result.duration = before - result.started
             _collect(result, stopped, offsets, before, after)

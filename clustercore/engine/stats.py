@@ -206,16 +206,19 @@ _pending: dict[tuple[int, str], Waiter] = {}  # requests not answered yet, by (p
 _pending_lock = threading.Lock()
 
 
-def gather(f: Callable[..., Any], pids: Iterable[int], timeout: float, *args: Any) -> dict[int, Any]:
+def gather(
+    f: Callable[..., Any], pids: Iterable[int], timeout: float, *args: Any, merge: bool = True
+) -> dict[int, Any]:
     """``f(*args)`` on each of ``pids`` at once; the values by pid, ``None`` for a pid that
     did not answer within ``timeout`` seconds (or is gone, or failed). A pid whose earlier
-    request of ``f`` is still unanswered is not asked again: that request is waited for.
+    request of ``f`` is still unanswered is not asked again: that request is waited for
+    (``merge=False``: it is, for requests that change something, as starting a trace).
     On a worker, a pid it has no link to is not asked (``None``): dialing it could take
     longer than the whole deadline."""
     deadline = time.monotonic() + timeout
     waiters: dict[int, Waiter | None] = {}
     for pid in pids:
-        waiters[pid] = _ask(pid, f, args)
+        waiters[pid] = _ask(pid, f, args, merge)
     out: dict[int, Any] = {}
     for pid, waiter in waiters.items():
         if waiter is None or not waiter.wait(max(0.0, deadline - time.monotonic())) or waiter.failed:
@@ -225,10 +228,10 @@ def gather(f: Callable[..., Any], pids: Iterable[int], timeout: float, *args: An
     return out
 
 
-def _ask(pid: int, f: Callable[..., Any], args: tuple[Any, ...]) -> Waiter | None:
+def _ask(pid: int, f: Callable[..., Any], args: tuple[Any, ...], merge: bool) -> Waiter | None:
     key = (pid, f.__qualname__ if not args else f"{f.__qualname__}{args!r}")
     with _pending_lock:
-        waiter = _pending.get(key)
+        waiter = _pending.get(key) if merge else None
         if waiter is not None and not waiter.done:
             return waiter
     if pid == PGRP.myid:
@@ -246,6 +249,8 @@ def _ask(pid: int, f: Callable[..., Any], args: tuple[Any, ...]) -> Waiter | Non
         waiter = call_fetch_async(pid, f, args, {})
     except Exception:  # noqa: BLE001 - gone, or not reachable: no answer
         return None
+    if not merge:
+        return waiter
     with _pending_lock:
         _pending[key] = waiter
     waiter.add_done_callback(lambda w: _forget(key, w))  # at once if answered already: not under the lock
