@@ -22,6 +22,7 @@ from ..logs import LazyLogger
 from ..wire import serialize
 from ..wire.framing import FLAG_ERROR, NO_REF, Frame
 from . import cluster
+from .callrunner import frame_bytes
 from .cluster import PGRP
 from .messages import MsgType
 from .refs import RRID, apply_gc_ops, lookup_ref
@@ -88,7 +89,7 @@ def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
     run = runner.run_work_thunk
     response, notify = frame.response, frame.notify  # the frame's buffer is reused after we return
     if runner.trace is not None and interruptible:  # a trace() runs: record this call
-        return _traced(conn, kind, response, notify, rv, f, (args, kwargs), _frame_bytes(frame), 1)
+        return _traced(conn, kind, response, notify, rv, f, (args, kwargs), frame_bytes(frame), 1)
 
     if kind == _CALL_FETCH:  # the hot path, flattened
 
@@ -149,7 +150,7 @@ def _handle_batch(conn: Connection, frame: Frame) -> Callable[[], None] | None:
         return None
     runner = PGRP.runner
     if runner.trace is not None:
-        return _traced(conn, _CALL_BATCH, response, NO_REF, None, f, batch, _frame_bytes(frame), len(batch), star)
+        return _traced(conn, _CALL_BATCH, response, NO_REF, None, f, batch, frame_bytes(frame), len(batch), star)
 
     def job() -> None:
         value, failed = runner.run_work_thunk(run_batch, (f, batch, bool(star)), {})
@@ -159,10 +160,6 @@ def _handle_batch(conn: Connection, frame: Frame) -> Callable[[], None] | None:
 
 
 _CALL_BATCH = int(MsgType.CALL_BATCH)
-
-
-def _frame_bytes(frame: Frame) -> int:
-    return frame.payload.nbytes + sum(memoryview(b).nbytes for b in frame.buffers)
 
 
 def _traced(
