@@ -35,6 +35,7 @@ _HOMES = {
     "engine.refs": ("RRID",),
     "engine.remoterefs": ("Future", "remoteref_id"),
     "clusterstatus": ("CallInFlight", "WorkerStatus", "calls_in_flight", "status"),
+    "sharing": ("share",),
     "syncblock": ("sync",),
     "tracing": ("Trace", "TraceEvent", "trace"),
     "engine.worker": ("init_worker", "process_messages", "start_worker"),
@@ -107,6 +108,7 @@ if TYPE_CHECKING:
     from .metrics import serve_metrics
     from .parallelmap import pmap
     from .processes import WorkerDetails, addprocs, interrupt, rmprocs, worker_id_from_socket, worker_info
+    from .sharing import share
     from .syncblock import sync
     from .tracing import Trace, TraceEvent, trace
     from .workerpool import AbstractWorkerPool, CachingPool, WorkerPool, default_worker_pool
@@ -161,6 +163,7 @@ __all__ = [
     "remoteref_id",
     "rmprocs",
     "serve_metrics",
+    "share",
     "spawnat",
     "start_worker",
     "status",

@@ -16,6 +16,7 @@ from .engine.cluster import PGRP
 from .engine.remoterefs import Future
 from .engine.requests import call_fetch_async
 from .errors import CapturedException, RemoteException
+from .wire import memfd
 
 
 def _run_in_main(code: str | Callable[[], Any], values: dict[str, Any]) -> Any:
@@ -76,7 +77,12 @@ def everywhere(code: str | Callable[[], Any], *, procs: int | Iterable[int] | No
     targets = _pid_list(cluster.procs() if procs is None else procs)
     here = [p for p in targets if p == PGRP.myid]
     _, errors = _outcomes(here, _run_in_main, (code, values))  # here first: the rest may rely on it
-    _, remote_errors = _outcomes([p for p in targets if p != PGRP.myid], _run_in_main, (code, values))
+    once = memfd.OneCopy()  # a large array among the values: one memfd for every worker on this host
+    try:
+        with once:
+            _, remote_errors = _outcomes([p for p in targets if p != PGRP.myid], _run_in_main, (code, values))
+    finally:
+        once.close()
     errors += remote_errors
     if errors:
         raise ExceptionGroup(f"everywhere failed on {len(errors)} of {len(targets)} processes", errors)

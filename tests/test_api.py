@@ -41,6 +41,6 @@ def test_every_api_function_exists() -> None:
         "process_messages", "worker_id_from_socket", "cluster_cookie", "RRID", "CapturedException",
         "ExceptionStandIn", "TLSCredentials", "worker_info", "WorkerDetails",
         "status", "WorkerStatus", "calls_in_flight", "CallInFlight", "allow_attach",
-        "trace", "Trace", "TraceEvent", "serve_metrics",
+        "trace", "Trace", "TraceEvent", "serve_metrics", "share",
     }  # fmt: skip
     assert expected == set(cc.__all__)

@@ -37,6 +37,7 @@ import clustercore as cc
 from clustercore.engine.cluster import PGRP
 from clustercore.errors import ProcessExitedException, RemoteException
 from clustercore.testing import wait_until_gone
+from clustercore.wire import memfd
 
 # Seconds for one round's calls (a round moves at most ~150 MB); a hang fails the round.
 ROUND_DEADLINE = float(os.environ.get("TORTURE_ROUND_DEADLINE", "120"))
@@ -394,7 +395,9 @@ def dump_stacks(ospids: dict[int, int]) -> None:
 
 
 def open_descriptors() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    """Open fds, less the memfds kept for received buffers that still live (to send them on
+    without a copy; at most ``memfd.KEPT_FDS``, each closed when its buffer goes)."""
+    return len(os.listdir("/proc/self/fd")) - memfd.kept_fds()
 
 
 def writer_threads() -> list[str]:

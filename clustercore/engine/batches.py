@@ -13,6 +13,7 @@ import itertools
 from typing import Any
 
 from ..links.connection import Connection, ConnectionClosed
+from ..wire import memfd
 from . import cluster, peers
 from .cluster import PGRP
 from .messages import MsgType
@@ -29,6 +30,7 @@ class BatchSender:
         self.fid = (PGRP.myid << 40) | next(_ids)
         self._defined: set[int] = set()
         self._corked: list[Connection] = []
+        self._once = memfd.OneCopy()  # a large array in f (a closure's, a partial's): one memfd for all here
 
     def send(self, pid: int, items: list[Any], waiter: Any, more_in_flight: bool) -> None:
         """Start ``items`` on ``pid``; ``waiter.set(outcome, failed)`` gets run_batch's outcome.
@@ -44,7 +46,8 @@ class BatchSender:
             conn.cork()
             self._corked.append(conn)
         if pid not in self._defined:  # the function goes once per link, pickled for that pid
-            cluster.send_obj(conn, (self.fid, self.f), functools.partial(conn.send_frame, MsgType.DEFINE_FUNCTION))
+            with self._once:
+                cluster.send_obj(conn, (self.fid, self.f), functools.partial(conn.send_frame, MsgType.DEFINE_FUNCTION))
             self._defined.add(pid)
         wid = PGRP.next_waiter_id()
         conn.waiters[wid] = waiter

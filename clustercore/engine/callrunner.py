@@ -50,6 +50,7 @@ def _closed() -> None:
 
 
 _CLOSED: Task = _closed
+_NO_TASK: Task = _closed  # an idle pool thread's task: it holds nothing
 
 
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
@@ -160,6 +161,7 @@ class CallRunner:
     def _pool_loop(self, task: Task) -> None:
         while True:
             task()
+            task = _NO_TASK  # what the task held (its arguments: memfds, too) is not kept while idle
             with self._lock:
                 self._idle += 1
             while True:
@@ -214,8 +216,11 @@ class CallRunner:
             if call is _CLOSED:
                 self._end_link(link)
                 return
-            if call is not None and not self._run_call_then_keep_reading(link, call):
-                return
+            if call is not None:
+                keeps_leading = self._run_call_then_keep_reading(link, call)
+                call = None  # not kept (nor its arguments) while this thread waits for the next
+                if not keeps_leading:
+                    return
 
     def _lead_polled(self, link: _Link) -> None:
         """Wait in epoll; callers may take the read right meanwhile (:mod:`clustercore.engine.directreply`)."""
@@ -249,8 +254,11 @@ class CallRunner:
                 conn.read_lock.release()
             if call is _CLOSED:
                 break
-            if call is not None and not self._run_call_then_keep_reading(link, call):
-                return
+            if call is not None:
+                keeps_leading = self._run_call_then_keep_reading(link, call)
+                call = None  # not kept (nor its arguments) while this thread waits for the next
+                if not keeps_leading:
+                    return
         self._end_link(link)
 
     def _end_link(self, link: _Link) -> None:

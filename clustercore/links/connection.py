@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..sigint import call_holding_sigint
-from ..wire.framing import HEADER, NO_REF, Frame, FrameReader, encode_frame
-from ..wire.transport import Transport, byte_views, skip
+from ..wire import memfd
+from ..wire.framing import HEADER, NO_REF, Frame, FrameReader, encode_frame, encode_frame_with_memfds
+from ..wire.transport import Transport, UnixTransport, byte_views, skip
 
 
 class ConnectionClosed(ConnectionError):
@@ -60,6 +61,8 @@ class Connection:
         self.read_epoch = 0  # times a caller has held that right (the reader's wake may be stale)
         self.poller: select.epoll | None = None
         self._fd = -1
+        # Large buffers go as memfds: an authenticated Unix socket (same host, same user).
+        self.passes_memfds = memfd.SUPPORTED and isinstance(transport, UnixTransport) and transport.fds_accepted
         self.bytes_received = 0  # of the frames read: added to by the thread holding read_lock
 
     def enable_polling(self) -> bool:
@@ -70,7 +73,7 @@ class Connection:
         self._fd = fileno()
         self.poller = select.epoll()
         self.poller.register(self._fd, _ARMED)
-        self.receive_available = functools.partial(self._reader.receive_available, socket.MSG_DONTWAIT)
+        self.receive_available = functools.partial(self._reader.receive_available, int(socket.MSG_DONTWAIT))
         return True
 
     def wait_readable(self) -> bool:
@@ -114,8 +117,14 @@ class Connection:
         flags: int = 0,
     ) -> None:
         """Send one frame, whole and in order (see "the writer" below for who waits)."""
+        parts: list[Any] | _Encode
         if buffers:
-            parts = encode_frame(msg_type, payload, buffers, response, notify, flags)
+            if self.passes_memfds:  # made where no interrupt can leave a memfd without an owner
+                parts = _Encode(
+                    encode_frame_with_memfds, self.transport, msg_type, payload, buffers, response, notify, flags
+                )
+            else:
+                parts = encode_frame(msg_type, payload, buffers, response, notify, flags)
         else:
             parts = [_pack_header(len(payload), msg_type, flags, 0, *response, *notify), payload]
         self._send(parts)
@@ -144,7 +153,7 @@ class Connection:
     # reply, the watchdog) then goes on; any other thread waits until its frame is
     # written, since its buffers may be reused once the send returns.
 
-    def _send(self, parts: list[Any]) -> None:
+    def _send(self, parts: list[Any] | _Encode) -> None:
         """Hand ``parts`` to the socket or the writer, where no interrupt can cut them in
         two, then wait until they are written if this thread must."""
         user_call = THREAD.user_call
@@ -179,9 +188,11 @@ class Connection:
         while locks and (self.closed or locks[0][0] <= self._written):
             locks.pop(0)[1].release()
 
-    def _submit(self, parts: list[Any], in_user_call: bool = False) -> int:
+    def _submit(self, frame: list[Any] | _Encode, in_user_call: bool = False) -> int:
         """Write what the socket takes now, queue the rest for the writer thread; the ticket
         this thread must wait for (0: none, its frame is written or it must not wait)."""
+        # Large buffers into memfds: before the lock, so others send meanwhile.
+        parts: list[Any] = frame() if type(frame) is _Encode else frame  # type: ignore[assignment]
         with self._send_lock:
             if parts is _UNCORK:
                 self.corked_by = 0
@@ -289,6 +300,10 @@ class _ThreadRole(threading.local):
 
 THREAD = _ThreadRole()
 _MAIN_IDENT = threading.main_thread().ident
+
+
+class _Encode(functools.partial):  # type: ignore[type-arg]
+    """A frame to encode in ``_submit``, where interrupts are held."""
 
 
 _UNCORK: list[Any] = []  # markers for _submit: what to send is taken under the lock

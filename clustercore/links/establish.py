@@ -5,7 +5,9 @@ Every link, dialed or accepted, driver or worker, goes through :func:`dial` or
 cluster uses it (every link that is not a Unix socket), then the cookie
 handshake bound to both ends (:mod:`clustercore.wire.handshake`). Nothing is
 unpickled before these return; what the link carries first (``JoinPGRP``,
-``IdentifySocket``) is the engine's business.
+``IdentifySocket``) is the engine's business. A Unix socket takes file
+descriptors (memfds, for large buffers) only once these have returned: one that
+arrives before closes the link.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import HandshakeError
 from ..wire.handshake import ANY, DEFAULT_DEADLINE, accept_handshake, connect_handshake
-from ..wire.transport import Transport
+from ..wire.transport import Transport, UnixTransport
 
 if TYPE_CHECKING:
     from .credentials import TLSCredentials
@@ -34,6 +36,7 @@ def dial(
     transport to use from now on. Raises :class:`~clustercore.errors.HandshakeError`."""
     transport = _secure(transport, tls, server_side=False, deadline=deadline)
     connect_handshake(transport, cookie, deadline, me=me, target=target)
+    _authenticated(transport)
     return transport
 
 
@@ -43,7 +46,9 @@ def accept(
     """Authenticate a connection made to this process (pid ``me``); the transport to use
     from now on and the pid the peer proved it is. Raises ``HandshakeError``."""
     transport = _secure(transport, tls, server_side=True, deadline=deadline)
-    return transport, accept_handshake(transport, cookie, deadline, me=me)
+    peer = accept_handshake(transport, cookie, deadline, me=me)
+    _authenticated(transport)
+    return transport, peer
 
 
 def _secure(transport: Transport, tls: TLSCredentials | None, *, server_side: bool, deadline: float) -> Transport:
@@ -55,6 +60,11 @@ def _secure(transport: Transport, tls: TLSCredentials | None, *, server_side: bo
         return secure(transport, tls, server_side=server_side, deadline=deadline)
     except ValueError as exc:  # credentials that cannot make a context (checked when they arrive, too)
         raise HandshakeError(f"cannot use this cluster's TLS credentials: {exc}") from None
+
+
+def _authenticated(transport: Transport) -> None:
+    if isinstance(transport, UnixTransport):  # same host, same user (SO_PEERCRED): memfds may come
+        transport.accept_fds()
 
 
 def is_unix_socket(transport: Transport) -> bool:

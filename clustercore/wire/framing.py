@@ -13,6 +13,11 @@ Every message is one frame (little-endian)::
     ...     P     payload: a pickle (protocol 5)
     ...           the B buffers, back to back
 
+A buffer whose length has bit 63 set is not in the stream: it is a sealed
+memfd of that length (bit 63 clear), the next of the file descriptors that
+came with the frame's first byte (``SCM_RIGHTS``, Unix sockets only; see
+:mod:`clustercore.wire.memfd`).
+
 The payload's pickle refers to the buffers by position (``pickle.loads(...,
 buffers=...)``), so a large numpy array or bytes object goes from the sender's
 memory to the socket with ``sendmsg`` and from the socket into the buffer it
@@ -23,18 +28,23 @@ describes the same layout; a golden-bytes test keeps the two honest.
 from __future__ import annotations
 
 import mmap
+import socket
 import struct
 from typing import Any
 
-from .transport import Transport
+from . import memfd
+from .transport import FdProtocolError, Transport, UnixTransport
 
 HEADER = struct.Struct("<IBBHiQiQ")
 _unpack_header = HEADER.unpack_from
 NO_REF = (0, 0)
 FLAG_ERROR = 1
+IN_MEMFD = 1 << 63  # a buffer's length with this bit: the buffer is a memfd, not bytes
 
 _READ_CHUNK = 256 * 1024  # the reused receive buffer: one recv usually holds a small frame whole
 _MMAP_THRESHOLD = 1 << 20  # buffers this large get their own huge-page-backed mapping
+_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))  # a plain int: "&" on the enum is a Python call
+_CMSG_CLOEXEC = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))  # received fds are not inherited
 
 
 class Frame:
@@ -78,6 +88,39 @@ def encode_frame(
     return [head, payload, *buffers]
 
 
+def encode_frame_with_memfds(
+    transport: UnixTransport,
+    msg_type: int,
+    payload: Any,
+    buffers: list[Any],
+    response: tuple[int, int] = NO_REF,
+    notify: tuple[int, int] = NO_REF,
+    flags: int = 0,
+) -> list[Any]:
+    """:func:`encode_frame` for a link that passes file descriptors: buffers of
+    ``memfd.MEMFD_MIN`` bytes or more go as memfds, in an ``FdGroup`` ahead of the frame."""
+    sizes = [memoryview(b).nbytes for b in buffers]
+    if max(sizes) < memfd.MEMFD_MIN:
+        return encode_frame(msg_type, payload, buffers, response, notify, flags)
+    fds: list[int] = []
+    inline: list[Any] = []
+    lengths: list[int] = []
+    try:
+        for buf, size in zip(buffers, sizes, strict=True):
+            if size >= memfd.MEMFD_MIN and len(fds) < memfd.MAX_FDS:
+                fds.append(memfd.fd_for(buf))
+                lengths.append(size | IN_MEMFD)
+            else:
+                inline.append(buf)
+                lengths.append(size)
+    except BaseException:
+        memfd.close_all(fds)
+        raise
+    group = transport.fd_group(fds)
+    head = HEADER.pack(len(payload), msg_type, flags, len(buffers), *response, *notify)
+    return [group, head + struct.pack(f"<{len(lengths)}Q", *lengths), payload, *inline]
+
+
 def alloc_buffer(size: int) -> Any:
     """A writable buffer for received data that outlives the frame."""
     if size >= _MMAP_THRESHOLD:
@@ -96,6 +139,12 @@ class FrameReader:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        self._fds: list[int] | None = None
+        self._recvmsg_into: Any = None  # a Unix link: every read takes file descriptors too
+        if isinstance(transport, UnixTransport):
+            self._fds = transport.received_fds
+            self._recvmsg_into = transport.sock.recvmsg_into
+            self._ancillary_size = transport.ancillary_size
         self._buf = bytearray(_READ_CHUNK)
         self._view = memoryview(self._buf)
         self._start = 0
@@ -110,6 +159,8 @@ class FrameReader:
         start += HEADER.size
         if not nbuf and self._end - start >= plen:  # the usual case: a small frame, all here
             self._start = start + plen
+            if self._fds and self._start == self._end:
+                self._unclaimed_fds()
             return Frame(msg_type, flags, (rw, rid), (nw, nid), self._view[start : self._start], [])
         self._start = start
         lengths: tuple[int, ...] = ()
@@ -117,9 +168,39 @@ class FrameReader:
             self._fill(8 * nbuf)
             lengths = struct.unpack_from(f"<{nbuf}Q", self._buf, self._start)
             self._start += 8 * nbuf
+        mapped = self._map_memfds(lengths) if any(n & IN_MEMFD for n in lengths) else {}
         payload = self._read_exact(plen, into=None)
-        buffers = [self._read_exact(n, into=alloc_buffer(n)) for n in lengths]
+        buffers = [
+            mapped[i] if i in mapped else self._read_exact(n, into=alloc_buffer(n)) for i, n in enumerate(lengths)
+        ]
+        if self._fds and self._start == self._end:
+            self._unclaimed_fds()
         return Frame(msg_type, flags, (rw, rid), (nw, nid), payload, buffers)
+
+    def _map_memfds(self, lengths: tuple[int, ...]) -> dict[int, Any]:
+        """The frame's memfd buffers, checked and mapped, by position; closes the link (raises
+        ``FdProtocolError``) if the fds that came with the frame do not match them."""
+        fds = self._fds
+        wanted = [(i, n & ~IN_MEMFD) for i, n in enumerate(lengths) if n & IN_MEMFD]
+        if not fds or len(fds) < len(wanted):
+            if fds is not None:
+                self.transport.drop_received_fds()  # type: ignore[attr-defined]
+            raise FdProtocolError(f"a frame declares {len(wanted)} memfds, {len(fds or ())} came with it")
+        taken = fds[: len(wanted)]
+        del fds[: len(wanted)]
+        mapped: dict[int, Any] = {}
+        try:
+            for k, (i, size) in enumerate(wanted):
+                mapped[i] = memfd.receive(taken[k], size)  # owns the fd from here, even when it raises
+        except BaseException:
+            memfd.close_all(taken[len(mapped) + 1 :])
+            raise
+        return mapped
+
+    def _unclaimed_fds(self) -> None:
+        """Every byte that came with them is read, and no frame declared them."""
+        self.transport.drop_received_fds()  # type: ignore[attr-defined]
+        raise FdProtocolError("file descriptors came with a frame that declares none")
 
     def has_bytes(self) -> bool:
         return self._end > self._start
@@ -132,7 +213,14 @@ class FrameReader:
         elif self._end == _READ_CHUNK:
             return self.has_frame()  # full: let read_frame make room
         try:
-            got = self.transport.recv_into(self._view[self._end :], 0, nowait_flag)  # type: ignore[call-arg]
+            if self._recvmsg_into is not None:  # inline, as in _fill
+                got, ancillary, msg_flags, _ = self._recvmsg_into(
+                    (self._view[self._end :],), self._ancillary_size, nowait_flag | _CMSG_CLOEXEC
+                )
+                if ancillary or msg_flags & _CTRUNC:
+                    self.transport.take_fds(ancillary, msg_flags)  # type: ignore[attr-defined]
+            else:
+                got = self.transport.recv_into(self._view[self._end :], 0, nowait_flag)  # type: ignore[call-arg]
         except BlockingIOError:
             return False
         if not got:
@@ -150,7 +238,9 @@ class FrameReader:
         if have < need:
             return False
         if nbuf:
-            need += sum(struct.unpack_from(f"<{nbuf}Q", self._buf, self._start + HEADER.size))
+            for n in struct.unpack_from(f"<{nbuf}Q", self._buf, self._start + HEADER.size):
+                if not n & IN_MEMFD:
+                    need += n
         return have >= need
 
     def _fill(self, need: int, eof_ok: bool = False) -> bool:
@@ -162,7 +252,14 @@ class FrameReader:
             self._buf[:kept] = self._buf[self._start : self._end]
             self._start, self._end = 0, kept
         while self._end < need:
-            got = self.transport.recv_into(self._view[self._end :])
+            if self._recvmsg_into is not None:  # inline: a call less per read on the hot path
+                got, ancillary, msg_flags, _ = self._recvmsg_into(
+                    (self._view[self._end :],), self._ancillary_size, _CMSG_CLOEXEC
+                )
+                if ancillary or msg_flags & _CTRUNC:
+                    self.transport.take_fds(ancillary, msg_flags)  # type: ignore[attr-defined]
+            else:
+                got = self.transport.recv_into(self._view[self._end :])
             if not got:
                 if eof_ok and self._end == 0:
                     return False

@@ -35,7 +35,7 @@ import threading
 from ..errors import AuthenticationError, HandshakeError, VersionMismatchError
 from .transport import Transport
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 MAGIC = b"CLSTCORE"
 NONCE_LEN = 32
 MAC_LEN = 32

@@ -6,7 +6,11 @@ A custom cluster manager's ``connect`` hook may return any
 
 from __future__ import annotations
 
+import array
+import contextlib
+import os
 import socket
+import threading
 from typing import Any, Protocol
 
 IOV_MAX = 1024  # Linux's cap on the buffers of one sendmsg call
@@ -38,8 +42,11 @@ class Transport(Protocol):
 
 
 def byte_views(parts: list[Any]) -> list[memoryview]:
-    views = []
+    views: list[Any] = []
     for part in parts:
+        if type(part) is FdGroup:  # stays in place: its fds go with the bytes after it
+            views.append(part)
+            continue
         view = memoryview(part)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
@@ -64,7 +71,8 @@ _NOTHING_LEFT: list[memoryview] = []  # never mutated: callers only test it and 
 
 
 def skip(views: list[memoryview], sent: int) -> list[memoryview]:
-    """What is left of ``views`` once ``sent`` bytes went out."""
+    """What is left of ``views`` once ``sent`` bytes went out (an :class:`FdGroup` ahead of
+    them went with the first of those bytes)."""
     while sent:
         head = views[0]
         if sent >= head.nbytes:
@@ -132,6 +140,143 @@ class SocketTransport:
         if isinstance(peer, tuple):
             return f"{peer[0]}:{peer[1]}"
         return str(peer) or "a unix socket"
+
+
+class FdGroup:
+    """File descriptors that travel with the frame whose parts follow this marker (``SCM_RIGHTS``,
+    on that frame's first byte); it owns them, and closes them once sent or dropped."""
+
+    nbytes = 0  # takes no room in the stream: skip() passes it with the first byte after it
+
+    def __init__(self, fds: list[int], transport: UnixTransport) -> None:
+        self.fds = fds
+        self._transport = transport
+        with transport.fd_groups_lock:
+            transport.fd_groups += 1
+
+    def ancillary(self) -> list[tuple[int, int, bytes]]:
+        return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self.fds).tobytes())]
+
+    def close(self) -> None:
+        if self.fds:
+            fds, self.fds = self.fds, []
+            with self._transport.fd_groups_lock:
+                self._transport.fd_groups -= 1
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    __del__ = close
+
+
+class UnixTransport(SocketTransport):
+    """A Unix socket, which can carry file descriptors once the link is authenticated.
+
+    Every read takes ancillary data too: before :meth:`accept_fds` (during the handshake)
+    any file descriptor that arrives closes the link, after it they queue in
+    ``received_fds`` for the frames that declare them. More than ``max_fds`` in one
+    message, or a truncated control message, closes the link.
+    """
+
+    def __init__(self, sock: socket.socket, max_fds: int = 64) -> None:
+        super().__init__(sock)
+        del self.recv_into  # reads take ancillary data: the method, not the socket's own
+        self.max_fds = max_fds
+        self.ancillary_size = socket.CMSG_SPACE(max_fds * _FD_SIZE)
+        self.fds_accepted = False
+        self.received_fds: list[int] = []  # in arrival order, taken by the frames that declare them
+        self.fd_groups = 0  # FdGroups made for this link and not yet sent or dropped
+        self.fd_groups_lock = threading.Lock()
+
+    def accept_fds(self) -> None:
+        """The link is authenticated: file descriptors may arrive from now on."""
+        self.fds_accepted = True
+
+    def recv_into(self, view: memoryview, nbytes: int = 0, flags: int = 0) -> int:
+        got, ancillary, msg_flags, _ = self.sock.recvmsg_into(
+            (view[:nbytes] if nbytes else view,), self.ancillary_size, int(flags) | _CMSG_CLOEXEC
+        )
+        if ancillary or msg_flags & _CTRUNC:
+            self.take_fds(ancillary, msg_flags)
+        return got
+
+    def take_fds(self, ancillary: list[tuple[int, int, bytes]], msg_flags: int) -> None:
+        fds = array.array("i")
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % _FD_SIZE])
+        problem = ""
+        if msg_flags & _CTRUNC:
+            problem = f"more than {self.max_fds} file descriptors in one message"
+        elif not self.fds_accepted:
+            problem = "file descriptors on a link that is not authenticated"
+        elif len(fds) + len(self.received_fds) > 2 * self.max_fds:
+            problem = "file descriptors that no frame claims"
+        if problem:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise FdProtocolError(problem)
+        self.received_fds += fds
+
+    def drop_received_fds(self) -> None:
+        fds, self.received_fds[:] = list(self.received_fds), []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def fd_group(self, fds: list[int]) -> FdGroup:
+        return FdGroup(fds, self)
+
+    def send_all(self, parts: list[Any]) -> None:
+        if not self.fd_groups:
+            super().send_all(parts)
+            return
+        views = byte_views(parts)
+        while views:
+            views = skip(views, self._send_up_to_group(views, 0))
+
+    def send_nowait(self, parts: list[Any]) -> list[memoryview]:
+        if not self.fd_groups:
+            return super().send_nowait(parts)
+        views = byte_views(parts)
+        try:
+            while views:
+                views = skip(views, self._send_up_to_group(views, socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            pass
+        return views
+
+    def send_some(self, views: list[memoryview]) -> int:
+        if not self.fd_groups:
+            return self.sock.sendmsg(views[:IOV_MAX])
+        return self._send_up_to_group(views, 0)
+
+    def _send_up_to_group(self, views: list[Any], flags: int) -> int:
+        """One ``sendmsg`` of the bytes up to the next :class:`FdGroup`, with the fds of the
+        one they start with."""
+        group = views[0] if type(views[0]) is FdGroup else None
+        start = 1 if group is not None else 0
+        end = start
+        while end < len(views) and end - start < IOV_MAX and type(views[end]) is not FdGroup:
+            end += 1
+        sent = self.sock.sendmsg(views[start:end], group.ancillary() if group is not None else (), flags)
+        if group is not None and sent:
+            group.close()  # the kernel holds them now, in the message
+        return sent
+
+    def close(self) -> None:
+        super().close()
+        self.drop_received_fds()
+
+
+class FdProtocolError(ConnectionError):
+    """File descriptors where the protocol allows none, or too many: the link is closed."""
+
+
+_FD_SIZE = array.array("i").itemsize
+_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))  # a plain int: "&" on the enum is a Python call
+_CMSG_CLOEXEC = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))  # received fds are not inherited
 
 
 class StreamTransport:
@@ -211,6 +356,8 @@ def make_transport(instream: Any, outstream: Any | None = None) -> Transport:
     """Wrap what a ``connect`` hook returned; one socket for both ways is fastest."""
     if outstream is None or outstream is instream:
         if isinstance(instream, socket.socket):
+            if instream.family == getattr(socket, "AF_UNIX", None) and hasattr(socket, "SCM_RIGHTS"):
+                return UnixTransport(instream)
             return SocketTransport(instream)
         return StreamTransport(instream, instream)
     return StreamTransport(instream, outstream)
