@@ -145,7 +145,10 @@ class FrameReader:
             self._fds = transport.received_fds
             self._recvmsg_into = transport.sock.recvmsg_into
             self._ancillary_size = transport.ancillary_size
-        self._buf = bytearray(_READ_CHUNK)
+        # Anonymous memory, zeroed by the kernel page by page as it is first written: a link
+        # that carries small frames costs a page or two, not the whole chunk (a driver with
+        # 1,024 workers holds 1,024 readers; a bytearray is written whole when made).
+        self._buf = mmap.mmap(-1, _READ_CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
