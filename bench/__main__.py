@@ -41,8 +41,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        default=",".join(MEASUREMENTS),
-        help=f"comma-separated subset of {','.join(MEASUREMENTS)}",
+        default=None,
+        help=f"comma-separated subset of {','.join(MEASUREMENTS)} (default: all; --quick leaves out large)",
     )
     p.add_argument(
         "--peers",
@@ -63,6 +63,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--_latency-child", dest="latency_child", help=argparse.SUPPRESS)
     p.add_argument("--_placement", dest="placement", choices=PLACEMENTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.only is None:  # a smoke test of 8 workers and 1 GiB echoes would not be quick
+        args.only = ",".join(m for m in MEASUREMENTS if not (args.quick and m == "large"))
     only = tuple(m.strip() for m in args.only.split(",") if m.strip())
     bad = [m for m in only if m not in MEASUREMENTS]
     if bad:
@@ -111,6 +113,18 @@ def _run_tls(results: dict[str, Any], sizes: Any, quick: bool) -> None:
         results["errors"].append(f"tls: {type(e).__name__}: {e}")
 
 
+def _run_large(results: dict[str, Any], sizes: Any, quick: bool) -> None:
+    """Large arrays on one host, clustercore and its peers (see :mod:`bench.largearrays`)."""
+    from bench import largearrays
+    from bench.runner import log
+
+    log("large: echoes and one array to many workers")
+    try:
+        results["large"] = largearrays.run(sizes, quick)
+    except Exception as e:  # noqa: BLE001 - reported, the rest of the run stands
+        results["errors"].append(f"large: {type(e).__name__}: {e}")
+
+
 def main(argv: list[str] | None = None) -> int:
     _export_repo_root()
     args = _parse(argv)
@@ -148,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         _run_placed(results, name, args)
     if "tls" in args.only:
         _run_tls(results, sizes, args.quick)
+    if "large" in args.only:
+        _run_large(results, sizes, args.quick)
 
     left = procs.leftover_children() + results.pop("child_leftovers", [])
     results["leftover_processes"] = left
@@ -157,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import tls
 
         print("\n" + tls.render(results["tls"]))
+    if results.get("large"):
+        from bench import largearrays
+
+        print("\n" + largearrays.render(results["large"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -43,4 +43,5 @@ QUICK = Sizes(
     startup_repeats=1,
 )
 
-MEASUREMENTS = ("latency", "throughput", "bandwidth", "startup", "tls")  # tls: clustercore alone, see bench.tls
+# tls: clustercore alone, see bench.tls; large: issue 15's rows, see bench.largearrays
+MEASUREMENTS = ("latency", "throughput", "bandwidth", "startup", "tls", "large")

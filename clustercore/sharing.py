@@ -19,7 +19,7 @@ def share(array: Any) -> Any:
 
     Pass it to any number of calls (``remotecall``, ``pmap``, ``everywhere``, inside
     other values too): each process on this host that receives it maps the same pages,
-    read-only (``numpy.array(x)`` makes a private, writable copy). Arrays under 1 MiB are
+    read-only (``numpy.array(x)`` makes a private, writable copy). Arrays under 512 KiB are
     plain read-only copies: they cost less to send than to share.
     """
     import numpy as np
