@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 import clustercore as cc
-from clustercore.testing import wait_until_gone
+from clustercore.engine import cluster
+from clustercore.testing import wait_until_gone, worker_output
 from clustercore.wire import memfd
 from clustercore.wire.framing import HEADER, IN_MEMFD, FrameReader, encode_frame, encode_frame_with_memfds
 from clustercore.wire.transport import FdProtocolError, UnixTransport
@@ -359,3 +360,30 @@ def test_everywhere_and_pmap_copy_a_large_value_once_for_all_local_workers(two: 
     assert cc.remotecall_fetch(lambda: bool(__import__("__main__").big.flags.writeable), two[0])  # a copy of its own
     backings = cc.pmap(lambda i: backing(value), range(8), pool=cc.CachingPool(two))  # value: in the closure
     assert len(set(backings)) == 1 and backings[0][1].startswith("/memfd:")
+
+
+def test_fds_sent_to_a_workers_socket_before_the_handshake_are_closed_unread(two: list[int]) -> None:
+    """A process of the same user without the cookie dials a worker's Unix socket and sends
+    the handshake's first bytes with a memfd on them: the worker drops the connection, keeps
+    no fd of it, and serves on."""
+    a = two[0]
+    address = cluster.worker_from_id(a).local_address
+    assert address, "the worker announced no Unix socket"
+    before = cc.remotecall_fetch(memfds_of_this_process, a)
+    fd = memfd.create(b"x" * 4096)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with worker_output() as output:
+            sock.settimeout(20)
+            sock.connect(address)
+            send_raw(sock, b"CLSTCORE" + bytes(32) + struct.pack("<II", 0, a), [fd])
+            try:
+                assert sock.recv(100) == b""  # nothing answered: the connection is closed
+            except ConnectionResetError:
+                pass
+            assert output.wait_for("file descriptors on a link that is not authenticated")
+    finally:
+        sock.close()
+        os.close(fd)
+    assert cc.remotecall_fetch(memfds_of_this_process, a) <= before
+    assert cc.remotecall_fetch(cc.myid, a) == a
