@@ -16,6 +16,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -387,3 +389,21 @@ def test_fds_sent_to_a_workers_socket_before_the_handshake_are_closed_unread(two
         os.close(fd)
     assert cc.remotecall_fetch(memfds_of_this_process, a) <= before
     assert cc.remotecall_fetch(cc.myid, a) == a
+
+
+def test_clustercore_memfd_0_sends_large_buffers_as_bytes() -> None:
+    code = (
+        "import clustercore as cc, numpy as np\n"
+        "from clustercore.wire import memfd\n"
+        "pid = cc.addprocs(1)[0]\n"
+        "a = np.ones(memfd.MEMFD_MIN)\n"
+        "back = cc.remotecall_fetch(lambda x: x, pid, a)\n"
+        "assert (back == a).all() and memfd.kept_fds() == 0 and not memfd.SENDS\n"
+        "cc.rmprocs([pid])\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "CLUSTERCORE_MEMFD": "0"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr

@@ -62,7 +62,7 @@ class Connection:
         self.poller: select.epoll | None = None
         self._fd = -1
         # Large buffers go as memfds: an authenticated Unix socket (same host, same user).
-        self.passes_memfds = memfd.SUPPORTED and isinstance(transport, UnixTransport) and transport.fds_accepted
+        self.passes_memfds = memfd.SENDS and isinstance(transport, UnixTransport) and transport.fds_accepted
         self.bytes_received = 0  # of the frames read: added to by the thread holding read_lock
 
     def enable_polling(self) -> bool:

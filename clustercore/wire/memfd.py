@@ -29,6 +29,9 @@ from typing import Any
 from .transport import FdProtocolError
 
 SUPPORTED = sys.platform == "linux" and hasattr(os, "memfd_create") and hasattr(fcntl, "F_ADD_SEALS")
+# CLUSTERCORE_MEMFD=0: send large buffers as bytes (a custom manager's Unix socket that is a forwarder,
+# which cannot pass file descriptors on). Read when this module loads; a worker inherits it.
+SENDS = SUPPORTED and os.environ.get("CLUSTERCORE_MEMFD", "1") != "0"
 MEMFD_MIN = 512 << 10  # smaller buffers go through the socket: a memfd costs more (measured: 256 KiB)
 MAX_FDS = 64  # memfds in one frame; more closes the link
 _WRITE_CHUNK = 1 << 30  # pwrite takes at most ~2 GiB at once
