@@ -39,9 +39,9 @@ def _has(x: np.ndarray) -> int:
 
 
 def _has_global() -> int:
-    import __main__
+    import sys
 
-    return _has(__main__.big)
+    return _has(sys.modules["__main__"].big)
 
 
 def _echo(cc: Any, nbytes: int, repeats: int) -> dict[str, Any]:

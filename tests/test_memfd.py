@@ -330,9 +330,7 @@ def backing(x: np.ndarray) -> tuple[str, str]:
 
 
 def global_backing(name: str) -> tuple[str, str]:
-    import __main__
-
-    return backing(getattr(__main__, name))
+    return backing(getattr(sys.modules["__main__"], name))
 
 
 def test_a_shared_array_is_the_same_pages_in_every_worker(two: list[int]) -> None:
