@@ -44,4 +44,6 @@ QUICK = Sizes(
 )
 
 # tls: clustercore alone, see bench.tls; large: issue 15's rows, see bench.largearrays
+QUICK_HANG_S = 240  # --quick takes 60-90 s on a quiet 2-core VM, more while other work shares it
+
 MEASUREMENTS = ("latency", "throughput", "bandwidth", "startup", "tls", "large")

@@ -18,11 +18,14 @@ from typing import Any
 import pytest
 
 from bench import placement, report
-from bench.config import QUICK
+from bench.config import QUICK, QUICK_HANG_S
 from bench.rounds import round_order
 
 ROOT = Path(__file__).resolve().parent.parent
 TWO_CPUS = placement.split_cpus() is not None
+
+
+pytestmark = pytest.mark.timeout(QUICK_HANG_S + 60)  # the first test to use quick_run waits for it
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=100,  # below pytest-timeout's 120 s, so the run is killed cleanly
+        timeout=QUICK_HANG_S + 30,  # its own hang dump comes first
         check=False,
     )
     detail = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
