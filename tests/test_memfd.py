@@ -142,6 +142,26 @@ def test_a_memfd_of_the_peer_is_sealed_against_change_before_it_is_mapped(
     os.close(fd)
 
 
+def test_a_memfd_shrunk_before_it_is_sealed_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The peer keeps its fd and shrinks the memfd while the receiver looks at it: the
+    # receiver seals first and reads the size after, so what it maps is what the file
+    # holds (mapped past its end, the first touch would be a SIGBUS).
+    size = 1 << 20
+    fd = os.memfd_create("shrinking", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    real_fcntl = fcntl.fcntl
+
+    def sender_shrinks_first(fd_: int, cmd: int, arg: int = 0) -> int:
+        if cmd == fcntl.F_ADD_SEALS:
+            os.ftruncate(fd_, 0)  # the peer, a moment before the seals
+        return real_fcntl(fd_, cmd, arg)
+
+    monkeypatch.setattr(fcntl, "fcntl", sender_shrinks_first)
+    with pytest.raises(FdProtocolError, match="0 bytes"):
+        memfd.receive(os.dup(fd), size)
+    os.close(fd)
+
+
 @pytest.mark.parametrize(
     "attack",
     ["a pipe", "a wrong size", "cannot be sealed", "fds on a frame declaring none", "fewer fds than declared"],

@@ -50,7 +50,13 @@ def _closed() -> None:
 
 
 _CLOSED: Task = _closed
-_NO_TASK: Task = _closed  # an idle pool thread's task: it holds nothing
+
+
+def _no_task() -> None:
+    """An idle pool thread's task: it holds nothing (and is not ``_CLOSED``)."""
+
+
+_NO_TASK: Task = _no_task
 
 
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:

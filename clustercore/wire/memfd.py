@@ -20,6 +20,7 @@ import fcntl
 import mmap
 import os
 import stat
+import struct
 import sys
 import threading
 import weakref
@@ -44,9 +45,9 @@ if SUPPORTED:
 class Mapping:
     """A received memfd mapped copy-on-write (``MAP_PRIVATE``). Its ``buffer`` (a ctypes
     array: what numpy maps) is the only strong reference; the mapping is unmapped when the
-    buffer goes. It holds no fd of its own (``mmap.mmap`` keeps a duplicate for each);
-    ``fd`` is the memfd while this process keeps it to send the buffer on without a copy
-    (``KEPT_FDS`` at most), else -1."""
+    buffer goes. It holds no fd of its own (it is mapped through libc's ``mmap``, where
+    ``mmap.mmap`` would keep a duplicate for each); ``fd`` is the memfd while this process
+    keeps it to send the buffer on without a copy (``KEPT_FDS`` at most), else -1."""
 
     __slots__ = ("address", "fd", "ref", "size")
 
@@ -76,7 +77,7 @@ _owners: dict[int, Mapping] = {}  # id(mapping.buffer) -> mapping, while it live
 _kept: OrderedDict[int, int] = OrderedDict()  # id(mapping.buffer) -> fd kept for it, oldest first
 _pinned: dict[int, int] = {}  # the same for shared buffers: kept while they live
 _lock = threading.Lock()
-_MAP_FAILED = (1 << (8 * 8)) - 1  # (void *) -1
+_MAP_FAILED = (1 << (8 * struct.calcsize("P"))) - 1  # (void *) -1
 _libc_handle: list[Any] = []
 
 
@@ -198,14 +199,16 @@ def receive(fd: int, size: int) -> Any:
             seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
         except OSError:
             raise FdProtocolError("a file descriptor that is not a memfd") from None
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
-            raise FdProtocolError(f"a memfd of {info.st_size} bytes where the frame says {size}")
         if seals & _SEALED != _SEALED:
-            try:  # seal it here: its sender can no longer change it under us
+            try:  # sealed here before its size is read: its sender can no longer change it, so
+                # the size read next is the size mapped (a shrink in between would make the
+                # first touch of the mapping a SIGBUS)
                 fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALED)
             except OSError as exc:
                 raise FdProtocolError(f"a memfd that cannot be sealed: {exc}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            raise FdProtocolError(f"a memfd of {info.st_size} bytes where the frame says {size}")
         mapping = Mapping(fd, size)
     except BaseException:
         os.close(fd)
