@@ -425,3 +425,19 @@ def test_clustercore_memfd_0_sends_large_buffers_as_bytes() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
+
+
+def test_a_memfd_that_cannot_be_mapped_arrives_as_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No address space or commit left to map it (strict overcommit, a huge array): the
+    # frame's buffer is read into memory instead, and the link lives on.
+    data = b"abc" * 1000
+    fd = memfd.create(data)
+
+    def no_room(self: object, fd_: int, size: int) -> None:
+        raise OSError(12, "cannot map a received memfd")
+
+    monkeypatch.setattr(memfd.Mapping, "__init__", no_room)
+    got = memfd.receive(fd, len(data))
+    assert bytes(got) == data
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed: nothing kept for a copy

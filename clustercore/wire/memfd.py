@@ -209,13 +209,33 @@ def receive(fd: int, size: int) -> Any:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size != size:
             raise FdProtocolError(f"a memfd of {info.st_size} bytes where the frame says {size}")
-        mapping = Mapping(fd, size)
+        try:
+            mapping: Mapping | None = Mapping(fd, size)
+        except OSError:  # not mappable here (no address space or commit left, an empty file)
+            mapping = None
     except BaseException:
         os.close(fd)
         raise
+    if mapping is None:
+        return _read_whole(fd, size)  # a copy, rather than losing the link
     buffer = mapping.make_buffer()
     _keep(mapping, buffer, fd)
     return buffer
+
+
+def _read_whole(fd: int, size: int) -> bytearray:
+    """The contents of a sealed memfd of ``size`` bytes, copied; ``fd`` is closed."""
+    try:
+        data = bytearray(size)
+        view, done = memoryview(data), 0
+        while done < size:
+            got = os.preadv(fd, [view[done : done + _WRITE_CHUNK]], done)
+            if not got:
+                raise FdProtocolError(f"a memfd that ended at {done} of its {size} bytes")
+            done += got
+        return data
+    finally:
+        os.close(fd)
 
 
 def close_all(fds: list[int]) -> None:
