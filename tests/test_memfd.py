@@ -441,3 +441,37 @@ def test_a_memfd_that_cannot_be_mapped_arrives_as_a_copy(monkeypatch: pytest.Mon
     assert bytes(got) == data
     with pytest.raises(OSError):
         os.fstat(fd)  # closed: nothing kept for a copy
+
+
+def test_a_unix_socket_to_this_very_process_carries_no_memfds() -> None:
+    # Its other end is a forwarder here (a port-forward's socket pair), not the peer:
+    # descriptors passed to it would be dropped, so none are passed or taken.
+    import threading
+
+    from clustercore.links import establish
+
+    cookie = "c" * 32
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    dialer, acceptor = UnixTransport(a), UnixTransport(b)
+    accepted: list[object] = []
+    thread = threading.Thread(target=lambda: accepted.append(establish.accept(acceptor, cookie, None, me=2)))
+    thread.start()
+    establish.dial(dialer, cookie, None, me=1, target=2, deadline=30)
+    thread.join(30)
+    assert accepted and not dialer.fds_accepted and not acceptor.fds_accepted
+    a.close()
+    b.close()
+
+
+def test_a_plugins_own_socket_class_keeps_its_reads() -> None:
+    from clustercore.wire.transport import SocketTransport, make_transport
+
+    class Watched(socket.socket):
+        pass
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    watched = Watched(fileno=a.detach())
+    assert type(make_transport(watched)) is SocketTransport
+    assert type(make_transport(b)) is UnixTransport
+    watched.close()
+    b.close()

@@ -12,11 +12,12 @@ arrives before closes the link.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import TYPE_CHECKING
 
 from ..errors import HandshakeError
-from ..wire.handshake import ANY, DEFAULT_DEADLINE, accept_handshake, connect_handshake
+from ..wire.handshake import ANY, DEFAULT_DEADLINE, PEERCRED, accept_handshake, connect_handshake
 from ..wire.transport import Transport, UnixTransport
 
 if TYPE_CHECKING:
@@ -63,8 +64,18 @@ def _secure(transport: Transport, tls: TLSCredentials | None, *, server_side: bo
 
 
 def _authenticated(transport: Transport) -> None:
-    if isinstance(transport, UnixTransport):  # same host, same user (SO_PEERCRED): memfds may come
+    """Same host, same user (SO_PEERCRED): memfds may come, unless the socket's other end is
+    this very process (a forwarder, such as a port-forward's socket pair, which would drop them)."""
+    if isinstance(transport, UnixTransport) and peer_process(transport) != os.getpid():
         transport.accept_fds()
+
+
+def peer_process(transport: UnixTransport) -> int:
+    """The os pid at the other end of a Unix socket (0 where the system does not say)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return 0
+    pid, _, _ = PEERCRED.unpack(transport.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
+    return int(pid)
 
 
 def is_unix_socket(transport: Transport) -> bool:

@@ -356,8 +356,11 @@ def make_transport(instream: Any, outstream: Any | None = None) -> Transport:
     """Wrap what a ``connect`` hook returned; one socket for both ways is fastest."""
     if outstream is None or outstream is instream:
         if isinstance(instream, socket.socket):
-            if instream.family == getattr(socket, "AF_UNIX", None) and hasattr(socket, "SCM_RIGHTS"):
+            unix = instream.family == getattr(socket, "AF_UNIX", None) and hasattr(socket, "SCM_RIGHTS")
+            if unix and type(instream) is socket.socket:
                 return UnixTransport(instream)
+            # A socket class of a plugin's own keeps its reads (the k8s plugin's learns why a pod
+            # died when its link drops), and a Unix one may reach a forwarder: no descriptors.
             return SocketTransport(instream)
         return StreamTransport(instream, instream)
     return StreamTransport(instream, outstream)
