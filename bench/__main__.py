@@ -100,28 +100,18 @@ def _run_placed(results: dict[str, Any], name: str, args: argparse.Namespace) ->
         placement.add_half(results, name, child)
 
 
-def _run_tls(results: dict[str, Any], sizes: Any, quick: bool) -> None:
-    """TLS against plain TCP links, clustercore alone (see :mod:`bench.tls`)."""
-    from bench import tls
+def _run_section(results: dict[str, Any], key: str, module: str, what: str, sizes: Any, quick: bool) -> None:
+    """``results[key]``: what ``bench.<module>.run`` measures on its own (:mod:`bench.tls`,
+    TLS against plain TCP links; :mod:`bench.largearrays`, large arrays on one host)."""
+    import importlib
+
     from bench.runner import log
 
-    log("tls: plain and TLS links, alternating")
+    log(f"{key}: {what}")
     try:
-        results["tls"] = tls.run(sizes, quick)
+        results[key] = importlib.import_module(f"bench.{module}").run(sizes, quick)
     except Exception as e:  # noqa: BLE001 - reported, the rest of the run stands
-        results["errors"].append(f"tls: {type(e).__name__}: {e}")
-
-
-def _run_large(results: dict[str, Any], sizes: Any, quick: bool) -> None:
-    """Large arrays on one host, clustercore and its peers (see :mod:`bench.largearrays`)."""
-    from bench import largearrays
-    from bench.runner import log
-
-    log("large: echoes and one array to many workers")
-    try:
-        results["large"] = largearrays.run(sizes, quick)
-    except Exception as e:  # noqa: BLE001 - reported, the rest of the run stands
-        results["errors"].append(f"large: {type(e).__name__}: {e}")
+        results["errors"].append(f"{key}: {type(e).__name__}: {e}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in _placed_halves(args):
         _run_placed(results, name, args)
     if "tls" in args.only:
-        _run_tls(results, sizes, args.quick)
+        _run_section(results, "tls", "tls", "plain and TLS links, alternating", sizes, args.quick)
     if "large" in args.only:
-        _run_large(results, sizes, args.quick)
+        _run_section(results, "large", "largearrays", "echoes and one array to many workers", sizes, args.quick)
 
     left = procs.leftover_children() + results.pop("child_leftovers", [])
     results["leftover_processes"] = left

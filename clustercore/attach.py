@@ -39,6 +39,7 @@ from typing import Any
 
 from . import clusterstatus
 from .engine.cluster import PGRP, cluster_cookie
+from .engine.messages import MsgType
 from .errors import HandshakeError
 from .links import establish
 from .logs import LazyLogger
@@ -48,7 +49,7 @@ from .wire.transport import SocketTransport, Transport
 log = LazyLogger(__name__)
 ATTACHER = 0xFFFFFFFF  # the pid an attaching process proves it dials as
 ATTACH_ENV = "CLUSTERCORE_ATTACH"  # "0": `clustercore -p N script.py` does not make its driver attachable
-_REQUEST, _REPLY = 2, 5  # frame types: CALL_FETCH and RESULT, as on a cluster link
+_REQUEST, _REPLY = MsgType.CALL_FETCH, MsgType.RESULT  # frame types, as on a cluster link
 _MAX_CLIENTS = 8
 REQUESTS: dict[str, Callable[..., Any]] = {
     "status": clusterstatus.status,
