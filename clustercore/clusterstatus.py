@@ -15,9 +15,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .engine import stats
+from .engine import sampling
 from .engine.cluster import PGRP, WorkerState, on_worker_left, procs
-from .engine.stats import CallRecord, ProcessSample
+from .engine.requests import broadcast_call
+from .engine.sampling import CallRecord, ProcessSample
 from .processes import worker_info
 
 RATE_WINDOW = 1.0  # seconds: rates are not taken over a shorter time than this
@@ -72,7 +73,7 @@ def status(timeout: float = 2.0) -> list[WorkerStatus]:
     if timeout <= 0:
         raise ValueError(f"timeout must be positive, not {timeout!r}")
     pids = procs()
-    samples: dict[int, ProcessSample | None] = stats.gather(stats.sample, pids, timeout)
+    samples: dict[int, ProcessSample | None] = broadcast_call(sampling.sample, pids, timeout=timeout, merge=True)
     sent: dict[int, int] = {}  # what each process sent: what the others received from it
     for pid, sample in samples.items():
         for peer, nbytes in sample.received.items() if sample is not None else ():
@@ -87,7 +88,7 @@ def calls_in_flight(pid: int, timeout: float = 5.0) -> list[CallInFlight]:
     every thread is in Python code answers: its calls run on other threads than the one
     that reads the request; one stuck in C code holding the GIL does not)."""
     where = worker_info(pid)  # ValueError / ProcessExitedException for a pid that is not there
-    records = stats.gather(stats.tracebacks, [pid], timeout)[pid]
+    records = broadcast_call(sampling.tracebacks, [pid], timeout=timeout, merge=True)[pid]
     if records is None:
         raise TimeoutError(
             f"pid {pid} did not answer within {timeout:g} s; `kill -USR2 {where.ospid}` on {where.host} prints "

@@ -27,8 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine import cluster, stats
+from .engine import cluster
 from .engine.cluster import procs
+from .engine.recording import start_trace, stop_trace
+from .engine.requests import broadcast_call
 from .tracepage import PAGE as _PAGE
 
 _HOLE = re.compile("__TITLE__|__DATA__")
@@ -119,7 +121,7 @@ def _worker_joined(pid: int) -> None:
             return
         result, offsets, timeout = _running[0]
         before = time.time()
-        clock = stats.gather(stats.start_trace, [pid], timeout, merge=False)[pid]
+        clock = broadcast_call(start_trace, [pid], timeout=timeout)[pid]
         if clock is not None:
             offsets[pid] = _offset(clock, before, time.time())
         result.pids.append(pid)
@@ -140,7 +142,7 @@ def trace(timeout: float = 10.0) -> Iterator[Trace]:
     try:
         result = Trace(pids=procs())
         before = time.time()
-        clocks = stats.gather(stats.start_trace, result.pids, timeout, merge=False)
+        clocks = broadcast_call(start_trace, result.pids, timeout=timeout)
         after = time.time()
         result.started = before
         offsets = {pid: _offset(clock, before, after) for pid, clock in clocks.items() if clock is not None}
@@ -152,7 +154,7 @@ def trace(timeout: float = 10.0) -> Iterator[Trace]:
             with _running_lock:
                 _running.clear()
             before = time.time()
-            stopped = stats.gather(stats.stop_trace, result.pids, timeout, merge=False)
+            stopped = broadcast_call(stop_trace, result.pids, timeout=timeout)
             after = time.time()
             result.duration = before - result.started
             _collect(result, stopped, offsets, before, after)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import clustercore as cc
-from clustercore.engine import cluster
+from clustercore.engine import cluster, requests
 from clustercore.testing import worker_output
 
 
@@ -80,6 +80,8 @@ def test_an_unresponsive_worker_does_not_hold_status_up(two: list[int]) -> None:
         started = time.monotonic()
         rows = {r.pid: r for r in cc.status(timeout=0.5)}
         assert time.monotonic() - started < 20  # the deadline holds (a generous bound: no hang)
+        cc.status(timeout=0.1)  # asked again while the first request is unanswered: that one is waited for
+        assert [key for key in requests._pending if key[0] == two[0]] == [(two[0], "sample")]
         assert rows[two[0]].state == "unresponsive"
         assert rows[two[0]].ospid == ospid and rows[two[0]].rss > 0  # what the driver last heard
         assert rows[two[1]].state == "idle"
@@ -117,3 +119,18 @@ def test_status_arguments(two: list[int]) -> None:
         cc.status(timeout=0)
     with pytest.raises(ValueError):
         cc.calls_in_flight(10**6)  # a pid no worker ever had
+
+
+def _fail() -> None:
+    raise RuntimeError("failed on purpose")
+
+
+def test_broadcast_call_waits_for_every_reply_or_until_its_deadline(two: list[int]) -> None:
+    everyone = [1, *two]
+    assert requests.broadcast_call(cc.myid, everyone) == {pid: pid for pid in everyone}
+    with pytest.raises(cc.RemoteException, match="failed on purpose"):
+        requests.broadcast_call(_fail, everyone)  # without a deadline a failure is raised
+    cc.rmprocs(two[1])
+    within = requests.broadcast_call(cc.myid, everyone, timeout=30)  # with one, it is no answer
+    assert within == {1: 1, two[0]: two[0], two[1]: None}
+    assert requests.broadcast_call(_fail, [1, two[0]], timeout=30) == {1: None, two[0]: None}

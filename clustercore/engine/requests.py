@@ -1,11 +1,15 @@
 """What one process asks of another: a call whose result comes back, an exit, a broadcast.
 
-The user API (``remotecall`` and friends, pools, ``addprocs``) and the manager
-interface build on these; they are the engine's whole vocabulary of requests.
+The user API (``remotecall`` and friends, pools, ``addprocs``, ``status()``,
+``trace()``) and the manager interface build on these; they are the engine's whole
+vocabulary of requests. :func:`broadcast_call` is the one way to ask many processes
+at once: it waits for every reply, or (``timeout``) for what has come by a deadline.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -90,10 +94,65 @@ def remote_exit(pid: int) -> None:
         pass
 
 
-def broadcast_call(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> list[Any]:
-    """Call ``f`` on every pid at once and gather the replies as they arrive."""
-    waiters = [call_fetch_async(p, f, args, {}) for p in pids]
-    return [w.result() for w in waiters]
+def broadcast_call(
+    f: Callable[..., Any], pids: Iterable[int], *args: Any, timeout: float | None = None, merge: bool = False
+) -> dict[int, Any]:
+    """``f(*args)`` on every pid at once; the values by pid, gathered as they arrive.
+
+    Without ``timeout``, every reply is waited for and the first failure (a pid that
+    raised, or is gone) is raised. With ``timeout`` (seconds), nothing is waited for past
+    that deadline and nothing is raised: a pid that has not answered by then, failed, is
+    gone or (on a worker) has no open link is ``None``; dialing it could take longer than
+    the whole deadline. ``merge`` (with ``timeout``): a pid whose earlier request of the
+    same ``f(*args)`` is still unanswered is not asked again, that request is waited for,
+    so a stuck process costs one pending request however often it is asked; for requests
+    that only read (``status``), never for one that changes something (starting a trace).
+    """
+    targets = list(pids)
+    if timeout is None:
+        waiters = [call_fetch_async(p, f, args, {}) for p in targets]
+        return {p: w.result() for p, w in zip(targets, waiters, strict=True)}
+    deadline = time.monotonic() + timeout
+    asked = {p: _ask_within(p, f, args, merge) for p in targets}
+    out: dict[int, Any] = {}
+    for pid, waiter in asked.items():
+        answered = waiter is not None and waiter.wait(max(0.0, deadline - time.monotonic())) and not waiter.failed
+        out[pid] = waiter.value if answered and waiter is not None else None
+    return out
+
+
+_pending: dict[tuple[int, str], Waiter] = {}  # merged requests not answered yet, by (pid, request)
+_pending_lock = threading.Lock()
+
+
+def _ask_within(pid: int, f: Callable[..., Any], args: tuple[Any, ...], merge: bool) -> Waiter | None:
+    """Start ``f(*args)`` on ``pid`` for a broadcast with a deadline: its waiter (an earlier
+    one still pending, with ``merge``), or ``None`` if it cannot be asked at once."""
+    key = (pid, f.__qualname__ if not args else f"{f.__qualname__}{args!r}")
+    if merge:
+        with _pending_lock:
+            waiter = _pending.get(key)
+        if waiter is not None and not waiter.done:
+            return waiter
+    if pid != PGRP.myid and PGRP.myid != 1:
+        w = PGRP.workers.get(pid)
+        if w is None or w.conn is None or w.conn.closed:
+            return None
+    try:
+        waiter = call_fetch_async(pid, f, args, {})
+    except Exception:  # noqa: BLE001 - gone, or not reachable: no answer
+        return None
+    if merge and not waiter.done:
+        with _pending_lock:
+            _pending[key] = waiter
+        waiter.add_done_callback(lambda w: _forget(key, w))  # at once if answered already: not under the lock
+    return waiter
+
+
+def _forget(key: tuple[int, str], waiter: Waiter) -> None:
+    with _pending_lock:
+        if _pending.get(key) is waiter:
+            del _pending[key]
 
 
 def broadcast_remote_do(f: Callable[..., Any], pids: Iterable[int], *args: Any) -> None:

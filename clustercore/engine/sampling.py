@@ -4,15 +4,11 @@ Every process keeps counters that cost its hot path a few operations per call
 (:class:`~clustercore.engine.callrunner.CallRunner`: the calls in flight and
 counts of calls; each link's bytes received, added to by the thread that reads
 it). :func:`sample` reads them, with the process's RSS and CPU time, into a
-:class:`ProcessSample`; the driver gathers samples from every worker with
-:func:`gather`, which never waits past its deadline and keeps at most one request
-per worker in flight, so a worker that does not answer costs one request, not
-one per refresh. A worker serves these requests even when every call it runs is
-stuck: a link whose reader runs a call gets a new reader within milliseconds
-(the watchdog), and that reader runs these functions (marked ``internal``) itself.
-
-A trace (``clustercore.trace()``) sets ``CallRunner.trace`` on each process with
-:func:`start_trace` and takes the records back with :func:`stop_trace`.
+:class:`ProcessSample`; :func:`tracebacks` adds the stack of each call in flight.
+Both are ``internal``: a worker runs them even when every call it runs is stuck
+(a link whose reader runs a call gets a new reader within milliseconds, the
+watchdog, and that reader runs these itself). The driver asks every worker at
+once with :func:`clustercore.engine.requests.broadcast_call` and a deadline.
 """
 
 from __future__ import annotations
@@ -23,17 +19,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .callrunner import count_of, internal
-from .cluster import PGRP, Waiter
+from .cluster import PGRP
 from .message_handlers import run_batch
-from .requests import call_fetch_async
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_TRACE_LIMIT = 1_000_000  # records kept per process and trace; later ones are counted, not kept
 
 
 @dataclass
@@ -133,43 +126,6 @@ def _user_frames(stack: list[str]) -> list[str]:
     return stack
 
 
-@internal
-def start_trace() -> float:
-    """Record every user call from now on; this process's clock (``time.time()``)."""
-    runner = PGRP.runner
-    if runner.trace is None:
-        runner.trace = _BoundedList(_TRACE_LIMIT)
-    return time.time()
-
-
-@internal
-def stop_trace() -> tuple[float, list[tuple[str, int, int, float, float, bool]], int]:
-    """Stop recording; this process's clock, its records ``(function, elements, bytes in,
-    start, end, failed)`` and how many were dropped past the limit."""
-    runner = PGRP.runner
-    trace, runner.trace = runner.trace, None
-    now = time.time()
-    if trace is None:
-        return now, [], 0
-    records = [(describe(f), elements, nbytes, start, end, failed) for f, elements, nbytes, start, end, failed in trace]
-    return now, records, getattr(trace, "dropped", 0)
-
-
-class _BoundedList(list):  # type: ignore[type-arg]
-    """A list that keeps its first ``limit`` items and counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-        self.dropped = 0
-
-    def append(self, item: Any) -> None:
-        if len(self) < self.limit:
-            super().append(item)
-        else:
-            self.dropped += 1
-
-
 def _rss() -> int:
     try:
         with open("/proc/self/statm", "rb") as f:
@@ -198,66 +154,3 @@ def _process_started() -> float:
 
 
 _LOADED = time.time()
-
-
-# --- on the driver: asking every worker, with a deadline ---------------------------------------
-
-_pending: dict[tuple[int, str], Waiter] = {}  # requests not answered yet, by (pid, function)
-_pending_lock = threading.Lock()
-
-
-def gather(
-    f: Callable[..., Any], pids: Iterable[int], timeout: float, *args: Any, merge: bool = True
-) -> dict[int, Any]:
-    """``f(*args)`` on each of ``pids`` at once; the values by pid, ``None`` for a pid that
-    did not answer within ``timeout`` seconds (or is gone, or failed). A pid whose earlier
-    request of ``f`` is still unanswered is not asked again: that request is waited for
-    (``merge=False``: it is, for requests that change something, as starting a trace).
-    On a worker, a pid it has no link to is not asked (``None``): dialing it could take
-    longer than the whole deadline."""
-    deadline = time.monotonic() + timeout
-    waiters: dict[int, Waiter | None] = {}
-    for pid in pids:
-        waiters[pid] = _ask(pid, f, args, merge)
-    out: dict[int, Any] = {}
-    for pid, waiter in waiters.items():
-        if waiter is None or not waiter.wait(max(0.0, deadline - time.monotonic())) or waiter.failed:
-            out[pid] = None
-        else:
-            out[pid] = waiter.value
-    return out
-
-
-def _ask(pid: int, f: Callable[..., Any], args: tuple[Any, ...], merge: bool) -> Waiter | None:
-    key = (pid, f.__qualname__ if not args else f"{f.__qualname__}{args!r}")
-    with _pending_lock:
-        waiter = _pending.get(key) if merge else None
-        if waiter is not None and not waiter.done:
-            return waiter
-    if pid == PGRP.myid:
-        waiter = Waiter(pid)
-        try:
-            waiter.set(f(*args))
-        except Exception as exc:  # noqa: BLE001 - reported as no answer
-            waiter.set(exc, True)
-        return waiter
-    if PGRP.myid != 1:
-        w = PGRP.workers.get(pid)
-        if w is None or w.conn is None or w.conn.closed:
-            return None
-    try:
-        waiter = call_fetch_async(pid, f, args, {})
-    except Exception:  # noqa: BLE001 - gone, or not reachable: no answer
-        return None
-    if not merge:
-        return waiter
-    with _pending_lock:
-        _pending[key] = waiter
-    waiter.add_done_callback(lambda w: _forget(key, w))  # at once if answered already: not under the lock
-    return waiter
-
-
-def _forget(key: tuple[int, str], waiter: Waiter) -> None:
-    with _pending_lock:
-        if _pending.get(key) is waiter:
-            del _pending[key]
