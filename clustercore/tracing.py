@@ -7,12 +7,16 @@ frame, how many elements a pmap batch had, whether it failed); at the end the dr
 collects the records and puts them on its own clock (each worker's offset is taken
 from the round trips that started and stopped the trace). :meth:`Trace.save` writes
 a self-contained HTML page (the data and the script that draws it inline: no
-network), a PNG of that page (drawn by headless Chromium), or JSON.
+network), a PNG of that page (drawn by headless Chromium), or JSON. The page is
+``clustercore/_assets/trace.html`` (HTML, CSS and the script that draws the trace as
+SVG), whose ``__TITLE__`` and ``__DATA__`` are filled in one pass.
 """
 
 from __future__ import annotations
 
+import functools
 import html
+import importlib.resources
 import json
 import os
 import re
@@ -31,7 +35,6 @@ from .engine import cluster
 from .engine.cluster import procs
 from .engine.recording import start_trace, stop_trace
 from .engine.requests import broadcast_call
-from .tracepage import PAGE as _PAGE
 
 _HOLE = re.compile("__TITLE__|__DATA__")
 _SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
@@ -91,7 +94,7 @@ class Trace:
         # pass, so a title that says "__DATA__" stays a title.
         data = self.to_json().translate(_SCRIPT_SAFE)
         fill = {"__TITLE__": html.escape(title), "__DATA__": data}
-        return _HOLE.sub(lambda m: fill[m[0]], _PAGE)
+        return _HOLE.sub(lambda m: fill[m[0]], page_template())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the trace by ``path``'s suffix: ``.html`` (the page), ``.png`` (the page drawn
@@ -107,6 +110,12 @@ class Trace:
         else:
             raise ValueError(f"save writes .html, .png or .json, not {target.suffix or 'a path without a suffix'!r}")
         return target
+
+
+@functools.cache
+def page_template() -> str:
+    """The page :meth:`Trace.to_html` fills: ``clustercore/_assets/trace.html`` (shipped as package data)."""
+    return importlib.resources.files("clustercore").joinpath("_assets", "trace.html").read_text(encoding="utf-8")
 
 
 _active = threading.Lock()  # held while a trace runs

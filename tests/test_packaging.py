@@ -25,6 +25,18 @@ def test_each_distribution_ships_py_typed_in_its_wheel(project: Path) -> None:
     assert "py.typed" in config["tool"]["setuptools"]["package-data"][package]
 
 
+def test_the_cores_assets_are_package_data() -> None:
+    # A file under clustercore/_assets (the trace page) is in the wheel and the sdist only if
+    # package-data names it (checked once by building both: pip wheel, build_meta.build_sdist).
+    import fnmatch
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["clustercore"]
+    assets = [p.relative_to(ROOT / "clustercore").as_posix() for p in (ROOT / "clustercore" / "_assets").rglob("*")]
+    assert "_assets/trace.html" in assets
+    for asset in assets:
+        assert any(fnmatch.fnmatch(asset, pattern) for pattern in patterns), asset
+
+
 def test_every_plugin_is_checked() -> None:
     assert {p.name for p in DISTRIBUTIONS[1:]} >= {"local", "ssh", "slurm", "k8s"}
 

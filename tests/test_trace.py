@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -145,3 +146,49 @@ def test_names_from_workers_cannot_end_the_page_script_or_fill_the_title() -> No
     assert "<" not in script and ">" not in script
     assert json.loads(script)["events"][0]["function"] == hostile
     assert "<h1>nightly __DATA__ &lt;b&gt;</h1>" in page
+
+
+def test_the_page_is_a_file_of_html_with_one_script_and_its_holes(tmp_path: Path) -> None:
+    """The template is ``clustercore/_assets/trace.html``, read as package data: its holes are the
+    title (twice, as text) and the data (once, the whole JSON script), and its script parses."""
+    from html.parser import HTMLParser
+    from importlib.resources import files
+
+    from clustercore.tracing import page_template
+
+    template = files("clustercore").joinpath("_assets", "trace.html").read_text(encoding="utf-8")
+    assert page_template() == template
+
+    class Holes(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: list[str] = []
+            self.holes: list[tuple[str, str]] = []
+            self.scripts: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag not in ("meta", "br", "img", "input", "link"):  # void elements: no end tag
+                self.open.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            assert self.open and self.open[-1] == tag, (self.open, tag)
+            self.open.pop()
+
+        def handle_data(self, data: str) -> None:
+            if self.open and self.open[-1] == "script":
+                self.scripts.append(data)
+            for hole in ("__TITLE__", "__DATA__"):
+                if hole in data:
+                    self.holes.append((self.open[-1], data.strip()))
+
+    parsed = Holes()
+    parsed.feed(template)
+    assert parsed.open == [] and parsed.holes == [("title", "__TITLE__"), ("h1", "__TITLE__"), ("script", "__DATA__")]
+    assert parsed.scripts[0] == "__DATA__" and len(parsed.scripts) == 2
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("checking the page's script parses needs Node.js (Debian package nodejs); Chromium runs it too")
+    script = tmp_path / "trace.js"
+    script.write_text(parsed.scripts[1])
+    done = subprocess.run([node, "--check", str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
