@@ -72,6 +72,7 @@ def status(timeout: float = 2.0) -> list[WorkerStatus]:
     answered within ``timeout`` seconds is ``"unresponsive"`` (its last numbers, if any)."""
     if timeout <= 0:
         raise ValueError(f"timeout must be positive, not {timeout!r}")
+    on_worker_left(forget)  # from the first call on (once): what is kept of a worker goes with it
     pids = procs()
     samples: dict[int, ProcessSample | None] = broadcast_call(sampling.sample, pids, timeout=timeout, merge=True)
     sent: dict[int, int] = {}  # what each process sent: what the others received from it
@@ -200,6 +201,3 @@ def forget(pid: int) -> None:
     with _lock:
         _previous.pop(pid, None)
         _last.pop(pid, None)
-
-
-on_worker_left(forget)

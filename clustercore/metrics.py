@@ -43,12 +43,16 @@ def _worker_left(pid: int) -> None:
         _left[0] += 1
 
 
-cluster.on_worker_joined(_worker_joined)
-cluster.on_worker_left(_worker_left)
+def _begin() -> None:
+    """Count joins and departures from now on (once; the first ``serve_metrics`` or
+    ``metrics_text`` calls it): importing this module changes nothing."""
+    cluster.on_worker_joined(_worker_joined)
+    cluster.on_worker_left(_worker_left)
 
 
 def metrics_text(timeout: float = 2.0) -> str:
     """The metrics, as a scrape of the endpoint would get them."""
+    _begin()
     rows = status(timeout)
     workers = [r for r in rows if r.pid != 1]
     by_manager: dict[str, int] = {}
@@ -215,4 +219,5 @@ def serve_metrics(port: int = 9464, host: str = "127.0.0.1", timeout: float = 2.
     seconds to answer. Pid 1 only."""
     if cluster.PGRP.myid != 1:
         raise RuntimeError(f"the metrics endpoint runs on the driver (pid 1); this is pid {cluster.PGRP.myid}")
+    _begin()
     return MetricsServer(host, port, timeout)

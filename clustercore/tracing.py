@@ -136,9 +136,6 @@ def _worker_joined(pid: int) -> None:
         result.pids.append(pid)
 
 
-cluster.on_worker_joined(_worker_joined)
-
-
 @contextmanager
 def trace(timeout: float = 10.0) -> Iterator[Trace]:
     """Record every call and pmap batch the cluster's processes run in the block; the
@@ -148,6 +145,7 @@ def trace(timeout: float = 10.0) -> Iterator[Trace]:
     One trace at a time (``RuntimeError`` otherwise)."""
     if not _active.acquire(blocking=False):
         raise RuntimeError("a trace() is already running")
+    cluster.on_worker_joined(_worker_joined)  # from the first trace on (once): joiners are traced
     try:
         result = Trace(pids=procs())
         before = time.time()

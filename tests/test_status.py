@@ -134,3 +134,41 @@ def test_broadcast_call_waits_for_every_reply_or_until_its_deadline(two: list[in
     within = requests.broadcast_call(cc.myid, everyone, timeout=30)  # with one, it is no answer
     assert within == {1: 1, two[0]: two[0], two[1]: None}
     assert requests.broadcast_call(_fail, [1, two[0]], timeout=30) == {1: None, two[0]: None}
+
+
+LISTENERS = """
+import sys
+import clustercore.clusterstatus, clustercore.metrics, clustercore.tracing, clustercore.attach, clustercore.top
+from clustercore.engine.cluster import PGRP
+
+def registered():
+    listeners = PGRP.joined_listeners + PGRP.left_listeners
+    return sorted(f"{f.__module__}.{f.__name__}" for f in listeners if f.__module__.startswith("clustercore."))
+
+print(registered())
+for _ in range(2):  # each feature registers as it is first used, and only once
+    import clustercore as cc
+    cc.status()
+    with cc.trace():
+        pass
+    clustercore.metrics.metrics_text()
+print(registered())
+"""
+
+
+def test_importing_the_views_registers_nothing_until_they_are_used() -> None:
+    import subprocess
+    import sys
+    from ast import literal_eval
+
+    done = subprocess.run([sys.executable, "-c", LISTENERS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.splitlines()
+    assert not [name for name in literal_eval(before) if name.split(".")[1] in ("clusterstatus", "metrics", "tracing")]
+    assert sorted(set(literal_eval(after)) - set(literal_eval(before))) == [
+        "clustercore.clusterstatus.forget",
+        "clustercore.metrics._worker_joined",
+        "clustercore.metrics._worker_left",
+        "clustercore.tracing._worker_joined",
+    ]
+    assert len(literal_eval(after)) == len(literal_eval(before)) + 4

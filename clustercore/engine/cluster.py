@@ -534,13 +534,24 @@ def _host_key() -> str:
 
 
 def on_worker_joined(listener: WorkerListener) -> None:
-    """Call ``listener(pid)`` on pid 1 after each new worker has joined (in pid order)."""
-    PGRP.joined_listeners.append(listener)
+    """Call ``listener(pid)`` on pid 1 after each new worker has joined (in pid order).
+    Once: registering a listener again does nothing, so a feature may register as it is
+    first used, each time it is used."""
+    _listen(PGRP.joined_listeners, listener)
 
 
 def on_worker_left(listener: WorkerListener) -> None:
-    """Call ``listener(pid)`` on pid 1 when a worker has been forgotten, before its manager hears."""
-    PGRP.left_listeners.append(listener)
+    """Call ``listener(pid)`` on pid 1 when a worker has been forgotten, before its manager
+    hears. Once, as :func:`on_worker_joined`."""
+    _listen(PGRP.left_listeners, listener)
+
+
+def _listen(listeners: list[WorkerListener], listener: WorkerListener) -> None:
+    if listener in listeners:  # no lock for the common case: a feature registering as it runs again
+        return
+    with PGRP.lock:
+        if listener not in listeners:
+            listeners.append(listener)
 
 
 def announce_joined(pids: list[int]) -> None:
