@@ -9,7 +9,7 @@
 * ``clustercore managers``: list the installed manager plugins;
 * ``clustercore top [--pid OSPID] [--once [--calls]]``: a live view of a running driver's cluster
   (a driver run as ``clustercore -p N script.py`` can be attached to unless ``CLUSTERCORE_ATTACH=0``;
-  ``CLUSTERCORE_METRICS=[HOST:]PORT`` makes it serve Prometheus metrics);
+  ``CLUSTERCORE_METRICS=PORT``, ``HOST:PORT`` or ``[IPV6]:PORT`` makes it serve Prometheus metrics);
 * other subcommands come from plugins (``cli_commands`` hook).
 """
 
@@ -153,13 +153,16 @@ def _run_script(argv: list[str]) -> int:
 
     generic = {} if args.exename is None else {"exename": args.exename}
     metrics_at = os.environ.get("CLUSTERCORE_METRICS", "")
-    if metrics_at:  # HOST:PORT (or PORT, on loopback): serve the metrics before the workers join
-        from .metrics import serve_metrics
+    if metrics_at:  # PORT (on loopback), HOST:PORT or [IPV6]:PORT: serve the metrics before the workers join
+        from .metrics import metrics_address, serve_metrics
 
-        host, _, port = metrics_at.rpartition(":")
         try:
-            serve_metrics(int(port), host or "127.0.0.1")
-        except (ValueError, OSError) as exc:
+            host, port = metrics_address(metrics_at)
+            serve_metrics(port, host)
+        except ValueError as exc:
+            print(f"clustercore: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
             print(f"clustercore: cannot serve metrics at CLUSTERCORE_METRICS={metrics_at!r}: {exc}", file=sys.stderr)
             return 1
     try:

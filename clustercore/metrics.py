@@ -10,6 +10,9 @@ scraper could not be shown, so it needs no cookie (``docs/observability.md``).
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +24,7 @@ from .engine.launches import seconds_since_launch_started
 from .processes import worker_info
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_ENV = "CLUSTERCORE_METRICS"  # PORT, HOST:PORT or [IPV6]:PORT: `clustercore -p N` serves the metrics there
 _launches: dict[str, list[float]] = {}  # by manager: [workers joined, sum of their launch seconds]
 _left = [0]
 _lock = threading.Lock()
@@ -148,6 +152,7 @@ class _BoundedServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.address_family = _family(address[0])
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(SCRAPERS_AT_ONCE)
 
@@ -199,7 +204,8 @@ class MetricsServer:
 
         self._server = _BoundedServer((host, port), Handler)
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
-        self.url = f"http://{self.address[0]}:{self.address[1]}/metrics"
+        shown = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
+        self.url = f"http://{shown}:{self.address[1]}/metrics"
         self.started = time.time()
         threading.Thread(target=self._server.serve_forever, name="clustercore-metrics", daemon=True).start()
 
@@ -221,3 +227,52 @@ def serve_metrics(port: int = 9464, host: str = "127.0.0.1", timeout: float = 2.
         raise RuntimeError(f"the metrics endpoint runs on the driver (pid 1); this is pid {cluster.PGRP.myid}")
     _begin()
     return MetricsServer(host, port, timeout)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    """The address family to listen with on ``host``: IPv6 for an IPv6 literal (or a name
+    that resolves only to one), else IPv4."""
+    if ":" in host:
+        return socket.AF_INET6
+    try:
+        found = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return socket.AF_INET  # binding will say what is wrong with the name
+    families = {info[0] for info in found}
+    return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
+
+
+_PORT = re.compile(r"[0-9]{1,5}")
+_HOST = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def metrics_address(value: str) -> tuple[str, int]:
+    """``CLUSTERCORE_METRICS``'s ``(host, port)``: ``PORT`` (on 127.0.0.1), ``HOST:PORT``
+    or ``[IPV6]:PORT`` (``[::1]:9464``). Anything else is a ``ValueError`` naming the variable."""
+    text = value.strip()
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{METRICS_ENV}={value!r} is not PORT, HOST:PORT or [IPV6]:PORT ({why})")
+
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed:
+            raise bad("no ']' closes the IPv6 address")
+        if not rest.startswith(":"):
+            raise bad("a port follows the ']', as in [::1]:9464")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad(f"{host!r} is not an IPv6 address") from None
+        port = rest[1:]
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise bad("an IPv6 address goes in brackets, as in [::1]:9464")
+        if not _HOST.fullmatch(host):
+            raise bad(f"{host!r} is not a host name or address")
+    else:
+        host, port = "127.0.0.1", text
+    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise bad(f"the port must be a number from 1 to 65535, not {port!r}")
+    return host, int(port)

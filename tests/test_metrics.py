@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 import clustercore as cc
-from clustercore.metrics import MetricsServer, metrics_text  # listens for joins from here on
+from clustercore.metrics import MetricsServer, metrics_address, metrics_text
 
 LINE = re.compile(r'^clustercore_[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$')
 
@@ -129,3 +129,77 @@ def test_connections_that_never_finish_a_request_hold_few_threads(endpoint: Metr
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("9464", ("127.0.0.1", 9464)),
+        (" 9464 ", ("127.0.0.1", 9464)),
+        ("0.0.0.0:9464", ("0.0.0.0", 9464)),
+        ("metrics.example:80", ("metrics.example", 80)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("[::]:65535", ("::", 65535)),
+        ("[fe80::1%eth0]:9464", ("fe80::1%eth0", 9464)),
+    ],
+)
+def test_the_metrics_variable_takes_a_port_host_and_port_or_ipv6(value: str, address: tuple[str, int]) -> None:
+    assert metrics_address(value) == address
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "::1:9464", "[::1]", "[::1]9464", "[::1:9464", "[nothost]:9464", "host:", ":9464", "host:http",
+     "host:0", "host:65536", "9464x", "a b:9464", "http://host:9464",
+     "host:\uff19\uff14\uff16\uff14"],  # full-width digits: str.isdigit() would take them
+)  # fmt: skip
+def test_a_malformed_metrics_variable_is_a_value_error_naming_it(value: str) -> None:
+    with pytest.raises(ValueError, match=r"CLUSTERCORE_METRICS=.* is not PORT, HOST:PORT or \[IPV6\]:PORT"):
+        metrics_address(value)
+
+
+def _ipv6_loopback_port() -> int:
+    """A free port on ::1 (the driver binds it again right away); skip without IPv6 loopback."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            return int(probe.getsockname()[1])
+    except OSError as exc:
+        pytest.skip(f"this machine has no IPv6 loopback: {exc}")
+
+
+def test_clustercore_p_serves_metrics_on_ipv6_loopback() -> None:
+    port = _ipv6_loopback_port()
+    code = (
+        "import urllib.request\n"
+        f"text = urllib.request.urlopen('http://[::1]:{port}/metrics', timeout=30).read().decode()\n"
+        "print([l for l in text.splitlines() if l.startswith('clustercore_workers{')])\n"
+    )
+    env = {**os.environ, "CLUSTERCORE_METRICS": f"[::1]:{port}", "CLUSTERCORE_ATTACH": "0"}
+    command = [sys.executable, "-m", "clustercore", "-p", "1", "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['clustercore_workers{manager=\"local\"} 1']"
+
+
+def test_serve_metrics_on_ipv6_loopback() -> None:
+    _ipv6_loopback_port()
+    server = cc.serve_metrics(port=0, host="::1")
+    try:
+        assert server.url == f"http://[::1]:{server.address[1]}/metrics"
+        assert scrape(server.url)['clustercore_up{pid="1"}'] == 1
+    finally:
+        server.close()
+
+
+def test_clustercore_p_refuses_a_malformed_metrics_variable_before_any_worker_starts() -> None:
+    env = {**os.environ, "CLUSTERCORE_METRICS": "::1:9464", "CLUSTERCORE_ATTACH": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "clustercore", "-p", "1", "-c", "print('ran')"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "CLUSTERCORE_METRICS='::1:9464' is not PORT, HOST:PORT or [IPV6]:PORT" in done.stderr
