@@ -20,26 +20,65 @@ from typing import Any
 
 from .clusterstatus import WorkerStatus, status
 from .engine import cluster
-from .engine.launches import seconds_since_launch_started
 from .processes import worker_info
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METRICS_ENV = "CLUSTERCORE_METRICS"  # PORT, HOST:PORT or [IPV6]:PORT: `clustercore -p N` serves the metrics there
-_launches: dict[str, list[float]] = {}  # by manager: [workers joined, sum of their launch seconds]
+# Upper bounds of the launch histogram's buckets, seconds: a local worker joins in well
+# under a second, an SSH one in a few, a Slurm job or a Kubernetes pod may queue for minutes.
+LAUNCH_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class _Histogram:
+    """Counts of observations at or below each bound of ``LAUNCH_BUCKETS`` (cumulative, as
+    Prometheus has them), their sum and their number."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * len(LAUNCH_BUCKETS)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(LAUNCH_BUCKETS):
+            if value <= bound:
+                self.buckets[i] += 1
+        self.sum += value
+        self.count += 1
+
+
+_worker_launches: dict[str, _Histogram] = {}  # by manager: each worker's launch to its join
+_addprocs: dict[str, list[float]] = {}  # by manager: [addprocs calls, their seconds in all]
+_last_launch = [0.0]  # the start of the newest launch counted in _addprocs (its workers share it)
+_seeded: set[int] = set()  # workers counted as the metrics began, before their addprocs announced them
 _left = [0]
+_begun = [False]
 _lock = threading.Lock()
 
 
-def _worker_joined(pid: int) -> None:
-    seconds = seconds_since_launch_started()
+def _manager_of(pid: int) -> str:
     try:
-        manager = worker_info(pid).manager or "unknown"
+        return worker_info(pid).manager or "unknown"
     except Exception:  # noqa: BLE001 - gone already
-        manager = "unknown"
+        return "unknown"
+
+
+def _worker_joined(pid: int) -> None:
+    """A worker joined (told when its ``addprocs`` has added them all): its own launch time,
+    and the first of its launch's workers counts the whole ``addprocs`` call."""
+    w = cluster.PGRP.workers.get(pid)
+    if w is None or not w.joined:
+        return  # gone already, or it did not join through addprocs
+    now, manager = time.monotonic(), _manager_of(pid)
     with _lock:
-        counts = _launches.setdefault(manager, [0, 0.0])
-        counts[0] += 1
-        counts[1] += seconds or 0.0
+        if pid in _seeded:
+            _seeded.discard(pid)
+        else:
+            _worker_launches.setdefault(manager, _Histogram()).observe(w.joined - w.launched)
+        if w.launched != _last_launch[0]:
+            _last_launch[0] = w.launched
+            counts = _addprocs.setdefault(manager, [0, 0.0])
+            counts[0] += 1
+            counts[1] += now - w.launched
 
 
 def _worker_left(pid: int) -> None:
@@ -48,9 +87,20 @@ def _worker_left(pid: int) -> None:
 
 
 def _begin() -> None:
-    """Count joins and departures from now on (once; the first ``serve_metrics`` or
-    ``metrics_text`` calls it): importing this module changes nothing."""
-    cluster.on_worker_joined(_worker_joined)
+    """Count from now on (once; the first ``serve_metrics`` or ``metrics_text`` calls it;
+    importing this module changes nothing). The launch times of the workers already there
+    count too; workers that left before, and earlier ``addprocs`` calls, do not."""
+    with _lock:
+        if _begun[0]:
+            return
+        _begun[0] = True
+        there = [
+            w for w in list(cluster.PGRP.workers.values()) if w.joined and w.state is not cluster.WorkerState.TERMINATED
+        ]
+        for w in there:
+            _worker_launches.setdefault(_manager_of(w.id), _Histogram()).observe(w.joined - w.launched)
+            _seeded.add(w.id)  # if its addprocs is still adding workers, its announcement counts it no more
+    cluster.on_worker_joined(_worker_joined)  # not under _lock: a listener may be told under the engine's lock
     cluster.on_worker_left(_worker_left)
 
 
@@ -63,7 +113,8 @@ def metrics_text(timeout: float = 2.0) -> str:
     for row in workers:
         by_manager[row.manager] = by_manager.get(row.manager, 0) + 1
     with _lock:
-        launches = {m: list(v) for m, v in _launches.items()}
+        launches = {m: (list(h.buckets), h.sum, h.count) for m, h in _worker_launches.items()}
+        calls = {m: list(v) for m, v in _addprocs.items()}
         left = _left[0]
     out: list[str] = []
     _metric(
@@ -90,11 +141,30 @@ def metrics_text(timeout: float = 2.0) -> str:
     _metric(
         out,
         "worker_launch_seconds",
+        "histogram",
+        "Seconds from the start of a worker's launch (the addprocs call that started it) until it joined, by manager.",
+        [
+            sample
+            for m, (buckets, total, count) in sorted(launches.items())
+            for sample in (
+                *(
+                    ("_bucket", {"manager": m, "le": _number(b)}, n)
+                    for b, n in zip(LAUNCH_BUCKETS, buckets, strict=True)
+                ),
+                ("_bucket", {"manager": m, "le": "+Inf"}, count),
+                ("_sum", {"manager": m}, total),
+                ("_count", {"manager": m}, count),
+            )
+        ],
+    )
+    _metric(
+        out,
+        "addprocs_seconds",
         "summary",
-        "Seconds from the start of the addprocs call that added a worker until it joined, by manager.",
+        "Seconds each addprocs call took, launch to return (its workers joined and introduced), by manager.",
         [
             (suffix, {"manager": m}, value)
-            for m, (count, total) in sorted(launches.items())
+            for m, (count, total) in sorted(calls.items())
             for suffix, value in (("_sum", total), ("_count", count))
         ],
     )

@@ -183,7 +183,7 @@ class _Launch:
         self.done = False
         self.thread: WaitableThread | None = None
         self.taken = 0  # configs of ``launched`` handed to ``joining`` (or ended)
-        self.joining = _Joining(manager, params)
+        self.joining = _Joining(manager, params, self.ntfy.started)
         self.saved = (PGRP.topology, PGRP.lazy)
         self.rolled_back = False
 
@@ -294,9 +294,10 @@ class _Joining:
 
     _AT_ONCE = 64  # joins in flight at most
 
-    def __init__(self, manager: ClusterManager, params: dict[str, Any]) -> None:
+    def __init__(self, manager: ClusterManager, params: dict[str, Any], launch_started: float) -> None:
         self.manager = manager
         self.params = params
+        self.launch_started = launch_started  # time.monotonic(): each worker's launch time runs from here
         self.peers = _batch_peers(params["topology"])
         self.joined: list[Worker] = []
         self.errors: list[BaseException] = []
@@ -328,6 +329,7 @@ class _Joining:
     def _join(self, config: WorkerConfig, pid: int) -> None:
         try:
             w = create_worker(self.manager, config, self.params, pid, peers=self.peers, end=self.end_unjoined)
+            w.launched, w.joined = self.launch_started, time.monotonic()  # its launch to its join (metrics)
             with self._lock:
                 late = self.cancelled
                 if not late:

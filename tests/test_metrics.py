@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 import clustercore as cc
+from clustercore.engine import cluster
 from clustercore.metrics import MetricsServer, metrics_address, metrics_text
 
 LINE = re.compile(r'^clustercore_[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$')
@@ -203,3 +204,50 @@ def test_clustercore_p_refuses_a_malformed_metrics_variable_before_any_worker_st
     )
     assert done.returncode == 1 and done.stdout == ""
     assert "CLUSTERCORE_METRICS='::1:9464' is not PORT, HOST:PORT or [IPV6]:PORT" in done.stderr
+
+
+def _launch_figures(values: dict[str, float]) -> tuple[float, float, float, float]:
+    """The local manager's worker launches (count, sum) and addprocs calls (count, sum)."""
+    get = lambda name: values.get(f'clustercore_{name}{{manager="local"}}', 0.0)  # noqa: E731
+    return (
+        get("worker_launch_seconds_count"),
+        get("worker_launch_seconds_sum"),
+        get("addprocs_seconds_count"),
+        get("addprocs_seconds_sum"),
+    )
+
+
+def test_each_worker_counts_its_own_launch_and_addprocs_its_whole_call(fresh: None, endpoint: MetricsServer) -> None:
+    before = _launch_figures(scrape(endpoint.url))
+    pids = cc.addprocs(2)
+    values = scrape(endpoint.url)
+    workers, worker_seconds, calls, call_seconds = (a - b for a, b in zip(_launch_figures(values), before, strict=True))
+    assert (workers, calls) == (2, 1)
+    own = [cluster.PGRP.workers[p].joined - cluster.PGRP.workers[p].launched for p in pids]
+    assert all(0 < seconds < call_seconds for seconds in own)  # each joined before its addprocs returned
+    assert worker_seconds == pytest.approx(sum(own))  # each worker's own time, not the call's
+    buckets = [
+        (k, v) for k, v in values.items() if k.startswith('clustercore_worker_launch_seconds_bucket{manager="local"')
+    ]
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+    assert buckets[-1] == (
+        'clustercore_worker_launch_seconds_bucket{manager="local",le="+Inf"}',
+        values['clustercore_worker_launch_seconds_count{manager="local"}'],
+    )
+
+
+SEEDED = """
+import clustercore as cc
+from clustercore.engine import cluster
+from clustercore.metrics import metrics_text
+
+cc.addprocs(2)  # before the metrics begin
+print([l for l in metrics_text().splitlines() if "launch_seconds_count" in l or "addprocs_seconds_count" in l])
+"""
+
+
+def test_the_workers_there_when_the_metrics_begin_count_their_launches() -> None:
+    env = {**os.environ, "CLUSTERCORE_ATTACH": "0"}
+    done = subprocess.run([sys.executable, "-c", SEEDED], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['clustercore_worker_launch_seconds_count{manager=\"local\"} 2']"

@@ -123,6 +123,8 @@ class Worker:
         self.cpu_threads = 0
         self.exit_reason = ""
         self.local_address = ""  # its abstract Unix socket, reachable from its own host only
+        self.launched = 0.0  # on pid 1: time.monotonic() when the launch that started it began
+        self.joined = 0.0  # on pid 1: time.monotonic() when it joined
 
     @property
     def gone(self) -> threading.Event:

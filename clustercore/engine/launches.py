@@ -46,7 +46,6 @@ class LaunchNotify(threading.Condition):
     def __init__(self) -> None:
         super().__init__()
         self.started = time.monotonic()  # addprocs makes one as it starts: the launch's start
-        _latest[:] = [self]
         self.cancelled = threading.Event()
         self.reason = ""
         self._callbacks: list[Callable[[], Any]] = []
@@ -84,14 +83,6 @@ class LaunchNotify(threading.Condition):
         if refuse is not None:
             refuse(config)
         raise LaunchCancelled(f"addprocs gave up on this launch ({self.reason}); the worker reported was ended")
-
-
-_latest: list[LaunchNotify] = []  # the newest launch (addprocs runs one at a time)
-
-
-def seconds_since_launch_started() -> float | None:
-    """Seconds since the newest launch (``addprocs`` call) started; ``None`` before the first."""
-    return time.monotonic() - _latest[0].started if _latest else None
 
 
 def _call_quietly(callback: Callable[[], Any]) -> None:
