@@ -179,6 +179,40 @@ def test_a_handshake_reflected_to_the_dialers_own_listener_fails() -> None:
     assert isinstance(errors[1], AuthenticationError) and "meant to reach pid 3, not pid 2" in str(errors[1])
 
 
+def test_a_peer_trickling_its_hello_is_cut_off_at_the_whole_deadline() -> None:
+    """On a socket the deadline bounds the handshake, not each read (and takes no thread):
+    one byte every 50 ms would keep a per-read timeout of a second happy for the whole
+    48-byte hello."""
+    mine, theirs = socket.socketpair()
+    transport = SocketTransport(mine)
+    stop = threading.Event()
+    hello = handshake.MAGIC + bytes(handshake.NONCE_LEN + handshake.ENDS.size)
+    sent = [0]
+
+    def trickle() -> None:
+        for byte in hello:
+            if stop.wait(0.05):
+                return
+            try:
+                theirs.send(bytes([byte]))
+            except OSError:
+                return
+            sent[0] += 1
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        with pytest.raises(HandshakeError, match="did not finish within 1 s"):
+            handshake.accept_handshake(transport, "k", deadline=1)
+        assert sent[0] < len(hello)  # cut off in the middle of the hello (2.4 s of it), not after it
+        assert mine.gettimeout() is None  # the socket's own timeout is as it was
+    finally:
+        stop.set()
+        sender.join(10)
+        mine.close()
+        theirs.close()
+
+
 def test_version_mismatch_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     real = handshake.local_versions()
 

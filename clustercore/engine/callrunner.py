@@ -181,19 +181,26 @@ class CallRunner:
                             return
                     # a task was promised to an idle thread: wait for it
 
-    def serve_on_main_thread(self) -> None:
-        """Make the calling (main) thread a member of the pool, for good (a worker's main)."""
+    def claim_main_thread(self) -> None:
+        """Make the calling (main) thread the pool's first choice from now on (a worker's
+        main): what is spawned waits for it until it calls :meth:`serve_on_main_thread`."""
         self._main_tasks = queue.SimpleQueue()
         signal.signal(signal.SIGINT, self._on_sigint)
         THREAD.sigint_held = True  # _on_sigint raises in calls only: sends need not hold it
+        with self._lock:
+            self._main_idle = True
+
+    def serve_on_main_thread(self) -> None:
+        """Run what is spawned on the claimed main thread, for good."""
+        assert self._main_tasks is not None, "claim_main_thread() first"
         while True:
-            with self._lock:
-                self._main_idle = True
             task = self._main_tasks.get()
             try:
                 task()
             except KeyboardInterrupt:  # one that reached engine code: this thread serves on
                 log.warning("an interrupt reached the main thread outside a call; it was ignored")
+            with self._lock:
+                self._main_idle = True
 
     # --- leading links -------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import errno
 import faulthandler
+import functools
 import os
 import select
 import signal
@@ -53,11 +54,12 @@ def preload_modules() -> None:
     standard modules it brings: inspect, dis, ast, ...), logging and traceback. A fork
     server calls this once, so that each worker it forks has them instead of importing
     them at its first call (about 40 ms of CPU per worker, most of a first ``pmap`` on
-    hundreds of workers)."""
+    hundreds of workers); and this host's address, which each would look up (6 ms)."""
     import logging  # noqa: F401 - imported for the workers forked from here
     import traceback  # noqa: F401
 
     serialize.load_cloudpickle()
+    _public_address()  # the name service's libraries loaded, and the answer kept
 
 
 def start_worker(
@@ -108,17 +110,36 @@ def start_worker(
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     listener, host = _listen(bind_to)
     port = listener.getsockname()[1]
-    threading.Thread(target=_accept_forever, args=(listener,), name="clustercore-accept", daemon=True).start()
     local = _listen_locally()
-    if local is not None:
-        threading.Thread(target=_accept_forever, args=(local,), name="clustercore-accept-local", daemon=True).start()
-    if driver_link is not None:
-        threading.Thread(target=_serve_accepted, args=(driver_link,), name="clustercore-incoming", daemon=True).start()
+    listeners = (listener,) if local is None else (listener, local)
+    threading.Thread(target=_accept_forever, args=listeners, name="clustercore-accept", daemon=True).start()
     timeout = worker_timeout()
     print(f"clustercore_worker:{port}#{host}", file=out, flush=True)
-    threading.Thread(target=_exit_unless_joined, args=(timeout,), name="clustercore-join-timer", daemon=True).start()
+    PGRP.runner.claim_main_thread()  # the link pid 1 joins through is led by this thread
+    _wait_for_join(driver_link, timeout)
     PGRP.runner.serve_on_main_thread()
     exit_worker("")
+
+
+def _wait_for_join(driver_link: socket.socket | None, timeout: float) -> None:
+    """Let pid 1 join us, through ``driver_link`` (served here) or a connection accepted on
+    a listener; exit if it has not within ``timeout`` seconds. The main thread waits: a
+    thread of its own for each would cost every worker's start-up more than the wait."""
+    deadline = time.monotonic() + timeout
+    if driver_link is not None:
+        _serve_accepted(driver_link)  # returns once joined (or if the link failed its handshake)
+    if _joined.wait(max(0.0, deadline - time.monotonic())):
+        return
+    try:
+        print(
+            f"clustercore worker: pid 1 did not connect within {timeout:g} s (CLUSTERCORE_WORKER_TIMEOUT); exiting",
+            file=sys.stderr,
+            flush=True,
+        )
+    except (OSError, ValueError):
+        pass  # nobody reads our output any more: a driver that died before joining us
+    finally:
+        exit_worker("not joined in time", code=1)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -140,21 +161,6 @@ def _watch_stdin() -> None:
     except (OSError, ValueError):
         pass
     exit_worker("its stdin (the launcher's lifeline) closed")
-
-
-def _exit_unless_joined(timeout: float) -> None:
-    if _joined.wait(timeout):
-        return
-    try:
-        print(
-            f"clustercore worker: pid 1 did not connect within {timeout:g} s (CLUSTERCORE_WORKER_TIMEOUT); exiting",
-            file=sys.stderr,
-            flush=True,
-        )
-    except (OSError, ValueError):
-        pass  # nobody reads our output any more: a driver that died before joining us
-    finally:
-        exit_worker("not joined in time", code=1)
 
 
 def parse_bind_to(bind_to: str) -> tuple[str, int]:
@@ -230,6 +236,7 @@ def _listen_locally() -> socket.socket | None:
     return listener
 
 
+@functools.cache  # a fork server looks it up once for all its workers (preload_modules)
 def _public_address() -> str:
     try:
         address = socket.gethostbyname(socket.gethostname())
@@ -257,8 +264,8 @@ _LISTENER_GONE = (errno.EBADF, errno.EINVAL, errno.ENOTSOCK)
 _PEER_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ECONNRESET)  # that one connection's trouble
 
 
-def _accept_forever(listener: socket.socket) -> None:
-    """Accept connections on ``listener`` until it is closed; see :class:`_Gate`.
+def _accept_forever(*listeners: socket.socket) -> None:
+    """Accept connections on ``listeners`` until they are closed; see :class:`_Gate`.
 
     Nothing else ends it: a failed ``accept()`` (``EMFILE``, ``ENFILE``, ...) or
     thread start pauses accepting (briefly, longer each time up to 2 s) and
@@ -267,7 +274,7 @@ def _accept_forever(listener: socket.socket) -> None:
     """
     log.limit(_REJECTED, REJECTIONS_LOG_INTERVAL)
     log.limit(_PAUSED, REJECTIONS_LOG_INTERVAL)
-    _Gate(listener).run()
+    _Gate(listeners).run()
 
 
 def _serve_accepted(sock: socket.socket) -> None:
@@ -278,18 +285,20 @@ def _serve_accepted(sock: socket.socket) -> None:
 class _Pending:
     """An accepted connection that has no thread yet."""
 
-    __slots__ = ("deadline", "fd", "next_look", "peer", "sock")
+    __slots__ = ("deadline", "fd", "next_look", "peer", "sock", "tls")
 
-    def __init__(self, sock: socket.socket, peer: str, deadline: float) -> None:
+    def __init__(self, sock: socket.socket, peer: str, deadline: float, tls: bool) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
+        self.tls = tls  # its first bytes must start a TLS handshake
         self.deadline = deadline
         self.next_look: float | None = None  # None: polled for input; else when to look again
 
 
 class _Gate:
-    """One listener and the connections on it that have not authenticated, on one thread.
+    """A worker's listeners and the connections on them that have not authenticated, on
+    one thread.
 
     A connection costs no thread while its peer has not sent the start of a
     handshake: this thread polls it and peeks (never reads) until
@@ -299,17 +308,15 @@ class _Gate:
     authenticates as ever. Garbage, early closes and waits past
     ``PREAUTH_DEADLINE`` are rejected here.
 
-    At most ``PREAUTH_LIMIT`` connections are in any of these phases. A
+    At most ``PREAUTH_LIMIT`` connections (of all listeners) are in any of these phases. A
     newcomer beyond that closes the oldest one whose peer has not spoken, so
     a flood of silent connections locks out no peer that speaks; when every
     one has spoken, accepting stops until one is through, and newcomers wait
     in the kernel's listen backlog instead of being refused.
     """
 
-    def __init__(self, listener: socket.socket) -> None:
-        self.listener = listener
-        self.tls = PGRP.tls is not None and listener.family != socket.AF_UNIX  # what a peer must start with
-        self.fd = listener.fileno()
+    def __init__(self, listeners: tuple[socket.socket, ...]) -> None:
+        self.listeners = {listener.fileno(): listener for listener in listeners}  # those not closed yet
         self.poller = select.poll()
         self.waiting: dict[int, _Pending] = {}  # peers that have not spoken, by descriptor, oldest first
         self.ready: collections.deque[_Pending] = collections.deque()  # peers that have, waiting for a thread
@@ -326,39 +333,52 @@ class _Gate:
         self.log_due: float | None = None
 
     def run(self) -> None:
-        self.listener.setblocking(False)
+        for listener in self.listeners.values():
+            listener.setblocking(False)
         try:
-            while self.listener.fileno() >= 0:
+            while self._open():
                 try:
-                    if not self._step():
-                        return
-                except Exception as exc:  # noqa: BLE001 - nothing but a closed listener ends the loop
-                    if self.listener.fileno() < 0:
+                    self._step()
+                except Exception as exc:  # noqa: BLE001 - nothing but closed listeners end the loop
+                    if not self._open():
                         return
                     self._pause(time.monotonic(), f"the accept loop failed: {exc!r}")
         finally:
             self._end()
 
-    def _step(self) -> bool:
+    def _open(self) -> bool:
+        """Drop the listeners that were closed; whether any is left."""
+        for fd, listener in list(self.listeners.items()):
+            if listener.fileno() < 0:
+                self._drop(fd)
+        return bool(self.listeners)
+
+    def _drop(self, fd: int) -> None:
+        if self.listening:
+            self.poller.unregister(fd)
+        del self.listeners[fd]
+
+    def _step(self) -> None:
         now = time.monotonic()
         self._listen(now >= self.paused_until and (self._total() < PREAUTH_LIMIT or bool(self.waiting)))
         events = self.poller.poll(self._timeout_ms(now))
         now = time.monotonic()
-        accept = False
+        accept: list[int] = []
         for fd, mask in events:
-            if fd == self.fd:  # a listener reports POLLHUP once shut down, POLLNVAL once closed
+            if fd in self.listeners:  # a listener reports POLLHUP once shut down, POLLNVAL once closed
                 if mask & (select.POLLHUP | select.POLLNVAL):
-                    return False
-                accept = True
+                    self._drop(fd)
+                else:
+                    accept.append(fd)
             elif fd == self.wake_r:
                 with contextlib.suppress(OSError):
                     os.read(self.wake_r, 4096)
             elif (pending := self.waiting.get(fd)) is not None and pending.next_look is None:
                 self._look(pending, now)
-        if accept and not self._accept(now):  # after the looks: a peer that has spoken is not taken for silent
-            return False
+        for fd in accept:  # after the looks: a peer that has spoken is not taken for silent
+            if fd in self.listeners and not self._accept(self.listeners[fd], now):
+                self._drop(fd)
         self._on_time(now)
-        return True
 
     def _total(self) -> int:
         return len(self.waiting) + len(self.ready) + self.threads
@@ -388,24 +408,26 @@ class _Gate:
         self.log_due = log.flush_limits()  # counts held back, here or by process_messages' threads
 
     def _listen(self, on: bool) -> None:
-        if on and not self.listening:
-            self.poller.register(self.fd, select.POLLIN)
-        elif not on and self.listening:
-            self.poller.unregister(self.fd)
+        if on != self.listening:
+            for fd in self.listeners:
+                if on:
+                    self.poller.register(fd, select.POLLIN)
+                else:
+                    self.poller.unregister(fd)
         self.listening = on
 
-    def _accept(self, now: float) -> bool:
-        """Take what the listener has, while there is room; False once it is closed."""
+    def _accept(self, listener: socket.socket, now: float) -> bool:
+        """Take what ``listener`` has, while there is room; False once it is closed."""
         for _ in range(ACCEPT_BATCH):
             full = self._total() >= PREAUTH_LIMIT
             if self.paused_until > now or (full and not self.waiting):
                 return True  # the rest wait in the backlog
             try:
-                sock, addr = self.listener.accept()
+                sock, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return True
             except OSError as exc:
-                if exc.errno in _LISTENER_GONE or self.listener.fileno() < 0:
+                if exc.errno in _LISTENER_GONE or listener.fileno() < 0:
                     return False
                 if exc.errno not in _PEER_GONE:
                     self._pause(now, f"could not accept a connection: {exc}")
@@ -415,7 +437,8 @@ class _Gate:
             if full:
                 oldest = next(iter(self.waiting.values()))
                 self._reject(oldest, f"{oldest.peer} was dropped for a newer connection: {PREAUTH_LIMIT} were waiting")
-            pending = _Pending(sock, _describe_peer(sock, addr), now + PREAUTH_DEADLINE)
+            tls = PGRP.tls is not None and listener.family != socket.AF_UNIX
+            pending = _Pending(sock, _describe_peer(sock, addr), now + PREAUTH_DEADLINE, tls)
             self.waiting[pending.fd] = pending
             self.poller.register(pending.fd, select.POLLIN)
             self._look(pending, now)
@@ -432,8 +455,8 @@ class _Gate:
             return
         if not head:
             self._reject(pending, f"{pending.peer} closed the connection before its handshake")
-        elif not self.hello_ok(head):
-            what = "a TLS handshake (this cluster uses TLS)" if self.tls else "a clustercore handshake"
+        elif not hello_ok(head, pending.tls):
+            what = "a TLS handshake (this cluster uses TLS)" if pending.tls else "a clustercore handshake"
             self._reject(pending, f"{pending.peer} sent bytes that are not {what}")
         elif len(head) < HELLO_AT_LEAST:  # it stays readable: look again in a while, not at once
             if pending.next_look is None:
@@ -443,12 +466,6 @@ class _Gate:
             self._forget(pending)
             self.ready.append(pending)
             self._dispatch(now)
-
-    def hello_ok(self, head: bytes) -> bool:
-        """Whether a peer's first bytes can start a handshake on this listener."""
-        if self.tls:
-            return len(head) < 2 or (head[0] == TLS_HANDSHAKE_RECORD and head[1] == 3)
-        return head[: len(handshake.MAGIC)] == handshake.MAGIC[: len(head)]
 
     def _dispatch(self, now: float) -> None:
         """Start a thread for each peer that has spoken, oldest first, while places are free."""
@@ -506,6 +523,13 @@ class _Gate:
             self.ended = True
             if not self.threads:
                 os.close(self.wake_w)
+
+
+def hello_ok(head: bytes, tls: bool) -> bool:
+    """Whether a peer's first bytes can start a handshake (a TLS one if ``tls``)."""
+    if tls:
+        return len(head) < 2 or (head[0] == TLS_HANDSHAKE_RECORD and head[1] == 3)
+    return head[: len(handshake.MAGIC)] == handshake.MAGIC[: len(head)]
 
 
 def _describe_peer(sock: socket.socket, addr: Any) -> str:

@@ -19,11 +19,12 @@ pickles of functions do not travel between Python minor versions. A peer that
 failed to prove it holds the cookie learns no version (the block is zeros).
 Over a Unix socket both ends first check that the peer runs as the same user
 (``SO_PEERCRED``) and read nothing from any other. A deadline bounds the whole
-exchange (the transport is closed when it passes).
+exchange, not each read (:class:`Deadline`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -31,9 +32,11 @@ import socket
 import struct
 import sys
 import threading
+import time
+from collections.abc import Callable
 
 from ..errors import AuthenticationError, HandshakeError, VersionMismatchError
-from .transport import Transport
+from .transport import SocketTransport, Transport
 
 PROTOCOL_VERSION = 8
 MAGIC = b"CLSTCORE"
@@ -76,11 +79,13 @@ def check_peer_user(transport: Transport) -> None:
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-def _read_exact(transport: Transport, size: int) -> bytes:
+def _read_exact(transport: Transport, size: int, deadline: Deadline | None = None) -> bytes:
     buf = bytearray(size)
     view = memoryview(buf)
     have = 0
     while have < size:
+        if deadline is not None:
+            deadline.tick()
         got = transport.recv_into(view[have:])
         if not got:
             raise HandshakeError(f"{transport.describe()} closed the connection during the handshake")
@@ -89,35 +94,61 @@ def _read_exact(transport: Transport, size: int) -> bytes:
 
 
 class Deadline:
-    """Closes the transport if the handshake is still running after ``seconds``."""
+    """Ends an exchange on ``transport`` still running after ``seconds``.
 
-    def __init__(self, transport: Transport, seconds: float) -> None:
+    With ``ticks=True`` the exchange calls :meth:`tick` before each blocking read or
+    write: on a socket that sets the socket's own timeout to what is left (and puts the
+    old one back at the end), so no thread is needed, which matters when a thousand
+    workers join at once. Otherwise a timer thread closes the transport when time is up.
+    """
+
+    def __init__(self, transport: Transport, seconds: float, *, ticks: bool = False) -> None:
         self.expired = False
         self._transport = transport
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+        self._end = time.monotonic() + seconds
+        self._sock: socket.socket | None = transport.sock if ticks and isinstance(transport, SocketTransport) else None
+        self._saved = self._sock.gettimeout() if self._sock is not None else None
+        self._timer: threading.Timer | None = None
+        if self._sock is None:
+            self._timer = threading.Timer(seconds, self._expire)
+            self._timer.daemon = True
+
+    def tick(self) -> None:
+        """About to block: bound the wait by what is left (a :class:`TimeoutError` when nothing is)."""
+        if self._sock is None:
+            return
+        left = self._end - time.monotonic()
+        if left <= 0:
+            self.expired = True
+            raise TimeoutError("the deadline passed")
+        self._sock.settimeout(left)
 
     def _expire(self) -> None:
         self.expired = True
         self._transport.close()
 
     def __enter__(self) -> Deadline:
-        self._timer.start()
+        if self._timer is not None:
+            self._timer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        elif self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.settimeout(self._saved)
 
 
-def _run(transport: Transport, deadline: float, step: object) -> None:
+def _run(transport: Transport, deadline: float, step: Callable[[Deadline], None]) -> None:
     peer = transport.describe()
-    with Deadline(transport, deadline) as timer:
+    with Deadline(transport, deadline, ticks=True) as timer:
         try:
-            step()  # type: ignore[operator]
-        except (HandshakeError, OSError) as exc:
-            if timer.expired:
+            step(timer)
+        except (HandshakeError, OSError, ValueError) as exc:  # ValueError: a stream the timer closed
+            if timer.expired or isinstance(exc, TimeoutError):
                 raise HandshakeError(f"handshake with {peer} did not finish within {deadline:g} s") from None
-            if isinstance(exc, HandshakeError):
+            if isinstance(exc, (HandshakeError, ValueError)):
                 raise
             raise HandshakeError(f"handshake with {peer} failed: {exc}") from exc
 
@@ -129,12 +160,13 @@ def connect_handshake(
     joined); raises a :class:`HandshakeError` subclass, also when the peer is not ``target``."""
     peer = transport.describe()
 
-    def step() -> None:
+    def step(deadline: Deadline) -> None:
         check_peer_user(transport)
         nonce_c = os.urandom(NONCE_LEN)
         claimed = ENDS.pack(me, target)
+        deadline.tick()
         transport.send_all([MAGIC, nonce_c, claimed])
-        reply = _read_exact(transport, len(MAGIC) + NONCE_LEN + PID.size + MAC_LEN)
+        reply = _read_exact(transport, len(MAGIC) + NONCE_LEN + PID.size + MAC_LEN, deadline)
         if reply[: len(MAGIC)] != MAGIC:
             raise HandshakeError(f"{peer} is not a clustercore worker (unexpected greeting)")
         nonce_s = reply[len(MAGIC) : len(MAGIC) + NONCE_LEN]
@@ -145,8 +177,9 @@ def connect_handshake(
         (answered,) = PID.unpack(acceptor)
         if answered != target:
             raise AuthenticationError(f"{peer} is pid {answered}, not pid {target}: a relayed or misdirected link")
+        deadline.tick()
         transport.send_all([_mac(cookie, b"connector", nonce_s, nonce_c, ends), VERSION.pack(*local_versions())])
-        status, *theirs = struct.unpack("<B" + VERSION.format[1:], _read_exact(transport, 1 + VERSION.size))
+        status, *theirs = struct.unpack("<B" + VERSION.format[1:], _read_exact(transport, 1 + VERSION.size, deadline))
         _check_status(status, tuple(theirs), peer)  # type: ignore[arg-type]
 
     _run(transport, deadline, step)
@@ -170,9 +203,9 @@ def accept_handshake(transport: Transport, cookie: str, deadline: float = DEFAUL
     peer = transport.describe()
     dialer = [0]
 
-    def step() -> None:
+    def step(deadline: Deadline) -> None:
         check_peer_user(transport)
-        hello = _read_exact(transport, len(MAGIC) + NONCE_LEN + ENDS.size)
+        hello = _read_exact(transport, len(MAGIC) + NONCE_LEN + ENDS.size, deadline)
         if hello[: len(MAGIC)] != MAGIC:
             raise HandshakeError(f"{peer} sent bytes that are not a clustercore handshake")
         nonce_c, claimed = hello[len(MAGIC) : -ENDS.size], hello[-ENDS.size :]
@@ -181,14 +214,17 @@ def accept_handshake(transport: Transport, cookie: str, deadline: float = DEFAUL
             raise AuthenticationError(f"{peer} meant to reach pid {target}, not pid {me}: a relayed or stray link")
         nonce_s = os.urandom(NONCE_LEN)
         ends = claimed + PID.pack(me)
+        deadline.tick()
         transport.send_all([MAGIC, nonce_s, PID.pack(me), _mac(cookie, b"acceptor", nonce_c, nonce_s, ends)])
-        answer = _read_exact(transport, MAC_LEN + VERSION.size)
+        answer = _read_exact(transport, MAC_LEN + VERSION.size, deadline)
         if not hmac.compare_digest(answer[:MAC_LEN], _mac(cookie, b"connector", nonce_s, nonce_c, ends)):
+            deadline.tick()
             transport.send_all([bytes([STATUS_AUTH_FAILED]), _NO_VERSION])
             raise AuthenticationError(f"{peer} does not hold this cluster's cookie")
         mine = local_versions()
         theirs = VERSION.unpack(answer[MAC_LEN:])
         status = STATUS_OK if theirs == mine else STATUS_VERSION_MISMATCH
+        deadline.tick()
         transport.send_all([bytes([status]), VERSION.pack(*mine)])
         if status != STATUS_OK:
             raise VersionMismatchError(f"{peer} runs {_describe(theirs)} but this process runs {_describe(mine)}")
