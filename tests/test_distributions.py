@@ -209,6 +209,7 @@ def test_the_wheel_carries_readme_license_version_classifiers_and_pin(dist: Dist
         names = set(wheel.namelist())
         assert f"{info}/licenses/LICENSE" in names
         assert f"{dist.package}/py.typed" in names
+        assert dist is not CORE or "clustercore/_assets/trace.html" in names  # trace()'s page, package data
         assert not any(n.startswith("tests/") for n in names)
         meta = _metadata(wheel.read(f"{info}/METADATA").decode())
     assert (meta["Name"], meta["Version"]) == (dist.name, dist.version)
@@ -228,6 +229,7 @@ def test_the_sdist_carries_readme_license_and_the_tests(dist: Distribution, dist
     with tarfile.open(dist.built(dist_dir, ".tar.gz")) as sdist:
         names = set(sdist.getnames())
         assert {f"{base}/{n}" for n in ("README.md", "LICENSE", "pyproject.toml", "PKG-INFO")} <= names
+        assert dist is not CORE or f"{base}/clustercore/_assets/trace.html" in names
         member = sdist.extractfile(f"{base}/PKG-INFO")
         assert member is not None
         assert _metadata(member.read().decode())["Version"] == dist.version
