@@ -306,6 +306,9 @@ class CallRunner:
         return _CLOSED
 
     def _run_call_then_keep_reading(self, link: _Link, call: Task) -> bool:
+        if type(call) is QuickTask:  # returns at once: no watchdog to start, nothing to hand over
+            call()
+            return True
         me = threading.get_ident()
         with self._lock:
             link.unread_since = time.monotonic()
@@ -522,7 +525,30 @@ def count_of(counter: itertools.count[int]) -> int:
 _now = time.time
 
 
+QUICK = "quick"  # what quick_internal functions carry as _clustercore_internal (truthy, like internal's)
+
+
 def internal(fn: Any) -> Any:
     """Mark an engine function that peers call: an ``interrupt`` does not hit it."""
     fn._clustercore_internal = True
     return fn
+
+
+def quick_internal(fn: Any) -> Any:
+    """An :func:`internal` function that returns at once and never waits: the link's
+    reader runs it as a :class:`QuickTask`. What pid 1 asks of every worker as it joins
+    (learn of its peers) then costs a worker no watchdog thread and no hand-over."""
+    fn._clustercore_internal = QUICK
+    return fn
+
+
+class QuickTask:
+    """A call of a :func:`quick_internal` function, for the reader to run itself."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: Task) -> None:
+        self.run = run
+
+    def __call__(self) -> None:
+        self.run()

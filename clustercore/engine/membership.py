@@ -9,13 +9,13 @@ worker that left is announced to the others from here.
 from __future__ import annotations
 
 from . import cluster, peers
-from .callrunner import internal
+from .callrunner import internal, quick_internal
 from .cluster import PGRP
 from .messages import PeerInfo, PeerTable
 from .requests import broadcast_remote_do
 
 
-@internal
+@quick_internal
 def learn_peers(news: list[PeerInfo] | PeerTable) -> None:
     cluster.add_peers(news)
     if PGRP.allowed_peers is not None and isinstance(news, list):  # custom: pid 1 sent only those we may reach

@@ -22,7 +22,7 @@ from ..logs import LazyLogger
 from ..wire import serialize
 from ..wire.framing import FLAG_ERROR, NO_REF, Frame
 from . import cluster
-from .callrunner import frame_bytes
+from .callrunner import QUICK, QuickTask, frame_bytes
 from .cluster import PGRP
 from .messages import MsgType
 from .refs import RRID, apply_gc_ops, lookup_ref
@@ -84,7 +84,8 @@ def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
         error = _capture(exc, "the call could not be unpickled on this worker", PGRP.myid)
         _finish(conn, kind, frame.response, frame.notify, rv, error, True)
         return None
-    interruptible = not getattr(f, "_clustercore_internal", False)
+    internal = getattr(f, "_clustercore_internal", False)
+    interruptible = not internal
     runner = PGRP.runner
     run = runner.run_work_thunk
     response, notify = frame.response, frame.notify  # the frame's buffer is reused after we return
@@ -96,7 +97,7 @@ def _handle_call(conn: Connection, frame: Frame) -> Callable[[], None] | None:
         def fetch_job() -> None:
             send_result(conn, response, *run(f, args, kwargs, interruptible))
 
-        return fetch_job
+        return fetch_job if internal is not QUICK else QuickTask(fetch_job)
 
     def job() -> None:
         value, failed = run(f, args, kwargs, interruptible)

@@ -51,12 +51,15 @@ def init_worker(cookie: str, manager: ClusterManager | None = None) -> None:
 
 def preload_modules() -> None:
     """Import now what a worker imports lazily for its first calls: cloudpickle (with the
-    standard modules it brings: inspect, dis, ast, ...), logging and traceback. A fork
+    standard modules it brings: inspect, dis, ast, ...), logging, traceback and the
+    engine's membership calls (each worker's first call is one of them). A fork
     server calls this once, so that each worker it forks has them instead of importing
     them at its first call (about 40 ms of CPU per worker, most of a first ``pmap`` on
     hundreds of workers); and this host's address, which each would look up (6 ms)."""
     import logging  # noqa: F401 - imported for the workers forked from here
     import traceback  # noqa: F401
+
+    from . import membership  # noqa: F401 - what pid 1 asks of every worker as it joins
 
     serialize.load_cloudpickle()
     _public_address()  # the name service's libraries loaded, and the answer kept
