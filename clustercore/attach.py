@@ -1,28 +1,38 @@
 """Attaching to a running driver from another process of the same user, as a debugger
 would: what ``clustercore top`` uses.
 
-A driver made attachable (:func:`allow_attach`) listens on a Unix socket and writes an
-*attach file* beside it, both in a directory only its user can enter::
+A driver that has added workers is attachable (made so at its first ``addprocs``;
+``CLUSTERCORE_ATTACH=0`` or ``allow_attach(False)`` says no; :func:`allow_attach`
+makes a driver attachable before it has workers). It listens on a Unix socket and
+writes an *attach file* beside it, both in a directory only its user can enter::
 
     $XDG_RUNTIME_DIR/clustercore/        (else /tmp/clustercore-<uid>/)   mode 0700, owned by the user
-        driver-<ospid>.json   mode 0600: {"ospid", "socket", "cookie", "argv", "started"}
-        driver-<ospid>.sock   the socket
+        driver-<ospid>-<tag>.json   mode 0600: {"ospid", "socket", "key", "argv", "started"}
+        driver-<ospid>-<tag>.sock   the socket
 
-An attaching process reads the file (so it must be the driver's user, or root), dials
-the socket and runs the cluster's own handshake through :mod:`clustercore.links.establish`:
-the peer's uid is checked (``SO_PEERCRED``) before a byte is read, then both ends prove
-they hold the cookie, the attacher as pid ``ATTACHER`` (never a member's pid). Then it
-sends requests, each a frame of JSON naming one of ``REQUESTS`` with its keyword
-arguments (plain values: the driver never unpickles what an attacher sends, so a
-request can only run what ``REQUESTS`` names), and reads one reply frame per request
-(pickled by the driver: the attacher trusts the driver whose cookie it holds). A driver
-that is not attachable has no socket, no file and no thread.
+``key`` is this driver's attach key, made for the socket alone (not the cluster cookie:
+holding the file lets a process ask for the views below, nothing else). An attaching
+process reads the file (so it must be the driver's user, or root), dials the socket
+and runs the cluster's own handshake through :mod:`clustercore.links.establish` with
+that key: the peer's uid is checked (``SO_PEERCRED``) before a byte is read, then both
+ends prove they hold the key, the attacher as pid ``ATTACHER`` (never a member's pid).
+Then it sends requests, each a frame of JSON naming one of ``REQUEST_NAMES`` with its
+keyword arguments (plain values: the driver never unpickles what an attacher sends, so
+a request can only run what :func:`_requests` names), and reads one reply frame per request
+(pickled by the driver: the attacher trusts the driver whose file it read).
+
+The driver holds an exclusive ``flock`` on its attach file while it runs (taken before
+the file appears under its name), and removes both when it exits. A reader that finds
+a file whose lock is free, or whose driver's pid is gone, removes that file and its
+socket: the driver died without cleaning up (``SIGKILL``). ``<tag>`` is random, so a
+later driver given the same pid never has a name a reader is removing.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import os
 import pickle
@@ -35,10 +45,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import clusterstatus
-from .engine.cluster import PGRP, cluster_cookie
+from .engine.cluster import PGRP
 from .engine.messages import MsgType
 from .errors import HandshakeError
 from .links import establish
@@ -46,16 +55,28 @@ from .logs import LazyLogger
 from .wire.framing import FLAG_ERROR, NO_REF, FrameReader, encode_frame
 from .wire.transport import SocketTransport, Transport
 
+if TYPE_CHECKING:
+    from .clusterstatus import CallInFlight, WorkerStatus
+
 log = LazyLogger(__name__)
 ATTACHER = 0xFFFFFFFF  # the pid an attaching process proves it dials as
-ATTACH_ENV = "CLUSTERCORE_ATTACH"  # "0": `clustercore -p N script.py` does not make its driver attachable
+ATTACH_ENV = "CLUSTERCORE_ATTACH"  # "0": a driver is not made attachable by addprocs nor `clustercore -p N`
 _REQUEST, _REPLY = MsgType.CALL_FETCH, MsgType.RESULT  # frame types, as on a cluster link
 _MAX_CLIENTS = 8
-REQUESTS: dict[str, Callable[..., Any]] = {
-    "status": clusterstatus.status,
-    "calls_in_flight": clusterstatus.calls_in_flight,
-    "info": lambda: {"ospid": os.getpid(), "argv": sys.argv, "workers": len(PGRP.workers)},
-}
+REQUEST_NAMES = ("status", "calls_in_flight", "info")
+
+
+def _requests() -> dict[str, Callable[..., Any]]:
+    """What each of ``REQUEST_NAMES`` runs. ``status`` and ``calls_in_flight`` load with the
+    first request: a driver made attachable by ``addprocs`` pays for them only once
+    something attaches."""
+    from . import clusterstatus
+
+    return {"status": clusterstatus.status, "calls_in_flight": clusterstatus.calls_in_flight, "info": _info}
+
+
+def _info() -> dict[str, Any]:
+    return {"ospid": os.getpid(), "argv": sys.argv, "workers": len(PGRP.workers)}
 
 
 def attach_dir(create: bool = False) -> Path:
@@ -91,26 +112,32 @@ class _Server:
     def __init__(self) -> None:
         directory = attach_dir(create=True)
         self.owner = os.getpid()
-        self.file = directory / f"driver-{os.getpid()}.json"
-        self.socket_path = directory / f"driver-{os.getpid()}.sock"
-        self.socket_path.unlink(missing_ok=True)
+        self.key = os.urandom(32).hex()  # for the attach socket alone: never the cluster cookie
+        name = f"driver-{os.getpid()}-{os.urandom(6).hex()}"
+        self.file = directory / f"{name}.json"
+        self.socket_path = directory / f"{name}.sock"
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(self.socket_path))
-        os.chmod(self.socket_path, 0o600)
-        self.listener.listen(_MAX_CLIENTS)
-        record = {
-            "ospid": os.getpid(),
-            "socket": str(self.socket_path),
-            "cookie": cluster_cookie(),
-            "argv": sys.argv,
-            "started": time.time(),
-        }
-        fd = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
+        self.lock_fd = -1
+        try:
+            self.listener.bind(str(self.socket_path))
+            os.chmod(self.socket_path, 0o600)
+            self.listener.listen(_MAX_CLIENTS)
+            self.lock_fd = _publish(directory, name, self._record())
+        except BaseException:
+            self._remove()
+            raise
         self.clients = threading.BoundedSemaphore(_MAX_CLIENTS)
         threading.Thread(target=self._accept_forever, name="clustercore-attach", daemon=True).start()
         atexit.register(self.close)
+
+    def _record(self) -> dict[str, Any]:
+        return {
+            "ospid": os.getpid(),
+            "socket": str(self.socket_path),
+            "key": self.key,
+            "argv": sys.argv,
+            "started": time.time(),
+        }
 
     def _accept_forever(self) -> None:
         while True:
@@ -126,7 +153,7 @@ class _Server:
     def _serve(self, sock: socket.socket) -> None:
         transport: Transport = SocketTransport(sock)
         try:
-            transport, peer = establish.accept(transport, cluster_cookie(), None, me=1)
+            transport, peer = establish.accept(transport, self.key, None, me=1)
             if peer != ATTACHER:
                 raise HandshakeError(f"pid {peer} dialed the attach socket, which takes attaching processes only")
             reader = FrameReader(transport)
@@ -136,7 +163,7 @@ class _Server:
                     return
                 try:
                     name, kwargs = _request(frame.payload)
-                    value, flags = REQUESTS[name](**kwargs), 0
+                    value, flags = _requests()[name](**kwargs), 0
                 except Exception as exc:  # noqa: BLE001 - the attacher sees it
                     value, flags = exc, FLAG_ERROR
                 transport.send_all(encode_frame(_REPLY, pickle.dumps(value, protocol=5), [], NO_REF, NO_REF, flags))
@@ -149,24 +176,71 @@ class _Server:
     def close(self) -> None:
         if os.getpid() != self.owner:
             return  # a forked child exiting: the files are its parent's
+        self._remove()
+
+    def _remove(self) -> None:
         self.listener.close()
         for path in (self.file, self.socket_path):
             path.unlink(missing_ok=True)
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)  # after the unlink: no reader takes a file being removed for stale
+            self.lock_fd = -1
+
+
+def _publish(directory: Path, name: str, record: dict[str, Any]) -> int:
+    """Write ``record`` as ``name.json`` in ``directory``, locked (``flock``, exclusive) before
+    it appears under that name; returns the descriptor that holds the lock."""
+    temporary = directory / f".{name}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, json.dumps(record).encode())
+        os.rename(temporary, directory / f"{name}.json")
+    except BaseException:
+        os.close(fd)
+        temporary.unlink(missing_ok=True)
+        raise
+    return fd
 
 
 _server: list[_Server] = []
 _server_lock = threading.Lock()
+_refused = [False]  # allow_attach(False) was called: addprocs makes no server
 
 
-def allow_attach() -> str:
+def allow_attach(allow: bool = True) -> str:
     """Let ``clustercore top`` (any process of this user holding the attach file) attach to
-    this driver from now on; returns the attach file's path. Idempotent; pid 1 only."""
+    this driver from now on; returns the attach file's path. Idempotent; pid 1 only. A
+    driver is made attachable at its first ``addprocs`` anyway (unless ``CLUSTERCORE_ATTACH=0``):
+    this is for one that has no workers yet. ``allow_attach(False)``: not attachable
+    from now on (the socket and file are removed, and ``addprocs`` makes none); returns ``""``."""
     if PGRP.myid != 1:
         raise RuntimeError(f"only the driver (pid 1) can be attached to; this is pid {PGRP.myid}")
     with _server_lock:
+        _refused[0] = not allow
+        if not allow:
+            for server in _server:
+                server.close()
+            _server.clear()
+            return ""
         if not _server:
             _server.append(_Server())
         return str(_server[0].file)
+
+
+def attach_by_default() -> None:
+    """Make this driver attachable unless ``CLUSTERCORE_ATTACH=0`` or ``allow_attach(False)``
+    said no: ``addprocs`` calls this before its first launch. A failure (no private directory
+    to use, say) is logged, never raised: the workers matter more than the view."""
+    if PGRP.myid != 1 or os.environ.get(ATTACH_ENV, "1") == "0":
+        return
+    with _server_lock:
+        if _refused[0] or _server:
+            return
+        try:
+            _server.append(_Server())
+        except Exception as exc:  # noqa: BLE001 - said, and addprocs goes on
+            log.warning("clustercore top cannot attach to this driver: %s", exc)
 
 
 # --- the attaching side ----------------------------------------------------------------------------
@@ -178,14 +252,15 @@ class Driver:
 
     ospid: int
     socket: str
-    cookie: str
+    key: str  #: the driver's attach key (not its cluster cookie)
     argv: list[str]
     started: float
     file: str
 
 
 def drivers() -> list[Driver]:
-    """The attachable drivers of this user that are running, oldest first (stale files are removed).
+    """The attachable drivers of this user that are running, oldest first; the files of
+    drivers that are not (their lock is free, or their pid gone) are removed, with their sockets.
 
     The directory is opened once, checked through that descriptor (this user's, no one
     else may enter: another user cannot put a directory of theirs there between a check
@@ -202,23 +277,28 @@ def drivers() -> list[Driver]:
             raise PermissionError(f"{directory} is not a directory of this user's that only it may enter: not used")
         found = []
         for name in sorted(os.listdir(dir_fd)):
+            unfinished = _UNFINISHED.fullmatch(name)
+            if unfinished is not None and not _alive(int(unfinished[1])):
+                with contextlib.suppress(OSError):  # a driver killed as it wrote its file
+                    os.unlink(name, dir_fd=dir_fd)
+                continue
             match = _ATTACH_FILE.fullmatch(name)
             if match is None:
                 continue
-            ospid, socket_name = int(match[1]), f"driver-{match[1]}.sock"
-            if not _alive(ospid):
+            ospid, socket_name = int(match["ospid"]), f"{match['stem']}.sock"
+            record = _read_live_record(name, dir_fd, ospid)
+            if record is _STALE:
                 for stale in (name, socket_name):
                     with contextlib.suppress(OSError):
                         os.unlink(stale, dir_fd=dir_fd)
                 continue
-            record = _read_own_file(name, dir_fd)
-            if record is None:
+            if not isinstance(record, dict):
                 continue
             try:
                 driver = Driver(
                     ospid,
                     str(directory / socket_name),
-                    str(record["cookie"]),
+                    str(record["key"]),
                     [str(a) for a in record["argv"]],
                     float(record["started"]),
                     str(directory / name),
@@ -231,13 +311,18 @@ def drivers() -> list[Driver]:
     return sorted(found, key=lambda d: d.started)
 
 
-_ATTACH_FILE = re.compile(r"driver-([0-9]{1,10})\.json")
+_ATTACH_FILE = re.compile(r"(?P<stem>driver-(?P<ospid>[0-9]{1,10})-[0-9a-f]{12})\.json")
+_UNFINISHED = re.compile(r"\.driver-([0-9]{1,10})-[0-9a-f]{12}\.tmp")
+_STALE = object()
+_ATTACH_FILE_MAX = 1 << 20
 
 
-def _read_own_file(name: str, dir_fd: int) -> dict[str, Any] | None:
-    """The JSON object in ``name`` if it is a regular file of this user's, else None."""
+def _read_live_record(name: str, dir_fd: int, ospid: int) -> object:
+    """The JSON object in attach file ``name`` if it is a regular file of this user's whose
+    driver runs; ``_STALE`` if its driver is gone (its lock is free, or pid ``ospid`` is
+    not running); ``None`` if it is not one to read."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
         return None
     with os.fdopen(fd) as f:
@@ -245,21 +330,26 @@ def _read_own_file(name: str, dir_fd: int) -> dict[str, Any] | None:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size > _ATTACH_FILE_MAX:
             return None
         try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = True  # its driver holds it
+        else:
+            held = False  # nobody does: the driver is gone (its pid may be another process's now)
+        if not held or not _alive(ospid):
+            return _STALE
+        try:
             record = json.load(f)
         except (OSError, ValueError):
             return None
     return record if isinstance(record, dict) else None
 
 
-_ATTACH_FILE_MAX = 1 << 20
-
-
 def _request(payload: Any) -> tuple[str, dict[str, Any]]:
     """A request frame's ``(name, keyword arguments)``: JSON, never a pickle."""
     request = json.loads(bytes(payload))
-    known = isinstance(request, list) and len(request) == 2 and request[0] in REQUESTS
+    known = isinstance(request, list) and len(request) == 2 and request[0] in REQUEST_NAMES
     if not (known and isinstance(request[1], dict)):
-        raise ValueError(f"not a request: {request!r:.200}; known: {', '.join(REQUESTS)}")
+        raise ValueError(f"not a request: {request!r:.200}; known: {', '.join(REQUEST_NAMES)}")
     return request[0], request[1]
 
 
@@ -292,7 +382,7 @@ class Attached:
             raise
         transport = SocketTransport(sock)
         try:
-            self._transport = establish.dial(transport, driver.cookie, None, me=ATTACHER, target=1, deadline=timeout)
+            self._transport = establish.dial(transport, driver.key, None, me=ATTACHER, target=1, deadline=timeout)
         except BaseException:
             transport.close()
             raise
@@ -316,10 +406,10 @@ class Attached:
             raise value
         return value
 
-    def status(self, timeout: float = 2.0) -> list[clusterstatus.WorkerStatus]:
+    def status(self, timeout: float = 2.0) -> list[WorkerStatus]:
         return self.request("status", timeout=timeout)  # type: ignore[no-any-return]
 
-    def calls_in_flight(self, pid: int, timeout: float = 5.0) -> list[clusterstatus.CallInFlight]:
+    def calls_in_flight(self, pid: int, timeout: float = 5.0) -> list[CallInFlight]:
         return self.request("calls_in_flight", pid=pid, timeout=timeout)  # type: ignore[no-any-return]
 
     def close(self) -> None:
@@ -341,5 +431,8 @@ def attach(ospid: int | None = None, timeout: float = 10.0) -> Attached:
     if len(found) != 1:
         listed = ", ".join(f"{d.ospid} ({_printable(' '.join(d.argv))[:60]})" for d in drivers()) or "none"
         what = f"no attachable driver with os pid {ospid}" if ospid is not None else "not one attachable driver"
-        raise LookupError(f"{what} in {attach_dir()}; running: {listed} (a driver calls clustercore.allow_attach())")
+        raise LookupError(
+            f"{what} in {attach_dir()}; running: {listed} (a driver is attachable once it has added workers, "
+            f"unless {ATTACH_ENV}=0; before that, once it calls clustercore.allow_attach())"
+        )
     return Attached(found[0], timeout)

@@ -8,7 +8,7 @@
   the program runs as it would under ``python``); a launch that fails is one line on stderr, exit 1;
 * ``clustercore managers``: list the installed manager plugins;
 * ``clustercore top [--pid OSPID] [--once [--calls]]``: a live view of a running driver's cluster
-  (a driver run as ``clustercore -p N script.py`` can be attached to unless ``CLUSTERCORE_ATTACH=0``;
+  (a driver that has added workers, or is run by this command, can be attached to unless ``CLUSTERCORE_ATTACH=0``;
   ``CLUSTERCORE_METRICS=PORT``, ``HOST:PORT`` or ``[IPV6]:PORT`` makes it serve Prometheus metrics);
 * other subcommands come from plugins (``cli_commands`` hook).
 """
@@ -185,13 +185,9 @@ def _run_script(argv: list[str]) -> int:
     except (ValueError, TypeError, OSError) as exc:  # a bad file or flag, a host that failed: said in words
         print(f"clustercore: cannot add the workers: {exc}", file=sys.stderr)
         return 1
-    if os.environ.get("CLUSTERCORE_ATTACH", "1") != "0":  # `clustercore top` can attach (docs/observability.md)
-        from .attach import allow_attach
+    from .attach import attach_by_default
 
-        try:
-            allow_attach()
-        except OSError as exc:
-            print(f"clustercore: clustercore top cannot attach to this driver: {exc}", file=sys.stderr)
+    attach_by_default()  # done by addprocs already; here for a program run without workers (docs/observability.md)
     try:
         run()
     finally:

@@ -10,6 +10,7 @@ arrive) and, for ``lazy=False``, every pair is connected.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import attach
 from .engine import cluster, hooks
 from .engine.cluster import PGRP, Worker, WorkerState, worker_timeout
 from .engine.launches import LaunchNotify
@@ -160,6 +162,7 @@ def _prepare_launch(manager: ClusterManager, params: dict[str, Any]) -> _Launch:
 
         atexit.register(terminate_all_workers)
         _exit_hook_registered = True
+        attach.attach_by_default()  # `clustercore top` can look at a driver with workers (docs/observability.md)
     _check_joins_cluster(params)
     cluster.cluster_cookie()
     cluster.use_tls(params["tls"])
@@ -287,10 +290,12 @@ ROLLBACK_MIN_SECONDS = 30.0  # at least this long to end what a failed addprocs 
 
 
 class _Joining:
-    """Workers being connected and joined, each on a thread of its own (as Julia's
-    ``addprocs`` does with a task per worker): their hand-shakes overlap. Once
-    cancelled, a worker that still joins is removed again, and those in flight are
-    ended so that their joins fail at once."""
+    """Workers being connected and joined, up to ``_AT_ONCE`` at a time on threads of
+    their own (as Julia's ``addprocs`` does with a task per worker): their hand-shakes
+    overlap. A joining thread takes the next worker waiting when it is done with one,
+    so a thousand workers do not start a thousand threads. Once cancelled, a worker that
+    still joins is removed again, and those in flight are ended so that their joins fail
+    at once."""
 
     _AT_ONCE = 64  # joins in flight at most
 
@@ -303,7 +308,9 @@ class _Joining:
         self.errors: list[BaseException] = []
         self.cancelled = False
         self._threads: list[WaitableThread] = []
-        self._in_flight: dict[int, WorkerConfig] = {}
+        self._in_flight: dict[int, WorkerConfig] = {}  # started or waiting for a joining thread
+        self._waiting: collections.deque[tuple[WorkerConfig, int]] = collections.deque()
+        self._joiners = 0  # joining threads that have not finished
         self._ended: set[int] = set()  # id() of the configs ended here
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified as joins end, and on cancel
@@ -319,12 +326,25 @@ class _Joining:
             late = self.cancelled
             if not late:
                 self._in_flight[pid] = config
+            self._waiting.append((config, pid))
+            more = self._joiners < len(self._in_flight)  # else a joining thread takes it when free
+            self._joiners += more
         if late:
             self.end_unjoined(pid, config)
             return
-        thread = WaitableThread(self._join, config, pid, name=f"clustercore-join-{pid}")
-        self._threads.append(thread)
-        thread.start()
+        if more:
+            thread = WaitableThread(self._join_waiting, name="clustercore-join")
+            self._threads.append(thread)
+            thread.start()
+
+    def _join_waiting(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting or self.cancelled:  # cancel() ends those still waiting
+                    self._joiners -= 1
+                    return
+                config, pid = self._waiting.popleft()
+            self._join(config, pid)
 
     def _join(self, config: WorkerConfig, pid: int) -> None:
         try:
@@ -635,12 +655,7 @@ def worker_info(pid: int) -> WorkerDetails:
     if pid == PGRP.myid:
         return WorkerDetails(pid, PGRP.hostname, os.getpid(), "", None)
     w = cluster.worker_from_id(cluster.check_pid(pid))
-    manager = w.manager
-    name = ""
-    if manager is not None:
-        types = hooks.PLUGINS.manager_types(everything=False)
-        name = next((n for n, cls in types.items() if type(manager) is cls), "")
-        name = name or next((n for n, cls in types.items() if isinstance(manager, cls)), type(manager).__name__)
+    name = "" if w.manager is None else hooks.manager_name(w.manager)
     userdata = w.config.userdata if w.config is not None else None
     return WorkerDetails(w.id, w.hostname, w.ospid, name, userdata)
 

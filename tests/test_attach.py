@@ -1,18 +1,45 @@
-"""What `clustercore top` trusts when it looks for drivers: only this user's private directory."""
+"""What `clustercore top` trusts when it looks for drivers: only this user's private directory;
+which drivers are attachable (any that has added workers, unless told not to); what is left
+of a driver in that directory when it is gone (nothing)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clustercore import attach
+from clustercore.testing import wait_until_gone
 
 
 def _record(path: Path, ospid: int, socket_path: str) -> None:
-    path.write_text(json.dumps({"ospid": ospid, "socket": socket_path, "cookie": "c", "argv": ["x"], "started": 0}))
+    path.write_text(json.dumps({"ospid": ospid, "socket": socket_path, "key": "k", "argv": ["x"], "started": 0}))
+
+
+def _name(ospid: int, tag: str = "0123456789ab") -> str:
+    return f"driver-{ospid}-{tag}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold ``path``'s lock as its driver would (another open file: the reader's lock conflicts)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _dead_pid() -> int:
@@ -36,7 +63,7 @@ def test_a_directory_put_at_the_attach_path_after_its_check_is_not_used(
 
     def checked_then_swapped(create: bool = False) -> Path:
         theirs.mkdir(mode=0o700)
-        _record(theirs / f"driver-{_dead_pid()}.json", _dead_pid(), str(precious))
+        _record(theirs / f"{_name(_dead_pid())}.json", _dead_pid(), str(precious))
         for path in (theirs, *theirs.iterdir()):
             os.chown(path, 65534, 65534)
         return theirs
@@ -53,8 +80,8 @@ def test_a_stale_record_removes_its_own_socket_only(tmp_path: Path, monkeypatch:
     precious = tmp_path / "precious"
     precious.write_text("keep me")
     dead = _dead_pid()
-    _record(mine / f"driver-{dead}.json", dead, str(precious))
-    (mine / f"driver-{dead}.sock").write_text("")
+    _record(mine / f"{_name(dead)}.json", dead, str(precious))
+    (mine / f"{_name(dead)}.sock").write_text("")
     _record(mine / "driver-x.json", os.getpid(), str(precious))  # not a driver's name: ignored
     monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
     assert attach.drivers() == []
@@ -62,13 +89,49 @@ def test_a_stale_record_removes_its_own_socket_only(tmp_path: Path, monkeypatch:
     assert precious.read_text() == "keep me"
 
 
+def test_a_record_is_live_while_its_lock_is_held_and_its_pid_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A driver killed by SIGKILL leaves its file, and its pid may be another process's since:
+    # the lock tells, as the kernel lets it go with the driver. A lock held past the driver
+    # (a forked child's) does not keep its file either: its pid is gone.
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
+    held = mine / f"{_name(os.getpid())}.json"
+    free = mine / f"{_name(os.getpid(), 'ba9876543210')}.json"  # a live pid, but nobody holds the lock
+    orphan = mine / f"{_name(_dead_pid())}.json"  # the lock is held, by a process that is not its driver
+    for record in (held, free, orphan):
+        _record(record, int(record.name.split("-")[1]), "")
+        record.with_suffix(".sock").write_text("")
+    with _locked(held), _locked(orphan):
+        assert [d.file for d in attach.drivers()] == [str(held)]
+        assert sorted(p.name for p in mine.iterdir()) == [held.name, held.with_suffix(".sock").name]
+    assert attach.drivers() == []  # the lock let go: its driver is gone
+    assert list(mine.iterdir()) == []
+
+
+def test_a_file_being_written_is_left_to_its_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
+    writing = mine / f".{_name(os.getpid())}.tmp"  # not locked yet: a reader must not take it for stale
+    killed = mine / f".{_name(_dead_pid())}.tmp"  # its driver died writing it
+    writing.write_text("")
+    killed.write_text("")
+    assert attach.drivers() == []
+    assert list(mine.iterdir()) == [writing]
+
+
 def test_a_live_record_names_the_socket_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mine = tmp_path / "mine"
     mine.mkdir(mode=0o700)
-    _record(mine / f"driver-{os.getpid()}.json", os.getpid(), "/somewhere/else.sock")
+    record = mine / f"{_name(os.getpid())}.json"
+    _record(record, os.getpid(), "/somewhere/else.sock")
     monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
-    [driver] = attach.drivers()
-    assert driver.socket == str(mine / f"driver-{os.getpid()}.sock")
+    with _locked(record):
+        [driver] = attach.drivers()
+    assert driver.socket == str(mine / f"{_name(os.getpid())}.sock")
 
 
 class _RunsWhenUnpickled:
@@ -94,3 +157,118 @@ def test_the_driver_never_unpickles_what_an_attacher_sends(tmp_path: Path) -> No
         assert reply is not None and reply.flags & FLAG_ERROR
         assert attached.request("info")["ospid"] == os.getpid()  # the link serves on
     assert not marker.exists()
+
+
+# --- a plain `python script.py` driver: attachable once it adds workers ---------------------------
+
+PLAIN_DRIVER = textwrap.dedent(
+    """
+    import sys
+    import clustercore as cc
+
+    if sys.argv[1:] == ["refuse"]:
+        cc.allow_attach(False)
+    cc.addprocs(2)
+    print("ready", flush=True)
+    sys.stdin.readline()  # until the test is done with it
+    """
+)
+
+
+@pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private XDG_RUNTIME_DIR for this test's drivers, here and in what it starts (short:
+    a Unix socket's path has room for 107 bytes); its attach directory is ``/clustercore``."""
+    path = Path(tempfile.mkdtemp(prefix="cc-run-", dir="/tmp"))  # mode 0700
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
+    monkeypatch.delenv(attach.ATTACH_ENV, raising=False)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _start(script: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # a deadline: pytest's timeout
+    assert line.strip() == "ready", (line, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
+    return proc
+
+
+def _top_once(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "clustercore", "top", "--once", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def _left_in(runtime: Path) -> list[str]:
+    directory = runtime / "clustercore"
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_a_plain_driver_with_workers_is_attachable_and_leaves_nothing(runtime_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(PLAIN_DRIVER)
+    proc = _start(script)
+    try:
+        done = _top_once()  # the only attachable driver of this user (in this runtime directory)
+        assert done.returncode == 0, done.stderr
+        assert f"driver os pid {proc.pid}, 2 workers" in done.stdout
+        with attach.attach(proc.pid) as link:
+            ospids = [r.ospid for r in link.status()[1:]]
+        record = json.loads((runtime_dir / "clustercore" / _json_of(runtime_dir)).read_text())
+        assert "cookie" not in record and len(record["key"]) == 64  # its own key, not the cluster's cookie
+    finally:
+        _, err = proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert _left_in(runtime_dir) == []
+    assert wait_until_gone(ospids, 30) == []
+
+
+def _json_of(runtime: Path) -> str:
+    [name] = [n for n in _left_in(runtime) if n.endswith(".json")]
+    return name
+
+
+@pytest.mark.parametrize("how", ["environment", "allow_attach(False)"])
+def test_a_driver_told_not_to_is_not_attachable(how: str, runtime_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(PLAIN_DRIVER)
+    if how == "environment":
+        proc = _start(script, env={attach.ATTACH_ENV: "0"})
+    else:
+        proc = _start(script, "refuse")
+    try:
+        done = _top_once("--pid", str(proc.pid))
+        assert done.returncode == 1 and f"no attachable driver with os pid {proc.pid}" in done.stderr
+        assert _left_in(runtime_dir) == []
+    finally:
+        proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0
+
+
+def test_a_killed_drivers_file_is_removed_by_the_next_reader(runtime_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(PLAIN_DRIVER)
+    proc = _start(script)
+    try:
+        with attach.attach(proc.pid) as link:
+            ospids = [r.ospid for r in link.status()[1:]]
+        assert len(ospids) == 2
+        left = _left_in(runtime_dir)
+        assert len(left) == 2 and {Path(n).suffix for n in left} == {".json", ".sock"}
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    assert _left_in(runtime_dir) == left  # nothing ran at its exit
+    done = _top_once()
+    assert done.returncode == 1 and "not one attachable driver" in done.stderr
+    assert _left_in(runtime_dir) == []
+    assert wait_until_gone(ospids, 30) == []  # its workers went with it (their link to it closed)

@@ -177,6 +177,15 @@ def manager_class(name: str) -> type[ClusterManager] | None:
     return found if found is not None else PLUGINS.manager_types().get(name)
 
 
+def manager_name(manager: ClusterManager) -> str:
+    """The name ``manager``'s class is registered under (``"local"``, ``"ssh"``, ...), looking
+    only at the plugins loaded already (a worker's plugin is, once it has joined); else the
+    class's name."""
+    types = PLUGINS.manager_types(everything=False)
+    name = next((n for n, cls in types.items() if type(manager) is cls), "")
+    return name or next((n for n, cls in types.items() if isinstance(manager, cls)), type(manager).__name__)
+
+
 def installed_plugins() -> list[PluginInfo]:
     PLUGINS.load_all()
     return list(PLUGINS.infos)
