@@ -37,6 +37,41 @@ def test_addprocs_returns_new_pids_ascending_never_reused(fresh: None) -> None:
     assert cc.procs() == [1, first[1], second[0]]
 
 
+def test_a_joining_thread_takes_the_next_worker_waiting(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A thread per worker cost addprocs(1024) a thousand thread starts: a joining thread
+    # done with one worker takes the next one waiting, and at most _AT_ONCE run.
+    from clustercore import processes
+
+    joined_on: list[threading.Thread] = []  # kept: their ids stay theirs
+    started = [0]
+    changed = threading.Condition()
+    real_start, real_join = processes._Joining.start, processes._Joining._join
+
+    def start(self: processes._Joining, config: object) -> None:
+        real_start(self, config)  # type: ignore[arg-type]
+        with changed:
+            started[0] += 1
+            changed.notify_all()
+
+    def join(self: processes._Joining, config: object, pid: int) -> None:
+        with changed:
+            joined_on.append(threading.current_thread())
+        real_join(self, config, pid)  # type: ignore[arg-type]
+        with changed:  # the next worker is waiting before this thread looks for one
+            changed.wait_for(lambda: started[0] >= min(7, len(joined_on) + 1), timeout=60)
+
+    monkeypatch.setattr(processes._Joining, "_AT_ONCE", 2)
+    monkeypatch.setattr(processes._Joining, "start", start)
+    monkeypatch.setattr(processes._Joining, "_join", join)
+    pids = cc.addprocs(7)
+    try:
+        assert len(pids) == 7 and len(joined_on) == 7
+        assert len({id(t) for t in joined_on}) == 2
+        assert cc.remotecall_fetch(cc.myid, pids[-1]) == pids[-1]
+    finally:
+        cc.rmprocs(pids, waitfor=30)
+
+
 def test_addprocs_by_manager_name_and_instance(fresh: None) -> None:
     from clustercore_local import LocalManager
 
