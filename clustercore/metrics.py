@@ -84,6 +84,7 @@ def _worker_joined(pid: int) -> None:
 def _worker_left(pid: int) -> None:
     with _lock:
         _left[0] += 1
+        _seeded.discard(pid)  # most were announced before the metrics began, and never will be again
 
 
 def _begin() -> None:
