@@ -509,18 +509,20 @@ def lookup_worker(pid: int) -> Worker | None:
 def local_socket_name() -> str:
     """A fresh abstract Unix socket name that says which kernel (boot id) and network
     namespace it lives in: the same name means another socket anywhere else."""
-    return f"\0clustercore-{_host_key()}-{os.getpid()}-{os.urandom(8).hex()}"
+    return f"\0clustercore-{host_key()}-{os.getpid()}-{os.urandom(8).hex()}"
 
 
 def same_host(address: str) -> bool:
     """Whether the abstract socket ``address`` was named on this host, in this namespace."""
-    return address.startswith(f"\0clustercore-{_host_key()}-")
+    return address.startswith(f"\0clustercore-{host_key()}-")
 
 
 _HOST_KEY: list[str] = []
 
 
-def _host_key() -> str:
+def host_key() -> str:
+    """This host's boot id and network namespace, read once per process (a fork server's
+    workers inherit it)."""
     if not _HOST_KEY:
         try:
             with open("/proc/sys/kernel/random/boot_id") as f:

@@ -63,6 +63,7 @@ def preload_modules() -> None:
 
     serialize.load_cloudpickle()
     _public_address()  # the name service's libraries loaded, and the answer kept
+    cluster.host_key()  # what each local socket's name starts with: read from /proc once
 
 
 def start_worker(
