@@ -32,7 +32,7 @@ def test_frame_layout_golden_bytes() -> None:
         "04 00 00 00 00 00 00 00 07 00 00 00 00 00 00 00 "
         "50 41 59 4c 4f 41 44 62 75 66 31 62 75 66 66 65 72 32"
     )
-    assert handshake.PROTOCOL_VERSION == 8
+    assert handshake.PROTOCOL_VERSION == 9
 
 
 def test_frames_round_trip_with_out_of_band_buffers() -> None:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from ..errors import AuthenticationError, HandshakeError, VersionMismatchError
 from .transport import SocketTransport, Transport
 
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 9
 MAGIC = b"CLSTCORE"
 NONCE_LEN = 32
 MAC_LEN = 32
