@@ -8,6 +8,7 @@ Plugins reach these through :mod:`clustercore.plugin`; the manager classes are i
 from __future__ import annotations
 
 import collections
+import queue
 import re
 import subprocess
 import sys
@@ -157,6 +158,35 @@ def emit_worker_output(text: str) -> None:
     print(text, flush=True)
 
 
+class _Printer:
+    """One thread printing the lines of every stream that delivers its own, in the order
+    they came: a stuck stdout holds it, never the threads that deliver."""
+
+    def __init__(self) -> None:
+        self._lines: queue.SimpleQueue[tuple[str, Callable[[], None]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def print(self, text: str, done: Callable[[], None]) -> None:
+        self._lines.put((text, done))
+        if not self._started:
+            with self._lock:
+                if not self._started:
+                    threading.Thread(target=self._run, name="clustercore-output", daemon=True).start()
+                    self._started = True
+
+    def _run(self) -> None:
+        while True:
+            text, done = self._lines.get()
+            try:
+                emit_worker_output(text)
+            except (OSError, ValueError):
+                pass  # stdout is closed: the line goes nowhere, as it would from a thread of its own
+            finally:
+                done()
+
+
+_printer = _Printer()
 _forwarders: dict[int, OutputForwarder] = {}
 _ended: collections.deque[OutputForwarder] = collections.deque(maxlen=256)  # the newest that ended
 _forwarders_lock = threading.Lock()
@@ -164,7 +194,16 @@ _forwarders_lock = threading.Lock()
 
 class OutputForwarder:
     """Reads a worker's output stream: finds the address line, prints the rest
-    prefixed ``From worker N:`` (Julia's ``redirect_worker_output``)."""
+    prefixed ``From worker N:`` (Julia's ``redirect_worker_output``).
+
+    A stream with ``readline`` is read on a thread of its own. A stream that hands its
+    lines on itself costs no thread: ``io.deliver_lines(on_line, on_end)`` (the Local
+    plugin's fork server relay does this for all its workers at once). ``on_line(raw,
+    done)`` takes each line, in order, on the stream's own thread and never waits: the
+    address line is noted there, the others go to the one printer thread, which calls
+    ``done()`` once it has printed them (so the stream can hold a worker whose lines
+    pile up behind a stuck stdout); ``on_end()`` once after the last line.
+    """
 
     def __init__(self, pid: int, io: Any) -> None:
         self.pid = pid
@@ -173,37 +212,56 @@ class OutputForwarder:
         self.seen: list[str] = []
         self.ended = False
         self._found = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"clustercore-output-{pid}", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        deliver = getattr(self.io, "deliver_lines", None)
+        if deliver is not None:
+            deliver(self._take_delivered, self._finish)
+        else:
+            threading.Thread(target=self._run, name=f"clustercore-output-{self.pid}", daemon=True).start()
 
     def _run(self) -> None:
         try:
             for raw in iter(self.io.readline, b"" if not hasattr(self.io, "encoding") else ""):
-                line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-                line = line.rstrip("\r\n")
-                if self.address is None:
-                    self.address = parse_address_line(line)
-                    if self.address is not None:
-                        self._found.set()
-                        continue
-                    self.seen.append(line)
-                    del self.seen[:-50]
-                emit_worker_output(f"From worker {self.pid}:\t{line}")
+                text = self._take(raw)
+                if text is not None:
+                    emit_worker_output(text)
         except (OSError, ValueError):
             pass
         finally:
-            self.ended = True
-            self._found.set()
-            with _forwarders_lock:  # the stream has ended: its descriptor goes with it
-                if _forwarders.get(id(self.io)) is self:
-                    del _forwarders[id(self.io)]
-                _ended.append(self)  # what it read stays there for a launch error to quote
-            try:
-                self.io.close()
-            except (OSError, ValueError):
-                pass
+            self._finish()
+
+    def _take_delivered(self, raw: bytes, done: Callable[[], None]) -> None:
+        text = self._take(raw)
+        if text is None:
+            done()
+        else:
+            _printer.print(text, done)
+
+    def _take(self, raw: bytes | str) -> str | None:
+        """What to print for one line of output; None for the address line."""
+        line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        line = line.rstrip("\r\n")
+        if self.address is None:
+            self.address = parse_address_line(line)
+            if self.address is not None:
+                self._found.set()
+                return None
+            self.seen.append(line)
+            del self.seen[:-50]
+        return f"From worker {self.pid}:\t{line}"
+
+    def _finish(self) -> None:
+        self.ended = True
+        self._found.set()
+        with _forwarders_lock:  # the stream has ended: its descriptor goes with it
+            if _forwarders.get(id(self.io)) is self:
+                del _forwarders[id(self.io)]
+            _ended.append(self)  # what it read stays there for a launch error to quote
+        try:
+            self.io.close()
+        except (OSError, ValueError):
+            pass
 
     def wait_address(self, timeout: float) -> tuple[str, int]:
         if not self._found.wait(timeout):

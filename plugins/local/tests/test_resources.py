@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import clustercore as cc
-from clustercore.testing import watch_worker_output
+from clustercore.testing import watch_worker_output, worker_output
 
 # Helpers the drivers below use: what this process holds.
 _PROBES = """
@@ -153,6 +153,26 @@ def test_adding_and_removing_workers_leaves_nothing_behind() -> None:
     assert report["after"] == report["base"]
     pool_before, pool_after = report["pool"]  # type: ignore[misc]
     assert pool_after <= pool_before + 2
+
+
+def test_forked_workers_output_costs_the_driver_no_thread_each() -> None:
+    # A thread per worker read each one's output: 1,024 threads at addprocs(1024). The fork
+    # server's relay hands lines on, one printer thread prints them, in each worker's order.
+    pids = cc.addprocs(3)
+    try:
+        with worker_output() as out:
+            for pid in pids:
+                cc.remotecall_fetch(lambda: [print(f"line {i}") for i in range(50)] and None, pid)
+            for pid in pids:
+                assert out.wait_for(f"From worker {pid}:\tline 49")
+            for pid in pids:
+                mine = [line for line in out.lines if line.startswith(f"From worker {pid}:\t")]
+                assert mine == [f"From worker {pid}:\tline {i}" for i in range(50)]
+        names = {t.name for t in threading.enumerate()}
+        assert "clustercore-output" in names  # the printer
+        assert not names & {f"clustercore-output-{pid}" for pid in pids}  # and no reader of their own
+    finally:
+        cc.rmprocs(pids, waitfor=30)
 
 
 def test_one_worker_whose_output_is_not_taken_holds_up_no_other() -> None:
