@@ -311,6 +311,7 @@ class _Joining:
         self._in_flight: dict[int, WorkerConfig] = {}  # started or waiting for a joining thread
         self._waiting: collections.deque[tuple[WorkerConfig, int]] = collections.deque()
         self._joiners = 0  # joining threads that have not finished
+        self._no_more = False  # every launched worker has been handed over (wait())
         self._ended: set[int] = set()  # id() of the configs ended here
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified as joins end, and on cancel
@@ -329,6 +330,7 @@ class _Joining:
             self._waiting.append((config, pid))
             more = self._joiners < len(self._in_flight)  # else a joining thread takes it when free
             self._joiners += more
+            self._room.notify_all()
         if late:
             self.end_unjoined(pid, config)
             return
@@ -338,9 +340,13 @@ class _Joining:
             thread.start()
 
     def _join_waiting(self) -> None:
+        """Join the workers waiting, one after another, until the launch has handed over
+        its last (or is cancelled: cancel() ends those still waiting)."""
         while True:
-            with self._lock:
-                if not self._waiting or self.cancelled:  # cancel() ends those still waiting
+            with self._room:
+                while not (self._waiting or self._no_more or self.cancelled):
+                    self._room.wait()
+                if self.cancelled or not self._waiting:
                     self._joiners -= 1
                     return
                 config, pid = self._waiting.popleft()
@@ -385,6 +391,10 @@ class _Joining:
         return joined
 
     def wait(self) -> tuple[list[Worker], list[BaseException]]:
+        """Once every launched worker is handed over: wait for their joins to end."""
+        with self._room:
+            self._no_more = True  # idle joining threads return
+            self._room.notify_all()
         for thread in self._threads:
             thread.wait()
         return self.joined, self.errors
