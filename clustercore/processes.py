@@ -519,7 +519,11 @@ def _custom_linked(config: WorkerConfig, other: Worker) -> bool:
 
 
 def _introduce(new: list[Worker], params: dict[str, Any]) -> None:
-    """Tell older workers about the new ones; with ``lazy=False`` connect every pair."""
+    """Tell older workers about the new ones; with ``lazy=False`` connect every pair.
+    A new worker that is gone already is left out: workers that joined after it left
+    were not told it left, and would know it for good."""
+    with PGRP.lock:
+        new = [w for w in new if w.state is not WorkerState.TERMINATED]
     if not new or PGRP.topology == "master_worker":
         return
     everyone = [p for p in cluster.procs() if p != 1]

@@ -72,6 +72,33 @@ def test_a_joining_thread_takes_the_next_worker_waiting(fresh: None, monkeypatch
         cc.rmprocs(pids, waitfor=30)
 
 
+def test_a_worker_that_dies_during_its_launch_is_in_no_new_workers_procs(
+    fresh: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first of four joins, then dies before the others join: those that join later
+    # never hear it left (they were not there), so the batch's table must not name it.
+    from clustercore import processes
+
+    real_join = processes._Joining._join
+    died: list[int] = []
+
+    def join(self: processes._Joining, config: object, pid: int) -> None:
+        real_join(self, config, pid)  # type: ignore[arg-type]
+        if not died:
+            w = cluster.PGRP.workers[pid]
+            died.append(pid)
+            os.kill(w.ospid, signal.SIGKILL)
+            assert w.gone.wait(30)  # pid 1 has forgotten it before the next worker joins
+
+    monkeypatch.setattr(processes._Joining, "_AT_ONCE", 1)
+    monkeypatch.setattr(processes._Joining, "_join", join)
+    pids = cc.addprocs(4)
+    alive = [p for p in pids if p not in died]
+    assert len(alive) == 3 and died[0] not in cc.procs()
+    for pid in alive:
+        assert cc.remotecall_fetch(cc.procs, pid) == [1, *alive]
+
+
 def test_addprocs_by_manager_name_and_instance(fresh: None) -> None:
     from clustercore_local import LocalManager
 
