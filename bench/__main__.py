@@ -26,7 +26,7 @@ def _export_repo_root() -> None:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    from bench.config import MEASUREMENTS
+    from bench.config import MEASUREMENTS, NOT_QUICK
     from bench.placement import PLACEMENTS
 
     p = argparse.ArgumentParser(
@@ -41,7 +41,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         default=None,
-        help=f"comma-separated subset of {','.join(MEASUREMENTS)} (default: all; --quick leaves out large)",
+        help=f"comma-separated subset of {','.join(MEASUREMENTS)} (default: all; --quick leaves out large, hosts)",
     )
     p.add_argument(
         "--peers",
@@ -62,8 +62,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--_latency-child", dest="latency_child", help=argparse.SUPPRESS)
     p.add_argument("--_placement", dest="placement", choices=PLACEMENTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.only is None:  # a smoke test of 8 workers and 1 GiB echoes would not be quick
-        args.only = ",".join(m for m in MEASUREMENTS if not (args.quick and m == "large"))
+    if args.only is None:  # a smoke test of 8 workers, 1 GiB echoes or namespace hosts would not be quick
+        args.only = ",".join(m for m in MEASUREMENTS if not (args.quick and m in NOT_QUICK))
     only = tuple(m.strip() for m in args.only.split(",") if m.strip())
     bad = [m for m in only if m not in MEASUREMENTS]
     if bad:
@@ -102,7 +102,8 @@ def _run_placed(results: dict[str, Any], name: str, args: argparse.Namespace) ->
 
 def _run_section(results: dict[str, Any], key: str, module: str, what: str, sizes: Any, quick: bool) -> None:
     """``results[key]``: what ``bench.<module>.run`` measures on its own (:mod:`bench.tls`,
-    TLS against plain TCP links; :mod:`bench.largearrays`, large arrays on one host)."""
+    TLS against plain TCP links; :mod:`bench.largearrays`, large arrays on one host;
+    :mod:`bench.hosts`, one array between namespace hosts)."""
     import importlib
 
     from bench.runner import log
@@ -153,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         _run_section(results, "tls", "tls", "plain and TLS links, alternating", sizes, args.quick)
     if "large" in args.only:
         _run_section(results, "large", "largearrays", "echoes and one array to many workers", sizes, args.quick)
+    if "hosts" in args.only:
+        _run_section(results, "hosts", "hosts", "one array between namespace hosts over SSH", sizes, args.quick)
 
     left = procs.leftover_children() + results.pop("child_leftovers", [])
     results["leftover_processes"] = left
@@ -166,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import largearrays
 
         print("\n" + largearrays.render(results["large"]))
+    if results.get("hosts"):
+        from bench import hosts
+
+        print("\n" + hosts.render(results["hosts"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -43,7 +43,9 @@ QUICK = Sizes(
     startup_repeats=1,
 )
 
-# tls: clustercore alone, see bench.tls; large: issue 15's rows, see bench.largearrays
+# tls: clustercore alone, see bench.tls; large: issue 15's rows, see bench.largearrays;
+# hosts: issue 15 between namespace hosts (root), see bench.hosts
 QUICK_HANG_S = 240  # --quick takes 60-90 s on a quiet 2-core VM, more while other work shares it
 
-MEASUREMENTS = ("latency", "throughput", "bandwidth", "startup", "tls", "large")
+MEASUREMENTS = ("latency", "throughput", "bandwidth", "startup", "tls", "large", "hosts")
+NOT_QUICK = ("large", "hosts")  # --quick leaves these out unless named

@@ -282,3 +282,48 @@ def test_round_order_varies_first_and_neighbours() -> None:
     assert len(set(orders)) == 6  # every permutation of three, once
     assert {tuple(round_order(["x", "y"], r)) for r in range(4)} == {("x", "y"), ("y", "x")}
     assert round_order([], 3) == []
+
+
+def test_quick_hosts_section_runs_or_says_in_one_line_why_not(tmp_path: Path) -> None:
+    """``--quick --only hosts`` (issue 15 between hosts): its table where it can run (root;
+    it starts the namespace hosts if they are down), else one line saying why not; under
+    ``CI`` as root (``make test`` starts the services first) it must run."""
+    out_json = tmp_path / "hosts.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "hosts", "--json", str(out_json)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=QUICK_HANG_S,
+        check=False,
+    )
+    detail = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, detail
+    assert "leftover processes: none" in proc.stdout, detail
+    section = json.loads(out_json.read_text())["hosts"]
+    if "skipped" in section:
+        assert not (os.environ.get("CI") and os.geteuid() == 0), detail
+        assert "\n" not in section["skipped"] and f"skipped: {section['skipped']}" in proc.stdout, detail
+        return
+    for kind in ("plain", "TLS"):
+        for path in ("driver → worker", "worker → driver", "worker → worker"):
+            assert section[kind][path]["clustercore_gbps"] > 0 and section[kind][path]["floor_gbps"] > 0, section
+    assert "TLSv1.3" in section["tls_cipher"], section
+
+
+def test_hosts_table_and_skip_line() -> None:
+    from bench import hosts
+
+    assert hosts.render({"skipped": "needs root"}).splitlines()[-1] == "skipped: needs root"
+    cell = {"floor_gbps": 1.0, "clustercore_gbps": 0.9, "ratio": 0.9, "pair_ratio_range": [0.8, 1.1]}
+    result = {
+        "mib": 100,
+        "turns": 2,
+        "samples_per_cell": 8,
+        "hosts": ["ccnode1", "ccnode2"],
+        "tls_cipher": "TLSv1.3 TLS_AES_256_GCM_SHA384",
+        **{kind: dict.fromkeys(hosts.PATHS, cell) for kind in hosts.KINDS},
+    }
+    text = hosts.render(result)
+    assert "| worker → worker | TLS | 1.00 | 0.90 | 0.90x | 0.80..1.10x |" in text
+    assert "TLS_AES_256_GCM_SHA384" in text
