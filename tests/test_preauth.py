@@ -384,6 +384,43 @@ def test_only_a_closed_listener_ends_the_accept_loop() -> None:
     listener.close()
 
 
+def test_a_flood_on_one_listener_locks_nobody_out_of_the_other() -> None:
+    # One gate thread serves a worker's TCP port and its abstract Unix socket; each keeps
+    # its own limits. A TCP flood that has spoken (every place taken, for 20 s each) must
+    # not stop the other listener from taking (here: rejecting) a connection at once.
+    from clustercore.engine import worker
+
+    flooded = socket.create_server(("127.0.0.1", 0), backlog=256)
+    other = socket.create_server(("127.0.0.1", 0))
+    gate = worker._Gate((flooded, other))
+    loop = threading.Thread(target=gate.run, daemon=True)
+    loop.start()
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(worker.PREAUTH_LIMIT + 8):
+            sock = socket.create_connection(flooded.getsockname(), timeout=10)
+            sock.sendall(HELLO)
+            flood.append(sock)
+        deadline = time.monotonic() + 30
+        while len(gate.waiting) + len(gate.ready) + gate.threads < worker.PREAUTH_LIMIT:
+            assert time.monotonic() < deadline, "the gate did not take the flood"
+            time.sleep(0.01)  # the gate's own thread takes them: nothing to wait on from here
+        with socket.create_connection(other.getsockname(), timeout=10) as sock:
+            sock.sendall(GARBAGE)
+            # The flood holds its places for PREAUTH_DEADLINE (20 s): with one limit for both
+            # listeners this connection would wait in the backlog that long.
+            assert closed_by_worker([sock], 1, timeout=10)
+    finally:
+        for sock in flood:
+            sock.close()
+        flooded.shutdown(socket.SHUT_RDWR)
+        other.shutdown(socket.SHUT_RDWR)
+        loop.join(10)
+        flooded.close()
+        other.close()
+    assert not loop.is_alive()
+
+
 # --- the cookie ----------------------------------------------------------------------------------
 
 WEAK = ["short", "0123456789abcdef", "0123456789abcdef0123456789abcde", "1" * 38, "x" * 21]

@@ -286,16 +286,35 @@ def _serve_accepted(sock: socket.socket) -> None:
     process_messages(sock, sock, incoming=True)
 
 
+class _Door:
+    """One listener of a :class:`_Gate` and what it holds: its limits are its own, so a
+    flood on one (a TCP port anyone reaches) locks nobody out of the other."""
+
+    __slots__ = ("fd", "listening", "ready", "sock", "threads", "tls", "waiting")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.tls = PGRP.tls is not None and sock.family != socket.AF_UNIX  # what a peer must start with
+        self.listening = False
+        self.waiting = 0  # its connections whose peer has not spoken
+        self.ready = 0  # ... that have, waiting for a thread
+        self.threads = 0  # ... handed to a thread that has not returned yet
+
+    def total(self) -> int:
+        return self.waiting + self.ready + self.threads
+
+
 class _Pending:
     """An accepted connection that has no thread yet."""
 
-    __slots__ = ("deadline", "fd", "next_look", "peer", "sock", "tls")
+    __slots__ = ("deadline", "door", "fd", "next_look", "peer", "sock")
 
-    def __init__(self, sock: socket.socket, peer: str, deadline: float, tls: bool) -> None:
+    def __init__(self, sock: socket.socket, peer: str, deadline: float, door: _Door) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
-        self.tls = tls  # its first bytes must start a TLS handshake
+        self.door = door  # the listener it came through
         self.deadline = deadline
         self.next_look: float | None = None  # None: polled for input; else when to look again
 
@@ -312,15 +331,15 @@ class _Gate:
     authenticates as ever. Garbage, early closes and waits past
     ``PREAUTH_DEADLINE`` are rejected here.
 
-    At most ``PREAUTH_LIMIT`` connections (of all listeners) are in any of these phases. A
-    newcomer beyond that closes the oldest one whose peer has not spoken, so
-    a flood of silent connections locks out no peer that speaks; when every
-    one has spoken, accepting stops until one is through, and newcomers wait
-    in the kernel's listen backlog instead of being refused.
+    At most ``PREAUTH_LIMIT`` connections of each listener are in any of these
+    phases. A newcomer beyond that closes the oldest one of its listener whose peer
+    has not spoken, so a flood of silent connections locks out no peer that speaks;
+    when every one has spoken, that listener stops accepting until one is through,
+    and newcomers wait in the kernel's listen backlog instead of being refused.
     """
 
     def __init__(self, listeners: tuple[socket.socket, ...]) -> None:
-        self.listeners = {listener.fileno(): listener for listener in listeners}  # those not closed yet
+        self.doors = {door.fd: door for door in map(_Door, listeners)}  # those not closed yet
         self.poller = select.poll()
         self.waiting: dict[int, _Pending] = {}  # peers that have not spoken, by descriptor, oldest first
         self.ready: collections.deque[_Pending] = collections.deque()  # peers that have, waiting for a thread
@@ -331,14 +350,13 @@ class _Gate:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.poller.register(self.wake_r, select.POLLIN)
-        self.listening = False
         self.paused_until = 0.0
         self.backoff = 0.0
         self.log_due: float | None = None
 
     def run(self) -> None:
-        for listener in self.listeners.values():
-            listener.setblocking(False)
+        for door in self.doors.values():
+            door.sock.setblocking(False)
         try:
             while self._open():
                 try:
@@ -352,40 +370,38 @@ class _Gate:
 
     def _open(self) -> bool:
         """Drop the listeners that were closed; whether any is left."""
-        for fd, listener in list(self.listeners.items()):
-            if listener.fileno() < 0:
-                self._drop(fd)
-        return bool(self.listeners)
+        for door in list(self.doors.values()):
+            if door.sock.fileno() < 0:
+                self._drop(door)
+        return bool(self.doors)
 
-    def _drop(self, fd: int) -> None:
-        if self.listening:
-            self.poller.unregister(fd)
-        del self.listeners[fd]
+    def _drop(self, door: _Door) -> None:
+        if door.listening:
+            self.poller.unregister(door.fd)
+        del self.doors[door.fd]
 
     def _step(self) -> None:
         now = time.monotonic()
-        self._listen(now >= self.paused_until and (self._total() < PREAUTH_LIMIT or bool(self.waiting)))
+        for door in self.doors.values():
+            self._listen(door, now >= self.paused_until and (door.total() < PREAUTH_LIMIT or door.waiting > 0))
         events = self.poller.poll(self._timeout_ms(now))
         now = time.monotonic()
-        accept: list[int] = []
+        accept: list[_Door] = []
         for fd, mask in events:
-            if fd in self.listeners:  # a listener reports POLLHUP once shut down, POLLNVAL once closed
-                if mask & (select.POLLHUP | select.POLLNVAL):
-                    self._drop(fd)
+            if (listener := self.doors.get(fd)) is not None:
+                if mask & (select.POLLHUP | select.POLLNVAL):  # a listener once shut down, or closed
+                    self._drop(listener)
                 else:
-                    accept.append(fd)
+                    accept.append(listener)
             elif fd == self.wake_r:
                 with contextlib.suppress(OSError):
                     os.read(self.wake_r, 4096)
             elif (pending := self.waiting.get(fd)) is not None and pending.next_look is None:
                 self._look(pending, now)
-        for fd in accept:  # after the looks: a peer that has spoken is not taken for silent
-            if fd in self.listeners and not self._accept(self.listeners[fd], now):
-                self._drop(fd)
+        for door in accept:  # after the looks: a peer that has spoken is not taken for silent
+            if door.fd in self.doors and not self._accept(door, now):
+                self._drop(door)
         self._on_time(now)
-
-    def _total(self) -> int:
-        return len(self.waiting) + len(self.ready) + self.threads
 
     def _timeout_ms(self, now: float) -> int | None:
         times = [p.deadline for p in self.waiting.values()]
@@ -406,32 +422,31 @@ class _Gate:
                 self._look(pending, now)
         while self.ready and now >= self.ready[0].deadline:  # oldest first: the rest are younger
             late = self.ready.popleft()
+            late.door.ready -= 1
             late.sock.close()
             log.warning(_REJECTED, f"{late.peer} waited {PREAUTH_DEADLINE:g} s for one of {PREAUTH_THREADS} handshakes")
         self._dispatch(now)
         self.log_due = log.flush_limits()  # counts held back, here or by process_messages' threads
 
-    def _listen(self, on: bool) -> None:
-        if on != self.listening:
-            for fd in self.listeners:
-                if on:
-                    self.poller.register(fd, select.POLLIN)
-                else:
-                    self.poller.unregister(fd)
-        self.listening = on
+    def _listen(self, door: _Door, on: bool) -> None:
+        if on and not door.listening:
+            self.poller.register(door.fd, select.POLLIN)
+        elif not on and door.listening:
+            self.poller.unregister(door.fd)
+        door.listening = on
 
-    def _accept(self, listener: socket.socket, now: float) -> bool:
-        """Take what ``listener`` has, while there is room; False once it is closed."""
+    def _accept(self, door: _Door, now: float) -> bool:
+        """Take what ``door`` has, while there is room; False once it is closed."""
         for _ in range(ACCEPT_BATCH):
-            full = self._total() >= PREAUTH_LIMIT
-            if self.paused_until > now or (full and not self.waiting):
+            full = door.total() >= PREAUTH_LIMIT
+            if self.paused_until > now or (full and not door.waiting):
                 return True  # the rest wait in the backlog
             try:
-                sock, addr = listener.accept()
+                sock, addr = door.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return True
             except OSError as exc:
-                if exc.errno in _LISTENER_GONE or listener.fileno() < 0:
+                if exc.errno in _LISTENER_GONE or door.sock.fileno() < 0:
                     return False
                 if exc.errno not in _PEER_GONE:
                     self._pause(now, f"could not accept a connection: {exc}")
@@ -439,11 +454,11 @@ class _Gate:
                 continue
             self.backoff = 0.0
             if full:
-                oldest = next(iter(self.waiting.values()))
+                oldest = next(p for p in self.waiting.values() if p.door is door)
                 self._reject(oldest, f"{oldest.peer} was dropped for a newer connection: {PREAUTH_LIMIT} were waiting")
-            tls = PGRP.tls is not None and listener.family != socket.AF_UNIX
-            pending = _Pending(sock, _describe_peer(sock, addr), now + PREAUTH_DEADLINE, tls)
+            pending = _Pending(sock, _describe_peer(sock, addr), now + PREAUTH_DEADLINE, door)
             self.waiting[pending.fd] = pending
+            door.waiting += 1
             self.poller.register(pending.fd, select.POLLIN)
             self._look(pending, now)
         return True
@@ -457,10 +472,11 @@ class _Gate:
         except OSError as exc:
             self._reject(pending, f"{pending.peer}: {exc}")
             return
+        tls = pending.door.tls
         if not head:
             self._reject(pending, f"{pending.peer} closed the connection before its handshake")
-        elif not hello_ok(head, pending.tls):
-            what = "a TLS handshake (this cluster uses TLS)" if pending.tls else "a clustercore handshake"
+        elif not hello_ok(head, tls):
+            what = "a TLS handshake (this cluster uses TLS)" if tls else "a clustercore handshake"
             self._reject(pending, f"{pending.peer} sent bytes that are not {what}")
         elif len(head) < HELLO_AT_LEAST:  # it stays readable: look again in a while, not at once
             if pending.next_look is None:
@@ -469,33 +485,41 @@ class _Gate:
         else:
             self._forget(pending)
             self.ready.append(pending)
+            pending.door.ready += 1
             self._dispatch(now)
 
     def _dispatch(self, now: float) -> None:
-        """Start a thread for each peer that has spoken, oldest first, while places are free."""
-        while self.ready and self.threads < PREAUTH_THREADS and now >= self.paused_until:
-            pending = self.ready.popleft()
-            thread = threading.Thread(
-                target=self._serve, args=(pending.sock,), name="clustercore-incoming", daemon=True
-            )
+        """Start a thread for each peer that has spoken, oldest first, while its listener
+        has places free."""
+        if now < self.paused_until:
+            return
+        for pending in [p for p in self.ready if p.door.threads < PREAUTH_THREADS]:
+            door = pending.door
+            if door.threads >= PREAUTH_THREADS:
+                continue  # its listener's places filled meanwhile
+            thread = threading.Thread(target=self._serve, args=(pending,), name="clustercore-incoming", daemon=True)
             with self._threads_lock:
                 self.threads += 1
+                door.threads += 1
             try:
                 thread.start()
             except (RuntimeError, MemoryError) as exc:  # "can't start new thread": it waits while its deadline lasts
                 with self._threads_lock:
                     self.threads -= 1
-                self.ready.appendleft(pending)
+                    door.threads -= 1
                 self._pause(now, f"could not start a thread for an incoming connection: {exc}")
                 return
+            self.ready.remove(pending)
+            door.ready -= 1
             self.backoff = 0.0
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, pending: _Pending) -> None:
         try:
-            _serve_accepted(sock)
+            _serve_accepted(pending.sock)
         finally:
             with self._threads_lock:
                 self.threads -= 1
+                pending.door.threads -= 1
                 if not self.ended:
                     with contextlib.suppress(OSError):
                         os.write(self.wake_w, b"\0")
@@ -506,6 +530,7 @@ class _Gate:
         if pending.next_look is None:
             self.poller.unregister(pending.fd)
         del self.waiting[pending.fd]
+        pending.door.waiting -= 1
 
     def _reject(self, pending: _Pending, detail: str) -> None:
         self._forget(pending)
