@@ -3,6 +3,7 @@ and a worker that cannot answer (it holds the GIL in C code), which must not hol
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -10,7 +11,7 @@ import time
 import pytest
 
 import clustercore as cc
-from clustercore.engine import cluster, requests
+from clustercore.engine import cluster, requests, sampling
 from clustercore.testing import worker_output
 
 
@@ -81,7 +82,7 @@ def test_an_unresponsive_worker_does_not_hold_status_up(two: list[int]) -> None:
         rows = {r.pid: r for r in cc.status(timeout=0.5)}
         assert time.monotonic() - started < 20  # the deadline holds (a generous bound: no hang)
         cc.status(timeout=0.1)  # asked again while the first request is unanswered: that one is waited for
-        assert [key for key in requests._pending if key[0] == two[0]] == [(two[0], "sample")]
+        assert [key for key in requests._pending if key[0] == two[0]] == [(two[0], sampling.sample, ())]
         assert rows[two[0]].state == "unresponsive"
         assert rows[two[0]].ospid == ospid and rows[two[0]].rss > 0  # what the driver last heard
         assert rows[two[1]].state == "idle"
@@ -134,6 +135,33 @@ def test_broadcast_call_waits_for_every_reply_or_until_its_deadline(two: list[in
     within = requests.broadcast_call(cc.myid, everyone, timeout=30)  # with one, it is no answer
     assert within == {1: 1, two[0]: two[0], two[1]: None}
     assert requests.broadcast_call(_fail, [1, two[0]], timeout=30) == {1: None, two[0]: None}
+
+
+def _plus(a: int, b: int) -> int:
+    return a + b
+
+
+def test_broadcast_call_with_a_deadline_takes_any_callable(two: list[int]) -> None:
+    add_one = functools.partial(_plus, 1)  # no __qualname__: nothing is made of its name
+    for merge in (False, True):
+        assert requests.broadcast_call(add_one, [1, two[0]], 2, timeout=30, merge=merge) == {1: 3, two[0]: 3}
+    unhashable = [1, 2, 3]  # asked afresh each time: never merged
+    assert requests.broadcast_call(len, [1, two[0]], unhashable, timeout=30, merge=True) == {1: 3, two[0]: 3}
+    with pytest.raises(ValueError, match="merge=True needs a timeout"):
+        requests.broadcast_call(cc.myid, [1], merge=True)
+
+
+def test_broadcast_call_merges_only_a_request_of_the_same_function(two: list[int]) -> None:
+    ch = cc.RemoteChannel(lambda: cc.Channel(1), 1)
+    held = lambda: (cc.take(ch), "held")[1]  # noqa: E731
+    quick = lambda: "quick"  # noqa: E731
+    assert held.__qualname__ == quick.__qualname__  # a name is not what a request is
+    try:
+        assert requests.broadcast_call(held, [two[0]], timeout=0.2, merge=True) == {two[0]: None}
+        assert requests.broadcast_call(quick, [two[0]], timeout=30, merge=True) == {two[0]: "quick"}
+        assert [key[1] for key in requests._pending if key[0] == two[0]] == [held]  # still unanswered
+    finally:
+        cc.put(ch, "go")
 
 
 LISTENERS = """

@@ -103,12 +103,16 @@ def broadcast_call(
     raised, or is gone) is raised. With ``timeout`` (seconds), nothing is waited for past
     that deadline and nothing is raised: a pid that has not answered by then, failed, is
     gone or (on a worker) has no open link is ``None``; dialing it could take longer than
-    the whole deadline. ``merge`` (with ``timeout``): a pid whose earlier request of the
-    same ``f(*args)`` is still unanswered is not asked again, that request is waited for,
-    so a stuck process costs one pending request however often it is asked; for requests
-    that only read (``status``), never for one that changes something (starting a trace).
+    the whole deadline. ``merge`` (with ``timeout``; a ``ValueError`` without): a pid whose
+    earlier request of the same ``f(*args)`` (the same function object, equal arguments) is
+    still unanswered is not asked again, that request is waited for, so a stuck process
+    costs one pending request however often it is asked; for requests that only read
+    (``status``), never for one that changes something (starting a trace). Arguments that
+    cannot be hashed are never merged.
     """
     targets = list(pids)
+    if merge and timeout is None:
+        raise ValueError("merge=True needs a timeout: only a request with a deadline is merged")
     if timeout is None:
         waiters = [call_fetch_async(p, f, args, {}) for p in targets]
         return {p: w.result() for p, w in zip(targets, waiters, strict=True)}
@@ -121,15 +125,21 @@ def broadcast_call(
     return out
 
 
-_pending: dict[tuple[int, str], Waiter] = {}  # merged requests not answered yet, by (pid, request)
+_PendingKey = tuple[int, Callable[..., Any], tuple[Any, ...]]
+_pending: dict[_PendingKey, Waiter] = {}  # merged requests not answered yet, by (pid, f, args)
 _pending_lock = threading.Lock()
 
 
 def _ask_within(pid: int, f: Callable[..., Any], args: tuple[Any, ...], merge: bool) -> Waiter | None:
     """Start ``f(*args)`` on ``pid`` for a broadcast with a deadline: its waiter (an earlier
     one still pending, with ``merge``), or ``None`` if it cannot be asked at once."""
-    key = (pid, f.__qualname__ if not args else f"{f.__qualname__}{args!r}")
-    if merge:
+    key: _PendingKey | None = None
+    if merge:  # keyed on the function object itself: two functions never share an answer
+        try:
+            hash(key := (pid, f, args))
+        except TypeError:
+            key = None  # arguments that cannot be hashed: asked afresh each time
+    if key is not None:
         with _pending_lock:
             waiter = _pending.get(key)
         if waiter is not None and not waiter.done:
@@ -142,14 +152,15 @@ def _ask_within(pid: int, f: Callable[..., Any], args: tuple[Any, ...], merge: b
         waiter = call_fetch_async(pid, f, args, {})
     except Exception:  # noqa: BLE001 - gone, or not reachable: no answer
         return None
-    if merge and not waiter.done:
+    if key is not None and not waiter.done:
+        pending = key
         with _pending_lock:
-            _pending[key] = waiter
-        waiter.add_done_callback(lambda w: _forget(key, w))  # at once if answered already: not under the lock
+            _pending[pending] = waiter
+        waiter.add_done_callback(lambda w: _forget(pending, w))  # at once if answered already: not under the lock
     return waiter
 
 
-def _forget(key: tuple[int, str], waiter: Waiter) -> None:
+def _forget(key: _PendingKey, waiter: Waiter) -> None:
     with _pending_lock:
         if _pending.get(key) is waiter:
             del _pending[key]
