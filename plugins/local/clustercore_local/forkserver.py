@@ -132,6 +132,7 @@ class _Server:
         if body is None:
             return False
         request = pickle.loads(body)
+        request["env"] = _environment_changes(request["env"])  # worked out once, not by each child
         try:
             for _ in range(request["n"]):
                 if not self.fork_one(request):
@@ -274,7 +275,7 @@ class _Server:
             os.dup2(out_fd, 2)
             os.dup2(link_fd, 3)
             os.closerange(4, _fd_ceiling())  # the server's: other workers' pipes, the driver's channels
-            _use_environment(request["env"])
+            _change_environment(*request["env"])
             os.chdir(request["dir"])
             sys.path[0] = request["dir"]  # as for `python -m` started there
             start_worker(
@@ -289,14 +290,21 @@ class _Server:
         os._exit(1)
 
 
-def _use_environment(env: dict[str, str]) -> None:
-    """Make ``os.environ`` be ``env``, touching only what differs from the server's own
-    (mostly nothing: each change is a ``putenv`` or ``unsetenv``)."""
-    for name in [name for name in os.environ if name not in env]:
+def _environment_changes(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """What makes the server's ``os.environ`` be ``env``: the names to unset and the
+    values to set (mostly nothing). Worked out in the server, once for a whole batch:
+    each child reading its whole environment cost it ~1 ms at start-up."""
+    mine = os.environ
+    unset = [name for name in mine if name not in env]
+    changed = {name: value for name, value in env.items() if mine.get(name) != value}
+    return unset, changed
+
+
+def _change_environment(unset: list[str], changed: dict[str, str]) -> None:
+    """In a child: apply :func:`_environment_changes` (each one a ``unsetenv`` or ``putenv``)."""
+    for name in unset:
         del os.environ[name]
-    for name, value in env.items():
-        if os.environ.get(name) != value:
-            os.environ[name] = value
+    os.environ.update(changed)
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:

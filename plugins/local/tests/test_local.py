@@ -127,6 +127,22 @@ def test_forked_workers_get_their_environment_and_directory(tmp_path: os.PathLik
         cc.rmprocs(pids)
 
 
+def test_a_forked_worker_lacks_what_its_environment_lacks() -> None:
+    # One fork server serves launches with other variables: it works out what to unset and
+    # set once per launch, and each child applies just that.
+    first = cc.addprocs(1, env={"CC_ONLY_FIRST": "1"})
+    second = cc.addprocs(1, env={"CC_ONLY_SECOND": "2"})
+    try:
+        seen = [
+            cc.remotecall_fetch(lambda: (os.environ.get("CC_ONLY_FIRST"), os.environ.get("CC_ONLY_SECOND")), p)
+            for p in (*first, *second)
+        ]
+        assert seen == [("1", None), (None, "2")]
+        assert len({cc.remotecall_fetch(os.getppid, p) for p in (*first, *second)}) == 1  # one fork server
+    finally:
+        cc.rmprocs(first + second)
+
+
 def test_spawn_start_method_and_custom_interpreter_flags() -> None:
     pids = cc.addprocs(LocalManager(np=1, start_method="spawn"))
     pids += cc.addprocs(1, exeflags=["-X", "utf8"])  # a custom command line always spawns
