@@ -2,7 +2,7 @@
 would: what ``clustercore top`` uses.
 
 A driver that has added workers is attachable (made so at its first ``addprocs``;
-``CLUSTERCORE_ATTACH=0`` or ``allow_attach(False)`` says no; :func:`allow_attach`
+``CLUSTERCORE_ATTACH=0`` (or false, no, off) or ``allow_attach(False)`` says no; :func:`allow_attach`
 makes a driver attachable before it has workers). It listens on a Unix socket and
 writes an *attach file* beside it, both in a directory only its user can enter::
 
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .engine.cluster import PGRP
+from .engine.cluster import PGRP, env_switch
 from .engine.messages import MsgType
 from .errors import HandshakeError
 from .links import establish
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 log = LazyLogger(__name__)
 ATTACHER = 0xFFFFFFFF  # the pid an attaching process proves it dials as
-ATTACH_ENV = "CLUSTERCORE_ATTACH"  # "0": a driver is not made attachable by addprocs nor `clustercore -p N`
+ATTACH_ENV = "CLUSTERCORE_ATTACH"  # off (0, false, no, off): addprocs and `clustercore` make no attach socket
 _REQUEST, _REPLY = MsgType.CALL_FETCH, MsgType.RESULT  # frame types, as on a cluster link
 _MAX_CLIENTS = 8
 REQUEST_NAMES = ("status", "calls_in_flight", "info")
@@ -229,13 +229,17 @@ def allow_attach(allow: bool = True) -> str:
 
 
 def attach_by_default() -> None:
-    """Make this driver attachable unless ``CLUSTERCORE_ATTACH=0`` or ``allow_attach(False)``
-    said no: ``addprocs`` calls this before its first launch. A failure (no private directory
-    to use, say) is logged, never raised: the workers matter more than the view."""
-    if PGRP.myid != 1 or os.environ.get(ATTACH_ENV, "1") == "0":
+    """Make this driver attachable unless ``CLUSTERCORE_ATTACH`` is off (``0``, ``false``,
+    ``no``, ``off``) or ``allow_attach(False)`` said no: ``addprocs`` calls this before each
+    launch (the first makes the socket). A value of ``CLUSTERCORE_ATTACH`` that is neither on
+    nor off is a ``ValueError``, as ``CLUSTERCORE_TLS``'s is. A failure to make the socket (no
+    private directory to use, say) is logged, never raised: the workers matter more than the view."""
+    if PGRP.myid != 1:
         return
     with _server_lock:
         if _refused[0] or _server:
+            return
+        if not env_switch(ATTACH_ENV, default=True):
             return
         try:
             _server.append(_Server())

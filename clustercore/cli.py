@@ -152,6 +152,13 @@ def _run_script(argv: list[str]) -> int:
     import clustercore
 
     generic = {} if args.exename is None else {"exename": args.exename}
+    from .attach import attach_by_default
+
+    try:
+        attach_by_default()  # addprocs would; here also for a program run without workers (docs/observability.md)
+    except ValueError as exc:  # CLUSTERCORE_ATTACH neither on nor off
+        print(f"clustercore: {exc}", file=sys.stderr)
+        return 1
     metrics_at = os.environ.get("CLUSTERCORE_METRICS", "")
     if metrics_at:  # PORT (on loopback), HOST:PORT or [IPV6]:PORT: serve the metrics before the workers join
         from .metrics import metrics_address, serve_metrics
@@ -185,9 +192,6 @@ def _run_script(argv: list[str]) -> int:
     except (ValueError, TypeError, OSError) as exc:  # a bad file or flag, a host that failed: said in words
         print(f"clustercore: cannot add the workers: {exc}", file=sys.stderr)
         return 1
-    from .attach import attach_by_default
-
-    attach_by_default()  # done by addprocs already; here for a program run without workers (docs/observability.md)
     try:
         run()
     finally:

@@ -157,12 +157,12 @@ _exit_hook_registered = False
 
 def _prepare_launch(manager: ClusterManager, params: dict[str, Any]) -> _Launch:
     global _exit_hook_registered
+    attach.attach_by_default()  # `clustercore top` can look at a driver with workers (docs/observability.md)
     if not _exit_hook_registered:  # workers go when the driver exits normally
         import atexit
 
         atexit.register(terminate_all_workers)
         _exit_hook_registered = True
-        attach.attach_by_default()  # `clustercore top` can look at a driver with workers (docs/observability.md)
     _check_joins_cluster(params)
     cluster.cluster_cookie()
     cluster.use_tls(params["tls"])

@@ -254,6 +254,56 @@ def test_a_driver_told_not_to_is_not_attachable(how: str, runtime_dir: Path, tmp
     assert proc.returncode == 0
 
 
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("OFF", False),
+        ("1", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("", True),
+    ],
+)
+def test_clustercore_attach_takes_the_usual_spellings_of_on_and_off(
+    value: str, on: bool, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attach, "_server", [])  # this test process as a driver that was never attachable
+    monkeypatch.setattr(attach, "_refused", [False])
+    monkeypatch.setenv(attach.ATTACH_ENV, value)
+    attach.attach_by_default()
+    try:
+        assert bool(attach._server) is on
+        assert len(_left_in(runtime_dir)) == (2 if on else 0)
+    finally:
+        for server in attach._server:
+            server.close()
+
+
+def test_clustercore_attach_neither_on_nor_off_stops_addprocs(
+    fresh: None, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clustercore as cc
+
+    monkeypatch.setattr(attach, "_server", [])
+    monkeypatch.setattr(attach, "_refused", [False])
+    monkeypatch.setenv(attach.ATTACH_ENV, "disabled")
+    for _ in range(2):  # every addprocs says so, not only the first
+        with pytest.raises(ValueError, match="CLUSTERCORE_ATTACH='disabled': use 1 \\(on\\) or 0 \\(off\\)"):
+            cc.addprocs(1)
+    assert cc.workers() == [1] and _left_in(runtime_dir) == []
+
+
+def test_clustercore_runs_nothing_with_attach_neither_on_nor_off(runtime_dir: Path) -> None:
+    command = [sys.executable, "-m", "clustercore", "-c", "print('ran')"]
+    env = {**os.environ, attach.ATTACH_ENV: "maybe"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "clustercore: CLUSTERCORE_ATTACH='maybe': use 1 (on) or 0 (off)" in done.stderr
+
+
 def test_a_killed_drivers_file_is_removed_by_the_next_reader(runtime_dir: Path, tmp_path: Path) -> None:
     script = tmp_path / "driver.py"
     script.write_text(PLAIN_DRIVER)

@@ -278,15 +278,24 @@ def use_tls(setting: bool | TLSCredentials | None) -> None:
         PGRP.tls = make_cluster_credentials(os.urandom(8).hex())  # a name that says nothing of the cookie
 
 
-_TLS_ON, _TLS_OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
-
-
 def tls_from_environment() -> bool:
-    """``CLUSTERCORE_TLS`` as a switch; ``ValueError`` for a value that is neither on nor off."""
-    value = os.environ.get(TLS_ENV, "").strip().lower()
-    if value not in _TLS_ON + _TLS_OFF:
-        raise ValueError(f"{TLS_ENV}={value!r}: use 1 (TLS on) or 0 (off)")
-    return value in _TLS_ON
+    """``CLUSTERCORE_TLS`` as a switch (off when unset); ``ValueError`` for a value that is neither on nor off."""
+    return env_switch(TLS_ENV, default=False)
+
+
+_SWITCH_ON, _SWITCH_OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_switch(name: str, default: bool) -> bool:
+    """Environment variable ``name`` as an on/off switch: ``1``/``true``/``yes``/``on`` or
+    ``0``/``false``/``no``/``off``, any case; unset or empty is ``default``. Anything else
+    is a ``ValueError`` naming the variable: a misspelt switch is said, never guessed."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in _SWITCH_ON + _SWITCH_OFF:
+        raise ValueError(f"{name}={value!r}: use 1 (on) or 0 (off); true/false, yes/no and on/off work too")
+    return value in _SWITCH_ON
 
 
 def worker_secret() -> str:
