@@ -218,7 +218,7 @@ def cluster_cookie(cookie: str | None = None) -> str:
     raises ``ValueError``. That is a rule on length, not a measure of randomness:
     make cookies with :mod:`secrets`. The default is ``secrets.token_hex(16)``.
     """
-    if cookie is not None:
+    if cookie is not None and cookie != PGRP.cookie:  # the one it has is checked already
         if not isinstance(cookie, str) or not cookie or any(c.isspace() for c in cookie):
             raise ValueError("a cluster cookie must be a non-empty string without whitespace")
         if all(c in "0123456789" for c in cookie):
