@@ -37,6 +37,7 @@ import json
 import os
 import pickle
 import re
+import select
 import socket
 import stat
 import sys
@@ -62,7 +63,10 @@ log = LazyLogger(__name__)
 ATTACHER = 0xFFFFFFFF  # the pid an attaching process proves it dials as
 ATTACH_ENV = "CLUSTERCORE_ATTACH"  # off (0, false, no, off): addprocs and `clustercore` make no attach socket
 _REQUEST, _REPLY = MsgType.CALL_FETCH, MsgType.RESULT  # frame types, as on a cluster link
-_MAX_CLIENTS = 8
+_MAX_CLIENTS = 8  # attached processes served at once; more are closed at once
+_REQUESTS_AT_ONCE = 2 * _MAX_CLIENTS  # requests running (those of attachers that left, until their deadline)
+REQUEST_SECONDS = 30.0  # a request's own ``timeout`` is cut to this: an attacher cannot hold a thread longer
+_CLOSE_SECONDS = 5.0  # allow_attach(False) waits this long at most for the accept and session threads to end
 REQUEST_NAMES = ("status", "calls_in_flight", "info")
 
 
@@ -127,7 +131,12 @@ class _Server:
             self._remove()
             raise
         self.clients = threading.BoundedSemaphore(_MAX_CLIENTS)
-        threading.Thread(target=self._accept_forever, name="clustercore-attach", daemon=True).start()
+        self.running = threading.BoundedSemaphore(_REQUESTS_AT_ONCE)
+        self.sessions: dict[socket.socket, threading.Thread] = {}  # attached processes, and their threads
+        self.sessions_lock = threading.Lock()
+        self.closed = False
+        self.thread = threading.Thread(target=self._accept_forever, name="clustercore-attach", daemon=True)
+        self.thread.start()
         atexit.register(self.close)
 
     def _record(self) -> dict[str, Any]:
@@ -144,11 +153,18 @@ class _Server:
             try:
                 sock, _ = self.listener.accept()
             except OSError:
-                return  # closed
+                return  # shut down by close()
             if not self.clients.acquire(blocking=False):
                 sock.close()  # enough attached already
                 continue
-            threading.Thread(target=self._serve, args=(sock,), name="clustercore-attached", daemon=True).start()
+            thread = threading.Thread(target=self._serve, args=(sock,), name="clustercore-attached", daemon=True)
+            with self.sessions_lock:
+                if self.closed:  # accepted as close() ran: not served
+                    sock.close()
+                    self.clients.release()
+                    return
+                self.sessions[sock] = thread
+            thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
         transport: Transport = SocketTransport(sock)
@@ -163,20 +179,80 @@ class _Server:
                     return
                 try:
                     name, kwargs = _request(frame.payload)
-                    value, flags = _requests()[name](**kwargs), 0
+                    answer = self._answer(sock, name, kwargs)
                 except Exception as exc:  # noqa: BLE001 - the attacher sees it
-                    value, flags = exc, FLAG_ERROR
+                    answer = exc, FLAG_ERROR
+                if answer is None:
+                    return  # the attacher left (or close() ended the session) before its answer
+                value, flags = answer
                 transport.send_all(encode_frame(_REPLY, pickle.dumps(value, protocol=5), [], NO_REF, NO_REF, flags))
         except (OSError, EOFError, HandshakeError) as exc:
             log.debug("an attached process left: %s", exc)
         finally:
+            with self.sessions_lock:
+                self.sessions.pop(sock, None)
             transport.close()
             self.clients.release()
 
+    def _answer(self, sock: socket.socket, name: str, kwargs: dict[str, Any]) -> tuple[Any, int] | None:
+        """Run request ``name`` on a thread of its own, its ``timeout`` cut to ``REQUEST_SECONDS``;
+        its ``(value, flags)``, or ``None`` as soon as the attacher hangs up: a departed attacher
+        frees its session at once, and its request ends by its deadline, answering no one. An
+        attacher sends nothing while it waits, so anything readable on ``sock`` means it left."""
+        asked = kwargs.get("timeout")
+        if isinstance(asked, (int, float)) and not asked <= REQUEST_SECONDS:  # NaN and infinity too
+            kwargs = {**kwargs, "timeout": REQUEST_SECONDS}
+        if not self.running.acquire(blocking=False):
+            raise RuntimeError(f"the driver is running {_REQUESTS_AT_ONCE} attach requests already; ask again later")
+        answered, told = os.pipe()
+        outcome: list[tuple[Any, int]] = []
+
+        def run() -> None:
+            try:
+                outcome.append((_requests()[name](**kwargs), 0))
+            except Exception as exc:  # noqa: BLE001 - the attacher sees it
+                outcome.append((exc, FLAG_ERROR))
+            finally:
+                self.running.release()
+                with contextlib.suppress(OSError):  # the session has gone: nobody reads
+                    os.write(told, b"!")
+                os.close(told)
+
+        try:
+            poller = select.poll()
+            poller.register(answered, select.POLLIN)
+            poller.register(sock, select.POLLIN | select.POLLRDHUP)
+            threading.Thread(target=run, name="clustercore-attach-request", daemon=True).start()
+        except BaseException:
+            self.running.release()
+            os.close(told)
+            os.close(answered)
+            raise
+        try:
+            ready = {fd for fd, _ in poller.poll()}
+        finally:
+            os.close(answered)
+        return outcome[0] if answered in ready and outcome else None
+
     def close(self) -> None:
+        """Not attachable from now on: the socket and file go, every attached process is cut
+        off, and the accept and session threads end (waited for ``_CLOSE_SECONDS`` at most;
+        a request already running ends by its own deadline, answering no one)."""
         if os.getpid() != self.owner:
             return  # a forked child exiting: the files are its parent's
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept(), which close() alone does not
         self._remove()
+        with self.sessions_lock:  # a session's socket leaves this dict before it is closed
+            self.closed = True
+            sessions = dict(self.sessions)
+            for sock in sessions:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # its thread's read or wait returns
+        deadline = time.monotonic() + _CLOSE_SECONDS
+        for thread in (self.thread, *sessions.values()):
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _remove(self) -> None:
         self.listener.close()

@@ -159,6 +159,73 @@ def test_the_driver_never_unpickles_what_an_attacher_sends(tmp_path: Path) -> No
     assert not marker.exists()
 
 
+@pytest.fixture
+def unattached(runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This test process as a driver that was never made attachable (its own server, if any, is
+    put aside); whatever the test makes attachable is closed after it."""
+    monkeypatch.setattr(attach, "_server", [])
+    monkeypatch.setattr(attach, "_refused", [False])
+    try:
+        yield
+    finally:
+        for server in attach._server:
+            server.close()
+
+
+def test_allow_attach_false_ends_the_accept_thread_and_every_session(unattached: None) -> None:
+    import clustercore as cc
+
+    cc.allow_attach()
+    [server] = attach._server
+    link = attach.attach(os.getpid())
+    try:
+        assert link.request("info")["ospid"] == os.getpid()
+        [session] = server.sessions.values()
+        cc.allow_attach(False)  # not attachable from now on: nor by what attached before
+        assert not server.thread.is_alive()  # close() alone leaves accept() blocked
+        assert not session.is_alive()
+        with pytest.raises((ConnectionError, OSError)):
+            link.request("info")
+    finally:
+        link.close()
+
+
+def test_an_attacher_that_leaves_frees_its_session_and_chooses_no_long_timeout(
+    unattached: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `clustercore top --timeout 3600` on a stuck worker, then Ctrl-C, a few times: the driver
+    # serves 8 attached processes at once, and none of them may keep the next `top` out.
+    import queue
+    import threading
+
+    from clustercore.wire.framing import encode_frame
+
+    asked: queue.Queue[float] = queue.Queue()
+    release = threading.Event()
+
+    def stuck_status(timeout: float) -> list[object]:  # as status() with a worker that never answers
+        asked.put(timeout)
+        release.wait()
+        return []
+
+    monkeypatch.setattr(attach, "_requests", lambda: {"status": stuck_status, "info": attach._info})
+    attach.allow_attach()
+    [server] = attach._server
+    try:
+        for _ in range(attach._MAX_CLIENTS + 1):
+            link = attach.attach(os.getpid())
+            link._transport.send_all(encode_frame(attach._REQUEST, json.dumps(["status", {"timeout": 3600}]).encode()))
+            assert asked.get(timeout=30) == attach.REQUEST_SECONDS  # running, its timeout cut to the driver's bound
+            [session] = server.sessions.values()
+            link.close()  # the attacher leaves before the answer
+            session.join(30)
+            assert not session.is_alive()
+        with attach.attach(os.getpid()) as link:
+            assert link.request("info")["ospid"] == os.getpid()
+    finally:
+        release.set()
+
+
 # --- a plain `python script.py` driver: attachable once it adds workers ---------------------------
 
 PLAIN_DRIVER = textwrap.dedent(
