@@ -23,9 +23,13 @@ a request can only run what :func:`_requests` names), and reads one reply frame 
 
 The driver holds an exclusive ``flock`` on its attach file while it runs (taken before
 the file appears under its name), and removes both when it exits. A reader that finds
-a file whose lock is free, or whose driver's pid is gone, removes that file and its
-socket: the driver died without cleaning up (``SIGKILL``). ``<tag>`` is random, so a
-later driver given the same pid never has a name a reader is removing.
+a file whose lock is free removes that file and its socket: the driver died without
+cleaning up (``SIGKILL``). A lock held means the driver runs, whatever its pid looks
+like from the reader (a reader in another pid namespace, a container sharing ``/tmp``,
+does not see it): the kernel lets the lock go with the last descriptor of the file, and
+a child forked from the driver closes its copy at once (``os.register_at_fork``), so no
+process but the driver holds it. ``<tag>`` is random, so a later driver given the same
+pid never has a name a reader is removing.
 """
 
 from __future__ import annotations
@@ -254,6 +258,18 @@ class _Server:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
+    def forget_in_child(self) -> None:
+        """In a child forked from the driver: close the copies of the listener and the lock's
+        descriptor (the parent's lock stays held, by the parent alone): a lock held means the
+        driver runs, not a child of a driver that is gone."""
+        self.owner = -1
+        self.listener.close()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+        for sock in list(self.sessions):
+            sock.close()
+
     def _remove(self) -> None:
         self.listener.close()
         for path in (self.file, self.socket_path):
@@ -284,6 +300,22 @@ _server_lock = threading.Lock()
 _refused = [False]  # allow_attach(False) was called: addprocs makes no server
 
 
+_forks_watched = [False]
+
+
+def _forget_in_child() -> None:
+    for server in list(_server):  # not under _server_lock: another thread may have held it at the fork
+        server.forget_in_child()
+
+
+def _new_server() -> _Server:
+    """A server for this driver (under ``_server_lock``); a child forked from now on forgets it."""
+    if not _forks_watched[0]:
+        os.register_at_fork(after_in_child=_forget_in_child)
+        _forks_watched[0] = True
+    return _Server()
+
+
 def allow_attach(allow: bool = True) -> str:
     """Let ``clustercore top`` (any process of this user holding the attach file) attach to
     this driver from now on; returns the attach file's path. Idempotent; pid 1 only. A
@@ -300,7 +332,7 @@ def allow_attach(allow: bool = True) -> str:
             _server.clear()
             return ""
         if not _server:
-            _server.append(_Server())
+            _server.append(_new_server())
         return str(_server[0].file)
 
 
@@ -318,7 +350,7 @@ def attach_by_default() -> None:
         if not env_switch(ATTACH_ENV, default=True):
             return
         try:
-            _server.append(_Server())
+            _server.append(_new_server())
         except Exception as exc:  # noqa: BLE001 - said, and addprocs goes on
             log.warning("clustercore top cannot attach to this driver: %s", exc)
 
@@ -358,15 +390,16 @@ def drivers() -> list[Driver]:
         found = []
         for name in sorted(os.listdir(dir_fd)):
             unfinished = _UNFINISHED.fullmatch(name)
-            if unfinished is not None and not _alive(int(unfinished[1])):
-                with contextlib.suppress(OSError):  # a driver killed as it wrote its file
-                    os.unlink(name, dir_fd=dir_fd)
-                continue
+            if unfinished is not None:
+                if _lock_free(name, dir_fd) and not _alive(int(unfinished[1])):
+                    with contextlib.suppress(OSError):  # a driver killed as it wrote its file
+                        os.unlink(name, dir_fd=dir_fd)
+                continue  # else being written (its lock is taken just after it is made)
             match = _ATTACH_FILE.fullmatch(name)
             if match is None:
                 continue
             ospid, socket_name = int(match["ospid"]), f"{match['stem']}.sock"
-            record = _read_live_record(name, dir_fd, ospid)
+            record = _read_live_record(name, dir_fd)
             if record is _STALE:
                 for stale in (name, socket_name):
                     with contextlib.suppress(OSError):
@@ -397,10 +430,11 @@ _STALE = object()
 _ATTACH_FILE_MAX = 1 << 20
 
 
-def _read_live_record(name: str, dir_fd: int, ospid: int) -> object:
+def _read_live_record(name: str, dir_fd: int) -> object:
     """The JSON object in attach file ``name`` if it is a regular file of this user's whose
-    driver runs; ``_STALE`` if its driver is gone (its lock is free, or pid ``ospid`` is
-    not running); ``None`` if it is not one to read."""
+    driver runs (its lock is held: only the driver holds it, see the module's docstring);
+    ``_STALE`` if its driver is gone (the lock is free); ``None`` if it is not one to read.
+    The driver's pid is not asked: from another pid namespace a live driver's is not seen."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
@@ -412,16 +446,29 @@ def _read_live_record(name: str, dir_fd: int, ospid: int) -> object:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            held = True  # its driver holds it
+            pass  # its driver holds it: live
         else:
-            held = False  # nobody does: the driver is gone (its pid may be another process's now)
-        if not held or not _alive(ospid):
-            return _STALE
+            return _STALE  # nobody does: the driver is gone (its pid may be another process's now)
         try:
             record = json.load(f)
         except (OSError, ValueError):
             return None
     return record if isinstance(record, dict) else None
+
+
+def _lock_free(name: str, dir_fd: int) -> bool:
+    """Whether nobody holds the lock of file ``name`` (``False`` if it cannot be opened)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _request(payload: Any) -> tuple[str, dict[str, Any]]:

@@ -89,26 +89,92 @@ def test_a_stale_record_removes_its_own_socket_only(tmp_path: Path, monkeypatch:
     assert precious.read_text() == "keep me"
 
 
-def test_a_record_is_live_while_its_lock_is_held_and_its_pid_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_record_is_live_while_its_lock_is_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A driver killed by SIGKILL leaves its file, and its pid may be another process's since:
-    # the lock tells, as the kernel lets it go with the driver. A lock held past the driver
-    # (a forked child's) does not keep its file either: its pid is gone.
+    # the lock tells, as the kernel lets it go with the driver. A held lock is a live driver
+    # even where its pid is not seen (a reader in another pid namespace): only the driver
+    # holds it (a forked child closes its copy: the next test).
     mine = tmp_path / "mine"
     mine.mkdir(mode=0o700)
     monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
     held = mine / f"{_name(os.getpid())}.json"
     free = mine / f"{_name(os.getpid(), 'ba9876543210')}.json"  # a live pid, but nobody holds the lock
-    orphan = mine / f"{_name(_dead_pid())}.json"  # the lock is held, by a process that is not its driver
-    for record in (held, free, orphan):
+    unseen = mine / f"{_name(_dead_pid())}.json"  # held, by a driver whose pid this reader does not see
+    for record in (held, free, unseen):
         _record(record, int(record.name.split("-")[1]), "")
         record.with_suffix(".sock").write_text("")
-    with _locked(held), _locked(orphan):
-        assert [d.file for d in attach.drivers()] == [str(held)]
-        assert sorted(p.name for p in mine.iterdir()) == [held.name, held.with_suffix(".sock").name]
-    assert attach.drivers() == []  # the lock let go: its driver is gone
+    with _locked(held), _locked(unseen):
+        assert sorted(d.file for d in attach.drivers()) == sorted([str(held), str(unseen)])
+        assert sorted(p.name for p in mine.iterdir()) == sorted(
+            p.name for r in (held, unseen) for p in (r, r.with_suffix(".sock"))
+        )
+    assert attach.drivers() == []  # the locks let go: their drivers are gone
     assert list(mine.iterdir()) == []
+
+
+FORKING_DRIVER = textwrap.dedent(
+    """
+    import os, sys
+    import clustercore as cc
+
+    cc.allow_attach()
+    child = os.fork()
+    if child == 0:  # a child forked from the driver (multiprocessing's fork, say) outlives it
+        quiet = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(quiet, fd)  # the test reads the driver's output to its end
+        read_end, write_end = os.pipe()
+        os.read(read_end, 1)  # until the test kills it
+    print("ready", flush=True)
+    print(child, flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_a_child_forked_from_the_driver_does_not_keep_its_file(runtime_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(FORKING_DRIVER)
+    proc = _start(script)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    try:
+        assert [d.ospid for d in attach.drivers() if d.ospid == proc.pid] == [proc.pid]
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert attach._alive(child)  # its copy of the lock's descriptor would hold the lock still
+        assert [d for d in attach.drivers() if d.ospid == proc.pid] == []
+        assert _left_in(runtime_dir) == []
+    finally:
+        os.kill(child, signal.SIGKILL)
+        assert wait_until_gone([child], 30) == []
+
+
+LISTING = "from clustercore import attach; print([d.ospid for d in attach.drivers()])"
+
+
+def test_a_reader_in_another_pid_namespace_leaves_a_live_drivers_file(runtime_dir: Path, tmp_path: Path) -> None:
+    # `clustercore top` in a container (or `unshare -p`, apptainer) that shares the directory:
+    # the driver's lock is held, but its pid is not seen there.
+    unshare = shutil.which("unshare")
+    if os.getuid() != 0 or unshare is None:
+        reason = "a new pid namespace needs root and unshare (util-linux)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    script = tmp_path / "driver.py"
+    script.write_text(PLAIN_DRIVER)
+    proc = _start(script)
+    try:
+        before = _left_in(runtime_dir)
+        assert len(before) == 2
+        command = [unshare, "-p", "-f", "--mount-proc", sys.executable, "-c", LISTING]
+        seen = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+        assert seen.stdout.strip() == f"[{proc.pid}]"  # listed there too, under the pid it has here
+        assert proc.poll() is None and _left_in(runtime_dir) == before
+    finally:
+        proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0
 
 
 def test_a_file_being_written_is_left_to_its_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
