@@ -87,12 +87,15 @@ def _info() -> dict[str, Any]:
     return {"ospid": os.getpid(), "argv": sys.argv, "workers": len(PGRP.workers)}
 
 
+SHARED_DIR = "/tmp/clustercore-{uid}"  # where a driver without a private XDG_RUNTIME_DIR publishes
+
+
 def attach_dir(create: bool = False) -> Path:
-    """This user's directory of attach files; made (mode 0700) with ``create``. A directory
-    that another user owns, or that others may enter, is refused (``PermissionError``)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    base = Path(runtime) / "clustercore" if runtime and _owned_private(Path(runtime)) else None
-    path = base or Path(f"/tmp/clustercore-{os.getuid()}")
+    """The directory this driver puts its attach file in: ``$XDG_RUNTIME_DIR/clustercore``
+    if that runtime directory is this user's and private, else ``SHARED_DIR``; made (mode
+    0700) with ``create``. A directory that another user owns, or that others may enter, is
+    refused (``PermissionError``)."""
+    path = _runtime_dir() or Path(SHARED_DIR.format(uid=os.getuid()))
     if create:
         try:
             path.mkdir(mode=0o700)
@@ -101,6 +104,21 @@ def attach_dir(create: bool = False) -> Path:
     if path.exists() and not _owned_private(path):
         raise PermissionError(f"{path} is not a directory of this user's that only it may enter: not used")
     return path
+
+
+def attach_dirs() -> list[Path]:
+    """Where a reader looks for drivers: ``$XDG_RUNTIME_DIR/clustercore`` (if that runtime
+    directory is this user's and private) and ``SHARED_DIR``, both. A driver picks one by
+    its own environment, and a reader's may differ: a batch job has no ``XDG_RUNTIME_DIR``
+    (its driver publishes in ``SHARED_DIR``), a login shell on its node has one."""
+    runtime = _runtime_dir()
+    shared = Path(SHARED_DIR.format(uid=os.getuid()))
+    return [runtime, shared] if runtime is not None and runtime != shared else [shared]
+
+
+def _runtime_dir() -> Path | None:
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    return Path(runtime) / "clustercore" if runtime and _owned_private(Path(runtime)) else None
 
 
 def _owned_private(path: Path) -> bool:
@@ -371,22 +389,42 @@ class Driver:
 
 
 def drivers() -> list[Driver]:
-    """The attachable drivers of this user that are running, oldest first; the files of
-    drivers that are not (their lock is free, or their pid gone) are removed, with their sockets.
+    """The attachable drivers of this user that are running, oldest first, from every one of
+    :func:`attach_dirs` that is this user's and private (the others are passed over: see
+    :func:`attach`); the files of drivers that are not running (their lock is free) are
+    removed, with their sockets."""
+    return _look()[0]
+
+
+def _look() -> tuple[list[Driver], list[str]]:
+    """The running drivers, oldest first, and why a directory was not looked in."""
+    found: list[Driver] = []
+    passed_over: list[str] = []
+    for directory in attach_dirs():
+        try:
+            found += _drivers_in(directory)
+        except PermissionError as exc:
+            passed_over.append(str(exc))
+    return sorted(found, key=lambda d: d.started), passed_over
+
+
+def _drivers_in(directory: Path) -> list[Driver]:
+    """The running drivers whose files are in ``directory``; stale files there are removed.
 
     The directory is opened once, checked through that descriptor (this user's, no one
     else may enter: another user cannot put a directory of theirs there between a check
     and a use) and read through it; a file's socket is the one named after the file, in
     the same directory, never a path the file gives."""
-    directory = attach_dir()
     try:
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
-        return []  # none yet (or not a directory): no driver has made itself attachable
+        return []  # none yet (or not a directory): no driver has made itself attachable there
     try:
         st = os.fstat(dir_fd)
         if st.st_uid != os.getuid() or st.st_mode & 0o077:
-            raise PermissionError(f"{directory} is not a directory of this user's that only it may enter: not used")
+            raise PermissionError(
+                f"{directory} is not a directory of this user's that only it may enter: not looked in"
+            )
         found = []
         for name in sorted(os.listdir(dir_fd)):
             unfinished = _UNFINISHED.fullmatch(name)
@@ -421,7 +459,7 @@ def drivers() -> list[Driver]:
             found.append(driver)
     finally:
         os.close(dir_fd)
-    return sorted(found, key=lambda d: d.started)
+    return found
 
 
 _ATTACH_FILE = re.compile(r"(?P<stem>driver-(?P<ospid>[0-9]{1,10})-[0-9a-f]{12})\.json")
@@ -552,14 +590,15 @@ class Attached:
 def attach(ospid: int | None = None, timeout: float = 10.0) -> Attached:
     """Attach to this user's running driver with os pid ``ospid`` (default: the only one).
     ``LookupError`` says which drivers there are when that is not one."""
-    found = drivers()
-    if ospid is not None:
-        found = [d for d in found if d.ospid == ospid]
+    running, passed_over = _look()
+    found = running if ospid is None else [d for d in running if d.ospid == ospid]
     if len(found) != 1:
-        listed = ", ".join(f"{d.ospid} ({_printable(' '.join(d.argv))[:60]})" for d in drivers()) or "none"
+        listed = ", ".join(f"{d.ospid} ({_printable(' '.join(d.argv))[:60]})" for d in running) or "none"
         what = f"no attachable driver with os pid {ospid}" if ospid is not None else "not one attachable driver"
+        looked = " or ".join(str(d) for d in attach_dirs())
+        unused = "".join(f"; {_printable(why)}" for why in passed_over)
         raise LookupError(
-            f"{what} in {attach_dir()}; running: {listed} (a driver is attachable once it has added workers, "
-            f"unless {ATTACH_ENV}=0; before that, once it calls clustercore.allow_attach())"
+            f"{what} in {looked}; running: {listed} (a driver is attachable once it has added workers, "
+            f"unless {ATTACH_ENV}=0; before that, once it calls clustercore.allow_attach()){unused}"
         )
     return Attached(found[0], timeout)

@@ -61,16 +61,18 @@ def test_a_directory_put_at_the_attach_path_after_its_check_is_not_used(
     precious.write_text("keep me")
     theirs = tmp_path / "theirs"
 
-    def checked_then_swapped(create: bool = False) -> Path:
-        theirs.mkdir(mode=0o700)
-        _record(theirs / f"{_name(_dead_pid())}.json", _dead_pid(), str(precious))
-        for path in (theirs, *theirs.iterdir()):
-            os.chown(path, 65534, 65534)
-        return theirs
+    def checked_then_swapped() -> list[Path]:
+        if not theirs.exists():
+            theirs.mkdir(mode=0o700)
+            _record(theirs / f"{_name(_dead_pid())}.json", _dead_pid(), str(precious))
+            for path in (theirs, *theirs.iterdir()):
+                os.chown(path, 65534, 65534)
+        return [theirs]
 
-    monkeypatch.setattr(attach, "attach_dir", checked_then_swapped)
-    with pytest.raises(PermissionError):
-        attach.drivers()
+    monkeypatch.setattr(attach, "attach_dirs", checked_then_swapped)
+    assert attach.drivers() == []  # passed over, not read
+    with pytest.raises(LookupError, match=f"{theirs} is not a directory of this user's that only it may enter"):
+        attach.attach()  # `clustercore top` says why it did not look there
     assert precious.read_text() == "keep me"
 
 
@@ -83,7 +85,7 @@ def test_a_stale_record_removes_its_own_socket_only(tmp_path: Path, monkeypatch:
     _record(mine / f"{_name(dead)}.json", dead, str(precious))
     (mine / f"{_name(dead)}.sock").write_text("")
     _record(mine / "driver-x.json", os.getpid(), str(precious))  # not a driver's name: ignored
-    monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
+    monkeypatch.setattr(attach, "attach_dirs", lambda: [mine])
     assert attach.drivers() == []
     assert sorted(p.name for p in mine.iterdir()) == ["driver-x.json"]
     assert precious.read_text() == "keep me"
@@ -96,7 +98,7 @@ def test_a_record_is_live_while_its_lock_is_held(tmp_path: Path, monkeypatch: py
     # holds it (a forked child closes its copy: the next test).
     mine = tmp_path / "mine"
     mine.mkdir(mode=0o700)
-    monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
+    monkeypatch.setattr(attach, "attach_dirs", lambda: [mine])
     held = mine / f"{_name(os.getpid())}.json"
     free = mine / f"{_name(os.getpid(), 'ba9876543210')}.json"  # a live pid, but nobody holds the lock
     unseen = mine / f"{_name(_dead_pid())}.json"  # held, by a driver whose pid this reader does not see
@@ -170,7 +172,7 @@ def test_a_reader_in_another_pid_namespace_leaves_a_live_drivers_file(runtime_di
         assert len(before) == 2
         command = [unshare, "-p", "-f", "--mount-proc", sys.executable, "-c", LISTING]
         seen = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-        assert seen.stdout.strip() == f"[{proc.pid}]"  # listed there too, under the pid it has here
+        assert str(proc.pid) in seen.stdout.strip()[1:-1].split(", ")  # listed there too, by the pid it has here
         assert proc.poll() is None and _left_in(runtime_dir) == before
     finally:
         proc.communicate("\n", timeout=60)
@@ -180,7 +182,7 @@ def test_a_reader_in_another_pid_namespace_leaves_a_live_drivers_file(runtime_di
 def test_a_file_being_written_is_left_to_its_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mine = tmp_path / "mine"
     mine.mkdir(mode=0o700)
-    monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
+    monkeypatch.setattr(attach, "attach_dirs", lambda: [mine])
     writing = mine / f".{_name(os.getpid())}.tmp"  # not locked yet: a reader must not take it for stale
     killed = mine / f".{_name(_dead_pid())}.tmp"  # its driver died writing it
     writing.write_text("")
@@ -194,7 +196,7 @@ def test_a_live_record_names_the_socket_beside_it(tmp_path: Path, monkeypatch: p
     mine.mkdir(mode=0o700)
     record = mine / f"{_name(os.getpid())}.json"
     _record(record, os.getpid(), "/somewhere/else.sock")
-    monkeypatch.setattr(attach, "attach_dir", lambda create=False: mine)
+    monkeypatch.setattr(attach, "attach_dirs", lambda: [mine])
     with _locked(record):
         [driver] = attach.drivers()
     assert driver.socket == str(mine / f"{_name(os.getpid())}.sock")
@@ -238,12 +240,18 @@ def unattached(runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
             server.close()
 
 
+def _attach_by_file(file: str) -> attach.Attached:
+    """Attach to the driver of attach file ``file`` (this process may have another, put aside)."""
+    [driver] = [d for d in attach.drivers() if d.file == file]
+    return attach.Attached(driver)
+
+
 def test_allow_attach_false_ends_the_accept_thread_and_every_session(unattached: None) -> None:
     import clustercore as cc
 
-    cc.allow_attach()
+    file = cc.allow_attach()
     [server] = attach._server
-    link = attach.attach(os.getpid())
+    link = _attach_by_file(file)
     try:
         assert link.request("info")["ospid"] == os.getpid()
         [session] = server.sessions.values()
@@ -275,18 +283,18 @@ def test_an_attacher_that_leaves_frees_its_session_and_chooses_no_long_timeout(
         return []
 
     monkeypatch.setattr(attach, "_requests", lambda: {"status": stuck_status, "info": attach._info})
-    attach.allow_attach()
+    file = attach.allow_attach()
     [server] = attach._server
     try:
         for _ in range(attach._MAX_CLIENTS + 1):
-            link = attach.attach(os.getpid())
+            link = _attach_by_file(file)
             link._transport.send_all(encode_frame(attach._REQUEST, json.dumps(["status", {"timeout": 3600}]).encode()))
             assert asked.get(timeout=30) == attach.REQUEST_SECONDS  # running, its timeout cut to the driver's bound
             [session] = server.sessions.values()
             link.close()  # the attacher leaves before the answer
             session.join(30)
             assert not session.is_alive()
-        with attach.attach(os.getpid()) as link:
+        with _attach_by_file(file) as link:
             assert link.request("info")["ospid"] == os.getpid()
     finally:
         release.set()
@@ -351,7 +359,7 @@ def test_a_plain_driver_with_workers_is_attachable_and_leaves_nothing(runtime_di
     script.write_text(PLAIN_DRIVER)
     proc = _start(script)
     try:
-        done = _top_once()  # the only attachable driver of this user (in this runtime directory)
+        done = _top_once("--pid", str(proc.pid))  # not the only one: top also looks in /tmp/clustercore-<uid>
         assert done.returncode == 0, done.stderr
         assert f"driver os pid {proc.pid}, 2 workers" in done.stdout
         with attach.attach(proc.pid) as link:
@@ -437,6 +445,43 @@ def test_clustercore_runs_nothing_with_attach_neither_on_nor_off(runtime_dir: Pa
     assert "clustercore: CLUSTERCORE_ATTACH='maybe': use 1 (on) or 0 (off)" in done.stderr
 
 
+def test_a_reader_looks_where_a_driver_without_xdg_runtime_dir_publishes(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch job has no XDG_RUNTIME_DIR: its driver publishes in /tmp/clustercore-<uid>. The
+    # user logs in to the node to run `clustercore top`, and the login sets XDG_RUNTIME_DIR.
+    script = tmp_path / "driver.py"
+    script.write_text(PLAIN_DRIVER)
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    proc = _start(script)
+    try:
+        shared = Path(attach.SHARED_DIR.format(uid=os.getuid()))
+        assert next(d.file for d in attach.drivers() if d.ospid == proc.pid).startswith(f"{shared}/")
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime_dir))  # the login shell's
+        assert attach.attach_dirs() == [runtime_dir / "clustercore", shared]
+        assert [d.ospid for d in attach.drivers() if d.ospid == proc.pid] == [proc.pid]
+        with attach.attach(proc.pid) as link:
+            assert link.request("info")["ospid"] == proc.pid
+    finally:
+        proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0
+
+
+def test_top_says_when_the_shared_directory_is_not_this_users_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clustercore import top
+
+    squatted = tmp_path / "clustercore-shared"
+    squatted.mkdir(mode=0o755)  # others may enter it: another user could have made it first
+    monkeypatch.setattr(attach, "SHARED_DIR", str(squatted))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert top.main(["--once"]) == 1
+    said = capsys.readouterr().err
+    assert f"not one attachable driver in {squatted}" in said
+    assert f"{squatted} is not a directory of this user's that only it may enter: not looked in" in said
+
+
 def test_a_killed_drivers_file_is_removed_by_the_next_reader(runtime_dir: Path, tmp_path: Path) -> None:
     script = tmp_path / "driver.py"
     script.write_text(PLAIN_DRIVER)
@@ -451,7 +496,7 @@ def test_a_killed_drivers_file_is_removed_by_the_next_reader(runtime_dir: Path, 
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
     assert _left_in(runtime_dir) == left  # nothing ran at its exit
-    done = _top_once()
-    assert done.returncode == 1 and "not one attachable driver" in done.stderr
+    done = _top_once("--pid", str(proc.pid))
+    assert done.returncode == 1 and f"no attachable driver with os pid {proc.pid}" in done.stderr
     assert _left_in(runtime_dir) == []
     assert wait_until_gone(ospids, 30) == []  # its workers went with it (their link to it closed)
