@@ -31,7 +31,8 @@ _HOMES = {
     "metrics": ("serve_metrics",),
     "engine.managers": ("ClusterManager", "WorkerConfig"),
     "parallelmap": ("pmap",),
-    "processes": ("WorkerDetails", "addprocs", "interrupt", "rmprocs", "worker_id_from_socket", "worker_info"),
+    "processes": ("addprocs", "interrupt", "rmprocs", "worker_id_from_socket"),
+    "engine.workerinfo": ("WorkerDetails", "worker_info"),
     "engine.refs": ("RRID",),
     "engine.remoterefs": ("Future", "remoteref_id"),
     "clusterstatus": ("CallInFlight", "WorkerStatus", "calls_in_flight", "status"),
@@ -101,13 +102,14 @@ if TYPE_CHECKING:
     from .engine.refs import RRID
     from .engine.remoterefs import Future, remoteref_id
     from .engine.worker import init_worker, process_messages, start_worker
+    from .engine.workerinfo import WorkerDetails, worker_info
     from .errors import CapturedException, ExceptionStandIn, ProcessExitedException, RemoteException
     from .executor import Executor
     from .links.credentials import TLSCredentials
     from .macros import clear, distributed_for, everywhere
     from .metrics import serve_metrics
     from .parallelmap import pmap
-    from .processes import WorkerDetails, addprocs, interrupt, rmprocs, worker_id_from_socket, worker_info
+    from .processes import addprocs, interrupt, rmprocs, worker_id_from_socket
     from .sharing import share
     from .syncblock import sync
     from .tracing import Trace, TraceEvent, trace

@@ -11,16 +11,16 @@ since it started.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 
 from .engine import sampling
-from .engine.cluster import PGRP, WorkerState, check_pid, on_worker_left, procs, worker_from_id
+from .engine.cluster import PGRP, WorkerState, on_worker_left, procs
 from .engine.hooks import manager_name
 from .engine.requests import broadcast_call
 from .engine.sampling import CallRecord, ProcessSample
+from .engine.workerinfo import worker_info
 
 RATE_WINDOW = 1.0  # seconds: rates are not taken over a shorter time than this
 
@@ -89,24 +89,15 @@ def calls_in_flight(pid: int, timeout: float = 5.0) -> list[CallInFlight]:
     ``TimeoutError`` if ``pid`` does not answer within ``timeout`` seconds (a worker whose
     every thread is in Python code answers: its calls run on other threads than the one
     that reads the request; one stuck in C code holding the GIL does not)."""
-    host, ospid = _where(pid)  # ValueError / ProcessExitedException for a pid that is not there
+    where = worker_info(pid)  # ValueError / ProcessExitedException for a pid that is not there
     records = broadcast_call(sampling.tracebacks, [pid], timeout=timeout, merge=True)[pid]
     if records is None:
         raise TimeoutError(
-            f"pid {pid} did not answer within {timeout:g} s; `kill -USR2 {ospid}` on {host} prints "
+            f"pid {pid} did not answer within {timeout:g} s; `kill -USR2 {where.ospid}` on {where.host} prints "
             "every thread's stack to its output, even while C code holds its GIL"
         )
     now = time.time()
     return [_call(pid, r, now) for r in records]
-
-
-def _where(pid: int) -> tuple[str, int]:
-    """``pid``'s host and os pid; ``ValueError`` for an unknown pid, ``ProcessExitedException``
-    for one that is gone."""
-    if pid == PGRP.myid:
-        return PGRP.hostname, os.getpid()
-    w = worker_from_id(check_pid(pid))
-    return w.hostname, w.ospid
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -123,7 +114,7 @@ def _row(pid: int, sample: ProcessSample | None, bytes_out: int) -> WorkerStatus
         w = PGRP.workers.get(pid)
         if w is not None and w.state is WorkerState.TERMINATING:
             state = "terminating"
-        manager = "" if w is None or w.manager is None else manager_name(w.manager)
+        manager = "" if w is None else manager_name(w.manager)
     if sample is None:
         return _unresponsive(pid, manager, state)
     bytes_in = sum(sample.received.values())

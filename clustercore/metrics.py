@@ -20,7 +20,7 @@ from typing import Any
 
 from .clusterstatus import WorkerStatus, status
 from .engine import cluster
-from .processes import worker_info
+from .engine.hooks import manager_name
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METRICS_ENV = "CLUSTERCORE_METRICS"  # PORT, HOST:PORT or [IPV6]:PORT: `clustercore -p N` serves the metrics there
@@ -55,20 +55,13 @@ _begun = [False]
 _lock = threading.Lock()
 
 
-def _manager_of(pid: int) -> str:
-    try:
-        return worker_info(pid).manager or "unknown"
-    except Exception:  # noqa: BLE001 - gone already
-        return "unknown"
-
-
 def _worker_joined(pid: int) -> None:
     """A worker joined (told when its ``addprocs`` has added them all): its own launch time,
     and the first of its launch's workers counts the whole ``addprocs`` call."""
     w = cluster.PGRP.workers.get(pid)
     if w is None or not w.joined:
         return  # gone already, or it did not join through addprocs
-    now, manager = time.monotonic(), _manager_of(pid)
+    now, manager = time.monotonic(), manager_name(w.manager) or "unknown"
     with _lock:
         if pid in _seeded:
             _seeded.discard(pid)
@@ -99,7 +92,9 @@ def _begin() -> None:
             w for w in list(cluster.PGRP.workers.values()) if w.joined and w.state is not cluster.WorkerState.TERMINATED
         ]
         for w in there:
-            _worker_launches.setdefault(_manager_of(w.id), _Histogram()).observe(w.joined - w.launched)
+            _worker_launches.setdefault(manager_name(w.manager) or "unknown", _Histogram()).observe(
+                w.joined - w.launched
+            )
             _seeded.add(w.id)  # if its addprocs is still adding workers, its announcement counts it no more
     cluster.on_worker_joined(_worker_joined)  # not under _lock: a listener may be told under the engine's lock
     cluster.on_worker_left(_worker_left)

@@ -649,31 +649,6 @@ def interrupt(*pids: Any) -> None:
             w.manager.manage(pid, w.config, "interrupt")
 
 
-@dataclasses.dataclass(frozen=True)
-class WorkerDetails:
-    """What :func:`worker_info` tells of one worker."""
-
-    pid: int
-    host: str  #: the host it runs on, as ``socket.gethostname()`` says there
-    ospid: int  #: its process id on that host (0 if not known)
-    manager: str  #: the name of the manager that started it (``"local"``, ``"ssh"``, ``"slurm"``, ``"k8s"``, ...)
-    userdata: Any  #: ``WorkerConfig.userdata`` its manager recorded (each plugin's README says what it holds)
-
-
-def worker_info(pid: int) -> WorkerDetails:
-    """Where worker ``pid`` runs and what its manager recorded about it: ``host``, ``ospid``,
-    ``manager`` (its registered name, else its class name) and ``userdata`` (e.g. Slurm's
-    ``{"procid", "node", "jobid", "stepid"}``). The manager and userdata are known on pid 1
-    (elsewhere ``""`` and ``None``). ``ValueError`` for an unknown pid,
-    ``ProcessExitedException`` for one that is gone."""
-    if pid == PGRP.myid:
-        return WorkerDetails(pid, PGRP.hostname, os.getpid(), "", None)
-    w = cluster.worker_from_id(cluster.check_pid(pid))
-    name = "" if w.manager is None else hooks.manager_name(w.manager)
-    userdata = w.config.userdata if w.config is not None else None
-    return WorkerDetails(w.id, w.hostname, w.ospid, name, userdata)
-
-
 def worker_id_from_socket(s: Any) -> int:
     """The pid at the other end of a connection's socket; -1 if it is not one of ours."""
     with PGRP.lock:

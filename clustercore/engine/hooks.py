@@ -177,10 +177,12 @@ def manager_class(name: str) -> type[ClusterManager] | None:
     return found if found is not None else PLUGINS.manager_types().get(name)
 
 
-def manager_name(manager: ClusterManager) -> str:
+def manager_name(manager: ClusterManager | None) -> str:
     """The name ``manager``'s class is registered under (``"local"``, ``"ssh"``, ...), looking
     only at the plugins loaded already (a worker's plugin is, once it has joined); else the
-    class's name."""
+    class's name; ``""`` for no manager (the driver, or a worker as its peers know it)."""
+    if manager is None:
+        return ""
     types = PLUGINS.manager_types(everything=False)
     name = next((n for n, cls in types.items() if type(manager) is cls), "")
     return name or next((n for n, cls in types.items() if isinstance(manager, cls)), type(manager).__name__)
