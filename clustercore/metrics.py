@@ -83,21 +83,28 @@ def _worker_left(pid: int) -> None:
 def _begin() -> None:
     """Count from now on (once; the first ``serve_metrics`` or ``metrics_text`` calls it;
     importing this module changes nothing). The launch times of the workers already there
-    count too; workers that left before, and earlier ``addprocs`` calls, do not."""
-    with _lock:
+    count too; workers that left before, and earlier ``addprocs`` calls, do not.
+
+    The listeners are registered in the same critical section as the workers there are
+    seeded, and first, so no worker falls between the two: a worker announced before the
+    registration had joined (``w.joined``) before it, so it is seeded; one announced after
+    is told to ``_worker_joined``, which waits for ``_lock`` until the seeding is over and
+    does not count again a worker in ``_seeded``. The engine's lock is taken first, as a
+    listener told under it takes ``_lock`` after it."""
+    if _begun[0]:
+        return  # every scrape comes here: no lock once begun
+    with cluster.PGRP.lock, _lock:
         if _begun[0]:
             return
         _begun[0] = True
-        there = [
-            w for w in list(cluster.PGRP.workers.values()) if w.joined and w.state is not cluster.WorkerState.TERMINATED
-        ]
-        for w in there:
-            _worker_launches.setdefault(manager_name(w.manager) or "unknown", _Histogram()).observe(
-                w.joined - w.launched
-            )
-            _seeded.add(w.id)  # if its addprocs is still adding workers, its announcement counts it no more
-    cluster.on_worker_joined(_worker_joined)  # not under _lock: a listener may be told under the engine's lock
-    cluster.on_worker_left(_worker_left)
+        cluster.on_worker_joined(_worker_joined)
+        cluster.on_worker_left(_worker_left)
+        for w in cluster.PGRP.workers.values():
+            if w.joined and w.state is not cluster.WorkerState.TERMINATED:
+                _worker_launches.setdefault(manager_name(w.manager) or "unknown", _Histogram()).observe(
+                    w.joined - w.launched
+                )
+                _seeded.add(w.id)  # its announcement, if it is still to come, counts it no more
 
 
 def metrics_text(timeout: float = 2.0) -> str:

@@ -251,3 +251,31 @@ def test_the_workers_there_when_the_metrics_begin_count_their_launches() -> None
     done = subprocess.run([sys.executable, "-c", SEEDED], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['clustercore_worker_launch_seconds_count{manager=\"local\"} 2']"
+
+
+def test_a_worker_that_joins_as_the_metrics_begin_is_counted_once(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Joined after the workers there were seeded, announced before the listener was registered:
+    # the listener is registered in the same critical section as the seeding, and first.
+    from clustercore import metrics
+
+    [pid] = cc.addprocs(1)
+    w = cluster.PGRP.workers[pid]
+    joined = w.joined
+    fresh_state = {"_begun": [False], "_worker_launches": {}, "_addprocs": {}, "_last_launch": [0.0]}
+    for name, value in {**fresh_state, "_seeded": set(), "_left": [0]}.items():
+        monkeypatch.setattr(metrics, name, value)  # as if the metrics had never begun in this process
+    monkeypatch.setattr(cluster.PGRP, "joined_listeners", [])
+    monkeypatch.setattr(cluster.PGRP, "left_listeners", [])
+    monkeypatch.setattr(w, "joined", 0.0)  # still joining as the metrics begin
+    register = cluster.on_worker_joined
+
+    def joins_as_the_listener_registers(listener: cluster.WorkerListener) -> None:
+        w.joined = joined  # it joins, and its addprocs announces it
+        cluster.announce_joined([pid])
+        register(listener)
+
+    monkeypatch.setattr(cluster, "on_worker_joined", joins_as_the_listener_registers)
+    metrics._begin()
+    assert metrics._worker_launches["local"].count == 1
+    cluster.announce_joined([pid])  # an announcement after the seeding does not count it again
+    assert metrics._worker_launches["local"].count == 1
