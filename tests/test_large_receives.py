@@ -1,4 +1,4 @@
-"""Large buffers received as bytes (TCP and TLS links): recycled mappings.
+"""Large buffers received as bytes (TCP and TLS links): recycled mappings, many TLS records per read.
 
 A buffer of ``_MMAP_THRESHOLD`` bytes or more is received into a mapping that goes back to
 the receiver's :class:`~clustercore.wire.framing.Recycler` once nothing holds it (the array
@@ -17,6 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from clustercore.links.certificates import make_cluster_credentials
+from clustercore.links.tls import secure
 from clustercore.wire import framing, serialize
 from clustercore.wire.framing import FrameReader, Recycler, encode_frame
 from clustercore.wire.transport import SocketTransport
@@ -90,3 +92,33 @@ def test_freed_mappings_kept_stay_under_the_limit() -> None:
     assert recycler.kept == SIZE  # a second one would pass the limit: unmapped
     again = recycler.take(SIZE)
     assert recycler.kept == 0 and len(again) == SIZE
+
+
+def test_tls_decrypts_every_record_that_has_arrived_in_one_read() -> None:
+    """A record holds at most 16 KiB: one read per record would cost a Python round trip each."""
+    creds = make_cluster_credentials("test")
+    left, right = socket.socketpair()
+    ends: dict[str, object] = {}
+
+    def server() -> None:
+        ends["server"] = secure(SocketTransport(right), creds, server_side=True, deadline=10)
+
+    t = threading.Thread(target=server)
+    t.start()
+    client = secure(SocketTransport(left), creds, server_side=False, deadline=10)
+    t.join()
+    server_end = ends["server"]
+    data = np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
+    sender = threading.Thread(target=client.send_all, args=([data],))
+    sender.start()
+    got = bytearray(len(data))
+    view = memoryview(got)
+    done, reads = 0, 0
+    while done < len(data):
+        done += server_end.recv_into(view[done:])  # type: ignore[attr-defined]
+        reads += 1
+    sender.join()
+    left.close()
+    right.close()
+    assert got == data
+    assert reads < len(data) // (16 << 10)  # fewer reads than records

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import HandshakeError
@@ -60,13 +61,14 @@ class TLSTransport:
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
         self._crypt = threading.Lock()  # the SSL object and both buffers; never held while waiting
-        self._cipher_in = bytearray(READ_CHUNK)
+        self._raw = memoryview(bytearray(READ_CHUNK))  # ciphertext as read from the link
+        self._read: Callable[[int, memoryview], int] = self._tls.read  # type: ignore[assignment]  # a count, given a buffer
         self._left: bytes = b""  # ciphertext a send_nowait could not write; the writer sends it first
 
     # --- the handshake ---------------------------------------------------------------------
 
     def handshake(self) -> None:
-        view = memoryview(self._cipher_in)
+        view = self._raw
         while True:
             try:
                 self._tls.do_handshake()
@@ -98,22 +100,30 @@ class TLSTransport:
     # --- reading (one thread at a time) ----------------------------------------------------
 
     def recv_into(self, view: memoryview) -> int:
-        if not view.nbytes:
+        """Decrypt into ``view`` every whole record that has arrived, up to its size (a record
+        holds at most 16 KiB: one call per record would cost a Python round trip each)."""
+        want = view.nbytes
+        if not want:
             return 0
-        raw = memoryview(self._cipher_in)
+        read, incoming, raw = self._read, self._incoming, self._raw
         while True:
+            got = 0
             with self._crypt:
                 try:
-                    return self._tls.read(view.nbytes, view)  # type: ignore[return-value]  # a count, given a buffer
+                    got = read(want, view)
+                    while got < want and incoming.pending:
+                        got += read(want - got, view[got:])
+                    return got
                 except ssl.SSLWantReadError:
-                    pass
+                    if got:
+                        return got
                 except ssl.SSLZeroReturnError:
-                    return 0
-            got = self.inner.recv_into(raw)
-            if not got:
+                    return got
+            n = self.inner.recv_into(raw)
+            if not n:
                 return 0
             with self._crypt:  # the SSL object's buffers are touched under its lock only
-                self._incoming.write(raw[:got])
+                incoming.write(raw[:n])
 
     # --- writing (one thread at a time: the link's sender or its writer) -------------------
 
