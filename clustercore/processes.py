@@ -24,7 +24,7 @@ from . import attach
 from .engine import cluster, hooks
 from .engine.cluster import PGRP, Worker, WorkerState, worker_timeout
 from .engine.launches import LaunchNotify
-from .engine.launching import WorkerConfig, forward_worker_output
+from .engine.launching import WorkerConfig, drain_worker_output, forward_worker_output
 from .engine.managers import ClusterManager
 from .engine.membership import connect_to_lower, learn_peers
 from .engine.messages import JoinComplete, JoinPGRP, MsgType, PeerInfo, PeerTable
@@ -661,10 +661,15 @@ def worker_id_from_socket(s: Any) -> int:
 
 
 def terminate_all_workers() -> None:
-    """At driver exit: remove every worker, briefly."""
-    if PGRP.myid != 1 or not PGRP.workers:
+    """At driver exit: remove every worker, briefly, and print what they printed last."""
+    if PGRP.myid != 1:
         return
-    try:
-        rmprocs(list(PGRP.workers), waitfor=5.0)
-    except Exception:
-        log.debug("terminating workers at exit failed", exc_info=True)
+    if PGRP.workers:
+        try:
+            rmprocs(list(PGRP.workers), waitfor=5.0)
+        except Exception:
+            log.debug("terminating workers at exit failed", exc_info=True)
+    drain_worker_output(OUTPUT_DRAIN_SECONDS)  # what they printed last is printed, not lost with this process
+
+
+OUTPUT_DRAIN_SECONDS = 2.0  # at exit, how long the workers' last output may take to come and be printed

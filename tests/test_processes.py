@@ -245,6 +245,21 @@ def test_worker_output_is_forwarded_with_its_pid(two: list[int]) -> None:
         assert out.wait_for(f"From worker {w}:\tto stderr")
 
 
+def test_what_a_worker_printed_before_the_driver_exits_is_printed() -> None:
+    # The driver's exit removes its workers; the lines they printed before that are still
+    # on their way (the fork server's relay, the printer thread): they come out first.
+    done = _run_driver(
+        """
+        import clustercore as cc
+        (w,) = cc.addprocs(1)
+        cc.remotecall_fetch(lambda: [print(f"line {i}") for i in range(3000)] and None, w)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("From worker")]
+    assert lines == [f"From worker 2:\tline {i}" for i in range(3000)]
+
+
 def _run_driver(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout

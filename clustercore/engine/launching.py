@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -160,14 +161,18 @@ def emit_worker_output(text: str) -> None:
 
 class _Printer:
     """One thread printing the lines of every stream that delivers its own, in the order
-    they came: a stuck stdout holds it, never the threads that deliver."""
+    they came: a stuck stdout holds it, never the threads that deliver. Nothing a line's
+    printing raises ends it (a broken stdout or watcher is said once)."""
 
     def __init__(self) -> None:
         self._lines: queue.SimpleQueue[tuple[str, Callable[[], None]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._started = False
+        self._failures: set[type[BaseException]] = set()
 
     def print(self, text: str, done: Callable[[], None]) -> None:
+        with _output_changed:
+            _unprinted[0] += 1
         self._lines.put((text, done))
         if not self._started:
             with self._lock:
@@ -182,8 +187,31 @@ class _Printer:
                 emit_worker_output(text)
             except (OSError, ValueError):
                 pass  # stdout is closed: the line goes nowhere, as it would from a thread of its own
+            except Exception as exc:  # noqa: BLE001 - a watcher or a replaced stdout: the next line is tried
+                if type(exc) not in self._failures:
+                    self._failures.add(type(exc))
+                    import logging
+
+                    logging.getLogger(__name__).warning("printing a worker's output failed: %r", exc)
             finally:
                 done()
+                with _output_changed:
+                    _unprinted[0] -= 1
+                    _output_changed.notify_all()
+
+
+_output_changed = threading.Condition()  # a stream ended, or a line was printed
+_unprinted = [0]  # lines given to the printer and not printed yet
+
+
+def drain_worker_output(timeout: float) -> bool:
+    """Wait (at most ``timeout`` s) until every worker's output stream has ended and
+    every line is printed; whether they have. For a driver about to exit."""
+    deadline = time.monotonic() + timeout
+    with _output_changed:
+        return _output_changed.wait_for(
+            lambda: not _forwarders and not _unprinted[0], max(0.0, deadline - time.monotonic())
+        )
 
 
 _printer = _Printer()
@@ -258,6 +286,8 @@ class OutputForwarder:
             if _forwarders.get(id(self.io)) is self:
                 del _forwarders[id(self.io)]
             _ended.append(self)  # what it read stays there for a launch error to quote
+        with _output_changed:
+            _output_changed.notify_all()
         try:
             self.io.close()
         except (OSError, ValueError):

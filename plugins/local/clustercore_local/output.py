@@ -16,7 +16,9 @@ class WorkerOutput:
     Lines handed on but not yet done with (printed), or not yet read, count against
     ``_HOLD`` bytes: past it the server is asked to hold the worker's output (its writes
     then wait, as on a pipe of its own), below ``_RELEASE`` to let it flow again. So a
-    worker printing into a stuck stdout is held, and the others' output flows on."""
+    worker printing into a stuck stdout is held, and the others' output flows on. A
+    hold or release is sent while ``_ready`` is held, where it was decided, so the
+    server hears them in the order they were decided."""
 
     _HOLD = 1 << 20
     _RELEASE = 1 << 18
@@ -53,10 +55,8 @@ class WorkerOutput:
                 self._buffer += data
                 self._ready.notify_all()
                 delivering = self._taker is not None
-                hold = not delivering and not self._held and len(self._buffer) >= self._HOLD
-                self._held = self._held or hold
-            if hold:
-                self._hold(self._key, True)
+                if not delivering and len(self._buffer) >= self._HOLD:
+                    self._set_held(True)
             if delivering:
                 self._deliver()
 
@@ -77,16 +77,14 @@ class WorkerOutput:
             if take is None:
                 return
             cut = len(self._buffer) if self.ended or len(self._buffer) >= self._HOLD else self._buffer.rfind(b"\n") + 1
-            lines = bytes(self._buffer[:cut]).splitlines(keepends=True)
+            lines = _lines(bytes(self._buffer[:cut]))
             del self._buffer[:cut]
             self._outstanding += cut
-            hold = not self._held and self._outstanding >= self._HOLD
-            self._held = self._held or hold
+            if self._outstanding >= self._HOLD:
+                self._set_held(True)
             finished = self.ended and on_end is not None
             if finished:
                 self._on_end = None  # once
-        if hold:
-            self._hold(self._key, True)
         for line in lines:
             take(line, self._done_with(len(line)))
         if finished and on_end is not None:
@@ -96,12 +94,17 @@ class WorkerOutput:
         def done() -> None:
             with self._ready:
                 self._outstanding -= size
-                release = self._held and self._outstanding < self._RELEASE
-                self._held = self._held and not release
-            if release:
-                self._hold(self._key, False)
+                if self._outstanding < self._RELEASE:
+                    self._set_held(False)
 
         return done
+
+    def _set_held(self, held: bool) -> None:
+        """Tell the server to hold (or release) the worker's output, if that changes
+        anything; the caller holds ``_ready``, so the server hears what was decided last."""
+        if held != self._held:
+            self._held = held
+            self._hold(self._key, held)
 
     def readline(self) -> bytes:
         with self._ready:
@@ -112,25 +115,30 @@ class WorkerOutput:
                     line = bytes(self._buffer[:end])
                     del self._buffer[:end]
                     self._scanned = 0
-                    release = self._held and len(self._buffer) < self._RELEASE
-                    self._held = self._held and not release
-                    break
+                    if len(self._buffer) < self._RELEASE:
+                        self._set_held(False)
+                    return line
                 self._scanned = len(self._buffer)
                 self._ready.wait()
-        if release:
-            self._hold(self._key, False)
-        return line
 
     def close(self) -> None:
         with self._ready:
             self._closed = True
             self._buffer.clear()
             self._taker = self._on_end = None  # the forwarder closes it from its on_end: nothing more
-            release, self._held = self._held, False
+            self._set_held(False)
             self._ready.notify_all()
-        if release:
-            self._hold(self._key, False)
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """``data`` cut after each ``\\n`` (as ``readline`` cuts: a lone ``\\r`` of a progress bar
+    stays inside its line); the rest, if any, is the last line."""
+    parts = data.split(b"\n")
+    lines = [part + b"\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
