@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -301,6 +302,33 @@ def test_worker_exits_when_pid_1_never_joins() -> None:
     assert worker.returncode == 1
     assert worker.stdout.startswith("clustercore_worker:")
     assert "did not connect within 1 s" in worker.stdout + worker.stderr
+
+
+def test_worker_exits_when_the_link_pid_1_holds_stays_silent() -> None:
+    # A worker handed a link (--link-fd, as the Local plugin's workers are) serves its
+    # handshake on its main thread: a launcher that never speaks on it is given
+    # CLUSTERCORE_WORKER_TIMEOUT, not the handshake's own 20 s.
+    import socket
+
+    mine, theirs = socket.socketpair()
+    env = {**os.environ, "CLUSTERCORE_WORKER_TIMEOUT": "1"}
+    link = str(theirs.fileno())
+    command = [sys.executable, "-m", "clustercore", "worker", "--bind-to", "127.0.0.1", "--link-fd", link]
+    with mine:
+        worker = subprocess.run(
+            command,
+            input="some-cookie-long-enough-to-pass\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            pass_fds=[theirs.fileno()],
+        )
+        theirs.close()
+    assert worker.returncode == 1
+    said = worker.stdout + worker.stderr
+    assert re.search(r"handshake with .* did not finish within 0\.\d+ s", said)  # what was left of the 1 s
+    assert "did not connect within 1 s" in said
 
 
 def test_worker_exits_when_pid_1_never_joins_and_nobody_reads_its_output() -> None:

@@ -131,7 +131,7 @@ def _wait_for_join(driver_link: socket.socket | None, timeout: float) -> None:
     thread of its own for each would cost every worker's start-up more than the wait."""
     deadline = time.monotonic() + timeout
     if driver_link is not None:
-        _serve_accepted(driver_link)  # returns once joined (or if the link failed its handshake)
+        _serve_accepted(driver_link, until=deadline)  # returns once joined, or failed or timed out
     if _joined.wait(max(0.0, deadline - time.monotonic())):
         return
     try:
@@ -281,9 +281,9 @@ def _accept_forever(*listeners: socket.socket) -> None:
     _Gate(listeners).run()
 
 
-def _serve_accepted(sock: socket.socket) -> None:
+def _serve_accepted(sock: socket.socket, until: float | None = None) -> None:
     """Authenticate an accepted connection and serve it (on the calling thread)."""
-    process_messages(sock, sock, incoming=True)
+    process_messages(sock, sock, incoming=True, until=until)
 
 
 class _Door:
@@ -574,22 +574,33 @@ def _describe_peer(sock: socket.socket, addr: Any) -> str:
     return f"local pid {pid} (uid {uid})"
 
 
-def process_messages(r_stream: Any, w_stream: Any, incoming: bool = True) -> None:
+def process_messages(r_stream: Any, w_stream: Any, incoming: bool = True, *, until: float | None = None) -> None:
     """Authenticate a link and serve it (Julia's ``process_messages``); for custom transports.
 
     Nothing from the peer is unpickled before the handshake has proven that it holds the
     cookie and which pid it is: only pid 1 may make this worker join, only another
-    worker may identify itself.
+    worker may identify itself. ``until`` (``time.monotonic()``): give up on a peer that
+    has not authenticated and sent its first message by then (else the handshake's own
+    deadline, then ``worker_timeout()`` for the first message).
     """
     transport = make_transport(r_stream, w_stream)
+    handshake_s, first_s = handshake.DEFAULT_DEADLINE, worker_timeout()
     try:
+        if until is not None:
+            handshake_s = min(handshake_s, max(0.001, until - time.monotonic()))
         if incoming:
-            transport, dialer = establish.accept(transport, cluster.cluster_cookie(), PGRP.tls, me=PGRP.myid)
+            transport, dialer = establish.accept(
+                transport, cluster.cluster_cookie(), PGRP.tls, me=PGRP.myid, deadline=handshake_s
+            )
         else:
-            transport = establish.dial(transport, cluster.cluster_cookie(), PGRP.tls, me=PGRP.myid, target=1)
+            transport = establish.dial(
+                transport, cluster.cluster_cookie(), PGRP.tls, me=PGRP.myid, target=1, deadline=handshake_s
+            )
             dialer = 1
         conn = Connection(transport, dialer)
-        transport.set_timeout(worker_timeout())
+        if until is not None:
+            first_s = min(first_s, max(0.001, until - time.monotonic()))
+        transport.set_timeout(first_s)
         first = conn.read_frame()
         transport.set_timeout(None)
     except (HandshakeError, OSError, EOFError) as exc:
