@@ -78,6 +78,24 @@ def test_a_worker_removed_before_its_peers_read_them_stays_removed(fresh: None) 
         cc.remotecall_fetch(lambda p: cc.remotecall_fetch(cc.myid, p), second[0], gone)
 
 
+def test_a_table_of_peers_that_cannot_be_read_costs_only_itself(fresh: None) -> None:
+    # A worker keeps tables of peers unread until it needs one: one that does not inflate
+    # (or would inflate past the cap) is dropped when read, the others queued with it are not.
+    import zlib
+
+    from clustercore.engine.membership import learn_peers
+    from clustercore.engine.messages import PeerInfo, PeerTable
+
+    def learn_then_look() -> list[bool]:
+        learn_peers(PeerTable(b"not zlib"))
+        learn_peers(PeerTable(zlib.compress(bytes(1 << 28))))  # a 256 MiB bomb: refused, not inflated
+        learn_peers(PeerTable.of([PeerInfo(97, ("127.0.0.1", 1), "elsewhere", None)]))
+        return [cluster.lookup_worker(97) is not None, 97 in cc.procs()]
+
+    (w,) = cc.addprocs(1)
+    assert cc.remotecall_fetch(learn_then_look, w) == [True, True]
+
+
 def test_master_worker_forbids_worker_to_worker(fresh: None) -> None:
     a, b = cc.addprocs(2, topology="master_worker")
     with pytest.raises(cc.RemoteException) as info:

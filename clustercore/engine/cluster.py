@@ -495,7 +495,12 @@ def read_peers() -> None:
     with PGRP.lock:
         tables, PGRP.unread_peers = PGRP.unread_peers, []
         for table in tables:
-            _add_peer_records(table.read())
+            try:
+                records = table.read()
+            except Exception as exc:  # noqa: BLE001 - one bad table costs only itself
+                log.warning("a table of peers could not be read and was dropped: %r", exc)
+                continue
+            _add_peer_records(records)
 
 
 def _add_peer_records(peers: list[PeerInfo]) -> None:

@@ -127,7 +127,14 @@ class PeerTable:
         return PeerTable, (self.data,)  # unpickled as the same bytes: read later, by read()
 
     def read(self) -> list[PeerInfo]:
-        return [PeerInfo(*row) for row in pickle.loads(zlib.decompress(self.data))]
+        inflate = zlib.decompressobj()
+        rows = inflate.decompress(self.data, _TABLE_MAX)
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise ValueError(f"a table of peers larger than {_TABLE_MAX} bytes, or cut short")
+        return [PeerInfo(*row) for row in pickle.loads(rows)]
+
+
+_TABLE_MAX = 1 << 27  # 128 MiB of rows: a million peers; a larger table is refused, not inflated
 
 
 @register_plain_type
