@@ -1,12 +1,10 @@
-"""The fork server's relayed output, as the driver hands it on: lines, holds, the printer."""
+"""The fork server's relayed output, as the driver hands it on: whole lines, holds and releases."""
 
 from __future__ import annotations
 
 import threading
 
 from clustercore_local.output import WorkerOutput
-
-from clustercore.engine import launching
 
 LINE = b"x" * 1023 + b"\n"
 
@@ -59,25 +57,3 @@ def test_the_server_hears_holds_and_releases_in_the_order_they_were_decided() ->
         done()  # type: ignore[operator]
     assert sent and sent[-1] == out._held  # the server's last word is the driver's state
     assert not out._held and out._outstanding == 0
-
-
-def test_the_printer_survives_a_line_it_cannot_print() -> None:
-    printed: list[str] = []
-    finished = threading.Semaphore(0)
-
-    def watcher(text: str) -> None:
-        if "boom" in text:
-            raise RuntimeError("a watcher that fails once")
-        printed.append(text)
-
-    launching.output_watchers.append(watcher)
-    try:
-        printer = launching._Printer()
-        printer.print("From worker 2:\tboom", finished.release)
-        for i in range(3):
-            printer.print(f"From worker 3:\tline {i}", finished.release)
-        for _ in range(4):
-            assert finished.acquire(timeout=30)  # done() for every line, the failed one too
-        assert printed == [f"From worker 3:\tline {i}" for i in range(3)]
-    finally:
-        launching.output_watchers.remove(watcher)
