@@ -193,9 +193,10 @@ def project_path() -> list[str]:
 
 
 # What one local worker takes at least, measured on an idle one: its own memory (pages it
-# does not share with the fork server) and its threads, plus the two the driver runs for it.
+# does not share with the fork server) and its tasks (its process, its accept gate, the
+# watchdog its first call starts), plus the one the driver runs for it (its link's reader).
 WORKER_MEMORY = 3 << 20
-WORKER_TASKS = 4 + 2
+WORKER_TASKS = 3 + 1
 
 
 def check_capacity(n: int, what: str) -> None:
